@@ -1,0 +1,155 @@
+//! What one call is made of on either side: [`Request`], [`Response`], and
+//! the [`Context`] a handler runs in.
+//!
+//! These are the types middleware sees. Payloads stay encoded ([`Bytes`]
+//! plus the [`Codec`] they are in) so middleware never pays for decoding it
+//! does not need; typed code decodes at the edge.
+//!
+//! A server runs every handler inside a [`Context`] holding the caller's
+//! deadline and metadata. A call made from inside a handler picks the
+//! context up: its deadline is capped at what remains of the caller's, and
+//! its trace context travels on. That is deadline propagation with nothing to
+//! pass by hand.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use crate::codec::{Codec, Decode, Encode};
+use crate::frame::Metadata;
+use crate::status::Status;
+
+/// A boxed, sendable future: the one type used where futures cross trait
+/// objects (handlers, middleware).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A call on its way to a handler (server side) or to the network (client
+/// side).
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The codec `payload` is encoded with.
+    pub codec: Codec,
+    /// Method name, deadline, trace context and user key/values.
+    pub metadata: Metadata,
+    /// The encoded argument.
+    pub payload: Bytes,
+    /// The caller's address (server side) or the server's (client side,
+    /// once chosen).
+    pub peer: Option<SocketAddr>,
+    /// When the caller stops waiting, on this host's clock. On the wire it
+    /// travels as the time remaining, never as an absolute time.
+    pub deadline: Option<Instant>,
+}
+
+impl Request {
+    /// A request for `Service.Method` with an encoded payload.
+    pub fn new(method: impl Into<crate::frame::ByteStr>, codec: Codec, payload: Bytes) -> Request {
+        let mut metadata = Metadata::default();
+        metadata.set_method(method);
+        Request { codec, metadata, payload, peer: None, deadline: None }
+    }
+
+    /// `Service.Method`.
+    pub fn method(&self) -> &str {
+        self.metadata.method().unwrap_or("")
+    }
+
+    /// The service part of the method name (before the last `.`).
+    pub fn service(&self) -> &str {
+        split_method(self.method()).0
+    }
+
+    /// Decode the argument in the request's codec. A payload that does not
+    /// decode is the caller's fault: `InvalidArgument`, naming the method.
+    pub fn decode<A: Decode>(&self) -> Result<A, Status> {
+        A::decode(self.codec, &self.payload)
+            .map_err(|e| Status::invalid_argument(format!("cannot decode the argument of {}: {e}", self.method())))
+    }
+}
+
+/// Split `Service.Method` at its last dot, as Go's net/rpc does.
+pub(crate) fn split_method(full: &str) -> (&str, &str) {
+    match full.rfind('.') {
+        Some(dot) => (&full[..dot], &full[dot + 1..]),
+        None => (full, ""),
+    }
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, Default)]
+pub struct Response {
+    /// The codec `payload` is encoded with (the request's).
+    pub codec: Codec,
+    /// The encoded result.
+    pub payload: Bytes,
+    /// Response metadata (user key/values).
+    pub metadata: Metadata,
+}
+
+impl Response {
+    /// A response with an encoded payload.
+    pub fn new(codec: Codec, payload: Bytes) -> Response {
+        Response { codec, payload, metadata: Metadata::default() }
+    }
+
+    /// A response holding `reply` encoded with `codec`. A reply that cannot
+    /// be encoded is the server's fault: `Internal`.
+    pub fn encode<R: Encode + ?Sized>(codec: Codec, reply: &R) -> Result<Response, Status> {
+        let mut buf = Vec::new();
+        reply.encode(codec, &mut buf).map_err(|e| Status::internal(format!("cannot encode the reply: {e}")))?;
+        Ok(Response::new(codec, Bytes::from(buf)))
+    }
+}
+
+/// The call a handler is serving: who called, with what metadata, and until
+/// when. Read it with [`Context::current`] from anywhere inside a handler.
+#[derive(Debug, Clone)]
+pub struct Context {
+    deadline: Option<Instant>,
+    metadata: Metadata,
+    peer: Option<SocketAddr>,
+}
+
+tokio::task_local! {
+    static CURRENT: Context;
+}
+
+impl Context {
+    pub(crate) fn new(deadline: Option<Duration>, metadata: Metadata, peer: Option<SocketAddr>) -> Context {
+        Context { deadline: deadline.map(|d| Instant::now() + d), metadata, peer }
+    }
+
+    /// The context of the handler running on this task, if any.
+    pub fn current() -> Option<Context> {
+        CURRENT.try_with(Context::clone).ok()
+    }
+
+    /// Run `fut` inside this context.
+    pub(crate) fn scope<F: Future>(self, fut: F) -> impl Future<Output = F::Output> {
+        CURRENT.scope(self, fut)
+    }
+
+    /// When the caller stops waiting (local clock), if it set a deadline.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Time left before the caller's deadline.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline.map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// The request's metadata.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// The caller's address.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+}

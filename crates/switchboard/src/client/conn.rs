@@ -1,0 +1,317 @@
+//! One client connection: many calls multiplexed over one TCP stream.
+//!
+//! A call takes the next request id, parks a oneshot sender in the pending
+//! map, and pushes its frame onto the write queue. The reader task hands each
+//! response to the sender with its id. A call dropped before its answer
+//! arrives (timeout, or the caller lost interest) removes itself and sends a
+//! cancel frame, so the server stops working on it. When the connection ends,
+//! every pending call fails with [`Error::ConnectionLost`], which is
+//! retryable for idempotent calls.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::call::{Request, Response};
+use crate::codec::Codec;
+use crate::error::Error;
+use crate::frame::{self, Decoded, Frame, FrameDecoder, Head, Kind, Metadata, FLAG_COMPRESSED, FLAG_REFUSED};
+use crate::io::WriteQueue;
+use crate::status::{Code, Status};
+
+type Reply = Result<Frame, Error>;
+
+/// The owning handle: when the last clone of the `Arc<Connection>` goes
+/// (the client dropped it, or replaced it after a failure), the connection is
+/// closed and its tasks end.
+pub(crate) struct Connection {
+    shared: Arc<Shared>,
+}
+
+impl std::ops::Deref for Connection {
+    type Target = Arc<Shared>;
+    fn deref(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.shared.queue.close();
+    }
+}
+
+/// The state the reader and writer tasks share with callers.
+pub(crate) struct Shared {
+    addr: Arc<str>,
+    queue: WriteQueue,
+    pending: Mutex<Pending>,
+    next_id: AtomicU64,
+    going_away: AtomicBool,
+    max_frame: usize,
+    compress_threshold: Option<usize>,
+}
+
+struct Pending {
+    calls: HashMap<u64, oneshot::Sender<Reply>>,
+    /// Why the connection ended; set once, after which no call is admitted.
+    closed: Option<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Connection {
+    pub(crate) async fn open(
+        addr: Arc<str>,
+        connect_timeout: Duration,
+        max_frame: usize,
+        compress_threshold: Option<usize>,
+    ) -> Result<Arc<Connection>, Error> {
+        let connect_err = |source: io::Error| Error::Connect { addr: addr.to_string(), source };
+        let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(&*addr))
+            .await
+            .map_err(|_| connect_err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))?
+            .map_err(connect_err)?;
+        let _ = stream.set_nodelay(true);
+        let (rd, wr) = stream.into_split();
+        let conn = Arc::new(Shared {
+            addr,
+            queue: WriteQueue::new(),
+            pending: Mutex::new(Pending { calls: HashMap::new(), closed: None }),
+            next_id: AtomicU64::new(1),
+            going_away: AtomicBool::new(false),
+            max_frame,
+            compress_threshold,
+        });
+        let writer = Arc::clone(&conn);
+        tokio::spawn(async move {
+            if let Err(e) = writer.queue.run_writer(wr).await {
+                writer.fail_all(format!("write error: {e}"));
+            }
+        });
+        let reader = Arc::clone(&conn);
+        tokio::spawn(async move {
+            let reason = reader.read_loop(rd).await;
+            reader.fail_all(reason);
+        });
+        Ok(Arc::new(Connection { shared: conn }))
+    }
+}
+
+impl Shared {
+    /// Whether new calls may use this connection.
+    pub(crate) fn is_usable(&self) -> bool {
+        !self.going_away.load(Ordering::Relaxed) && !self.queue.is_closed()
+    }
+
+    /// Send `req` and wait for its answer. `deadline` is sent as the time
+    /// remaining at the moment the frame is queued.
+    pub(crate) async fn call(self: &Arc<Self>, req: Request, deadline: Option<Instant>) -> Result<Response, Error> {
+        let rx = self.send(Kind::Request, req, deadline)?;
+        let mut guard = CancelOnDrop { conn: self, id: rx.0, armed: true };
+        let reply = rx.1.await;
+        guard.armed = false;
+        let frame = reply.unwrap_or_else(|_| {
+            Err(Error::ConnectionLost { addr: self.addr.to_string(), reason: "connection dropped".into() })
+        })?;
+        self.into_response(frame)
+    }
+
+    /// Round-trip a ping frame.
+    pub(crate) async fn ping(self: &Arc<Self>) -> Result<Duration, Error> {
+        let start = Instant::now();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.admit(id, tx)?;
+        self.push_frame(id, |b| Head::new(Kind::Ping, id).encode(b, &Metadata::default(), &[]))?;
+        let mut guard = CancelOnDrop { conn: self, id, armed: true };
+        let reply = rx.await;
+        guard.armed = false;
+        reply.unwrap_or_else(|_| Err(self.lost("connection dropped")))?;
+        Ok(start.elapsed())
+    }
+
+    fn send(
+        &self,
+        kind: Kind,
+        mut req: Request,
+        deadline: Option<Instant>,
+    ) -> Result<(u64, oneshot::Receiver<Reply>), Error> {
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::DeadlineExceeded(Duration::ZERO));
+            }
+            req.metadata.set_deadline(Some(left));
+        }
+        let (payload, flags) = match self.compress_threshold {
+            Some(min) if req.payload.len() >= min => (Bytes::from(frame::compress(&req.payload)), FLAG_COMPRESSED),
+            _ => (req.payload, 0),
+        };
+        if payload.len() + frame::HEADER_LEN > self.max_frame {
+            return Err(Error::TooLarge { len: payload.len() + frame::HEADER_LEN, max: self.max_frame });
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.admit(id, tx)?;
+        let head = Head { kind, codec: req.codec.id(), flags, status: 0, id };
+        self.push_frame(id, |b| head.encode(b, &req.metadata, &payload))?;
+        Ok((id, rx))
+    }
+
+    /// Park the reply sender for `id`, unless the connection has ended.
+    fn admit(&self, id: u64, tx: oneshot::Sender<Reply>) -> Result<(), Error> {
+        let mut pending = lock(&self.pending);
+        if let Some(reason) = &pending.closed {
+            return Err(self.unsent(reason));
+        }
+        pending.calls.insert(id, tx);
+        Ok(())
+    }
+
+    fn push_frame(
+        &self,
+        id: u64,
+        encode: impl FnOnce(&mut BytesMut) -> Result<(), frame::FrameError>,
+    ) -> Result<(), Error> {
+        let pushed = self.queue.push(encode);
+        let result = match pushed {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => Err(Error::protocol(&self.addr, e)),
+            Err(_) => Err(self.unsent("connection closed")),
+        };
+        lock(&self.pending).calls.remove(&id);
+        result
+    }
+
+    /// An error for a request that never left this process: always retryable.
+    fn unsent(&self, reason: &str) -> Error {
+        Error::Connect {
+            addr: self.addr.to_string(),
+            source: io::Error::new(io::ErrorKind::NotConnected, format!("connection closed ({reason})")),
+        }
+    }
+
+    fn lost(&self, reason: &str) -> Error {
+        Error::ConnectionLost { addr: self.addr.to_string(), reason: reason.to_owned() }
+    }
+
+    fn into_response(&self, mut frame: Frame) -> Result<Response, Error> {
+        let head = frame.head;
+        if head.status != Code::Ok.as_u16() {
+            let mut status = Status::new(Code::from_u16(head.status), frame.meta.message().unwrap_or(""));
+            if let Some(details) = frame.meta.details() {
+                status = status.with_details(details.clone());
+            }
+            return Err(if head.flags & FLAG_REFUSED != 0 {
+                Error::Refused { addr: self.addr.to_string(), status }
+            } else {
+                Error::Status(status)
+            });
+        }
+        let codec = Codec::from_id(head.codec).ok_or_else(|| Error::Protocol {
+            addr: self.addr.to_string(),
+            reason: format!("response in unknown codec id {}", head.codec),
+        })?;
+        let payload = frame.take_payload(self.max_frame).map_err(|e| Error::protocol(&self.addr, e))?;
+        Ok(Response { codec, payload, metadata: frame.meta })
+    }
+
+    async fn read_loop(&self, mut rd: tokio::net::tcp::OwnedReadHalf) -> String {
+        let mut decoder = FrameDecoder::new(self.max_frame);
+        let mut buf = BytesMut::with_capacity(64 << 10);
+        loop {
+            loop {
+                match decoder.decode(&mut buf) {
+                    Ok(Some(Decoded::Frame(frame))) => self.on_frame(frame),
+                    Ok(Some(Decoded::Oversized { head, len })) => {
+                        let err = Error::Status(Status::resource_exhausted(format!(
+                            "response frame of {len} bytes exceeds this client's limit of {} bytes",
+                            self.max_frame
+                        )));
+                        self.complete(head.id, Err(err));
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(addr = %self.addr, error = %e, "protocol error; closing connection");
+                        return format!("protocol error: {e}");
+                    }
+                }
+            }
+            if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(64 << 10);
+            }
+            match rd.read_buf(&mut buf).await {
+                Ok(0) => return "closed by server".to_owned(),
+                Ok(_) => {}
+                Err(e) => return format!("read error: {e}"),
+            }
+        }
+    }
+
+    fn on_frame(&self, frame: Frame) {
+        match frame.head.kind {
+            Kind::Response | Kind::Pong => self.complete(frame.head.id, Ok(frame)),
+            Kind::GoAway => {
+                tracing::debug!(addr = %self.addr, "server is going away; new calls will reconnect");
+                self.going_away.store(true, Ordering::Relaxed);
+            }
+            other => tracing::debug!(addr = %self.addr, kind = ?other, "ignoring unexpected frame"),
+        }
+    }
+
+    fn complete(&self, id: u64, reply: Reply) {
+        let tx = lock(&self.pending).calls.remove(&id);
+        if let Some(tx) = tx {
+            let _ = tx.send(reply);
+        }
+    }
+
+    /// End the connection: fail every pending call, admit no more.
+    fn fail_all(&self, reason: String) {
+        self.queue.close();
+        let calls = {
+            let mut pending = lock(&self.pending);
+            if pending.closed.is_none() {
+                pending.closed = Some(reason.clone());
+            }
+            std::mem::take(&mut pending.calls)
+        };
+        if !calls.is_empty() {
+            tracing::debug!(addr = %self.addr, %reason, failed = calls.len(), "connection ended with calls in flight");
+        }
+        for (_, tx) in calls {
+            let _ = tx.send(Err(self.lost(&reason)));
+        }
+    }
+}
+
+/// Removes an unanswered call and tells the server to cancel it.
+struct CancelOnDrop<'a> {
+    conn: &'a Arc<Shared>,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let was_pending = lock(&self.conn.pending).calls.remove(&self.id).is_some();
+        if was_pending {
+            let id = self.id;
+            let _ = self.conn.queue.push(|b| Head::new(Kind::Cancel, id).encode(b, &Metadata::default(), &[]));
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The error a call returns, and whether it may be retried.
+//!
+//! [`Error`] keeps apart what failed: the transport (could not connect, the
+//! connection dropped), the protocol (the peer sent something we cannot read),
+//! the deadline, the codec, and the application (the handler returned a
+//! [`Status`], carried intact). Failover and retries decide on
+//! [`Error::retry`], which says not just *whether* a retry can help but
+//! whether it is safe: a request that never left this process may always be
+//! retried; one that may have reached a handler only if the call is
+//! idempotent.
+//!
+//! ```
+//! use switchboard::{Code, Error, Retry, Status};
+//!
+//! let app = Error::Status(Status::invalid_argument("B is zero"));
+//! assert_eq!(app.code(), Code::InvalidArgument);
+//! assert_eq!(app.retry(), Retry::Never);
+//!
+//! let busy = Error::Status(Status::unavailable("overloaded"));
+//! assert_eq!(busy.retry(), Retry::IfIdempotent);
+//! ```
+
+use std::io;
+use std::time::Duration;
+
+use crate::codec::CodecError;
+use crate::frame::FrameError;
+use crate::status::{Code, Status};
+
+/// Whether a failed call may be tried again (on this or another instance).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Retry {
+    /// Retrying cannot help or is not allowed (bad arguments, deadline spent).
+    Never,
+    /// The request may have reached a handler: retry only idempotent calls.
+    IfIdempotent,
+    /// The request provably did not reach a handler: always safe to retry.
+    Always,
+}
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The server (a handler, middleware, or the server itself) answered
+    /// with this status. Application errors arrive here with their code,
+    /// message and details intact.
+    #[error("{0}")]
+    Status(Status),
+
+    /// The server refused the request before any handler ran (it was
+    /// shutting down or over a limit). Always safe to retry elsewhere.
+    #[error("refused by {addr}: {status}")]
+    Refused {
+        /// The server's address.
+        addr: String,
+        /// What the server said.
+        status: Status,
+    },
+
+    /// No connection could be made; the request was never sent.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// The address dialled.
+        addr: String,
+        /// Why it failed.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The connection was lost after the request was handed to it; the
+    /// server may or may not have run it.
+    #[error("connection to {addr} lost: {reason}")]
+    ConnectionLost {
+        /// The server's address.
+        addr: String,
+        /// What ended the connection.
+        reason: String,
+    },
+
+    /// The caller's deadline passed before an answer arrived.
+    #[error("deadline of {0:?} exceeded")]
+    DeadlineExceeded(Duration),
+
+    /// The request could not be encoded or the response decoded.
+    #[error("codec: {0}")]
+    Codec(#[from] CodecError),
+
+    /// The peer broke the protocol (bad frame, unknown codec in a response).
+    #[error("protocol error from {addr}: {reason}")]
+    Protocol {
+        /// The peer's address.
+        addr: String,
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// The request is larger than the frame limit; it was not sent.
+    #[error("request of {len} bytes exceeds the frame limit of {max} bytes")]
+    TooLarge {
+        /// The encoded request size.
+        len: usize,
+        /// The configured limit.
+        max: usize,
+    },
+}
+
+impl Error {
+    /// The status code that best describes this error.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::Status(s) | Error::Refused { status: s, .. } => s.code(),
+            Error::Connect { .. } | Error::ConnectionLost { .. } => Code::Unavailable,
+            Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Error::Codec(_) => Code::InvalidArgument,
+            Error::Protocol { .. } => Code::Internal,
+            Error::TooLarge { .. } => Code::ResourceExhausted,
+        }
+    }
+
+    /// Whether, and when, this call may be retried.
+    pub fn retry(&self) -> Retry {
+        match self {
+            Error::Refused { .. } | Error::Connect { .. } => Retry::Always,
+            Error::ConnectionLost { .. } => Retry::IfIdempotent,
+            Error::Status(s) => match s.code() {
+                Code::Unavailable => Retry::IfIdempotent,
+                _ => Retry::Never,
+            },
+            Error::DeadlineExceeded(_) | Error::Codec(_) | Error::Protocol { .. } | Error::TooLarge { .. } => {
+                Retry::Never
+            }
+        }
+    }
+
+    /// Shorthand: may an idempotent call be retried after this error?
+    pub fn is_retryable(&self) -> bool {
+        self.retry() != Retry::Never
+    }
+
+    /// The application status, if the server answered with one.
+    pub fn status(&self) -> Option<&Status> {
+        match self {
+            Error::Status(s) | Error::Refused { status: s, .. } => Some(s),
+            _ => None,
+        }
+    }
+
+    /// This error as a [`Status`] (for a server that forwards a failed
+    /// downstream call to its own caller).
+    pub fn to_status(&self) -> Status {
+        match self {
+            Error::Status(s) => s.clone(),
+            other => Status::new(other.code(), other.to_string()),
+        }
+    }
+
+    pub(crate) fn protocol(addr: &str, err: FrameError) -> Error {
+        Error::Protocol { addr: addr.to_owned(), reason: err.to_string() }
+    }
+}
+
+impl From<Status> for Error {
+    fn from(status: Status) -> Error {
+        Error::Status(status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_unsent_requests_are_always_retryable() {
+        let connect = Error::Connect { addr: "x".into(), source: io::ErrorKind::ConnectionRefused.into() };
+        assert_eq!(connect.retry(), Retry::Always);
+        let lost = Error::ConnectionLost { addr: "x".into(), reason: "reset".into() };
+        assert_eq!(lost.retry(), Retry::IfIdempotent);
+        assert_eq!(Error::DeadlineExceeded(Duration::from_secs(1)).retry(), Retry::Never);
+        assert_eq!(Error::Status(Status::not_found("x")).retry(), Retry::Never);
+        assert!(!Error::Status(Status::internal("x")).is_retryable());
+    }
+}

@@ -1,0 +1,703 @@
+//! The wire format: length-checked frames with a fixed 24-byte header.
+//!
+//! ```text
+//! offset size field
+//!      0    2 magic 0xC5 0xB0
+//!      2    1 version (1)
+//!      3    1 kind: request, response, one-way, ping, pong, cancel, go-away
+//!      4    1 codec id of the payload (see crate::codec::Codec)
+//!      5    1 flags: bit 0 payload is LZ4-compressed, bit 1 refused unprocessed
+//!      6    2 status code (responses; 0 otherwise), big-endian
+//!      8    8 request id, big-endian
+//!     16    4 metadata length M, big-endian
+//!     20    4 payload length P, big-endian
+//!     24    M metadata: TLV entries (tag u8, length varint, value)
+//!   24+M    P payload, encoded with the codec named in the header
+//! ```
+//!
+//! Why this shape: the two lengths sit in the fixed header, so a reader knows
+//! the whole frame size after 24 bytes and refuses an oversized frame before
+//! it allocates anything; the first byte (0xC5) is neither ASCII nor a valid
+//! first byte of a Go gob stream, so one port can sniff protocols; metadata is
+//! tag-length-value so old readers skip tags they do not know. The full byte
+//! layout, with the tag table, is in `docs/PROTOCOL.md`.
+//!
+//! Decoding is zero-copy: a decoded [`Frame`]'s metadata strings and payload
+//! are [`Bytes`] slices of the connection's read buffer.
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use switchboard::frame::{Decoded, FrameDecoder, Head, Kind, Metadata};
+//!
+//! let mut meta = Metadata::default();
+//! meta.set_method("Arith.Multiply");
+//! let mut buf = BytesMut::new();
+//! Head::new(Kind::Request, 7).encode(&mut buf, &meta, b"payload").unwrap();
+//!
+//! let mut decoder = FrameDecoder::new(16 << 20);
+//! let Some(Decoded::Frame(frame)) = decoder.decode(&mut buf).unwrap() else { panic!() };
+//! assert_eq!(frame.head.id, 7);
+//! assert_eq!(frame.meta.method(), Some("Arith.Multiply"));
+//! assert_eq!(&frame.payload[..], b"payload");
+//! ```
+
+use std::fmt;
+use std::ops::Deref;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+/// The first two bytes of every Switchboard frame.
+pub const MAGIC: [u8; 2] = [0xC5, 0xB0];
+/// The protocol version this build speaks.
+pub const VERSION: u8 = 1;
+/// Size of the fixed header.
+pub const HEADER_LEN: usize = 24;
+/// The default largest frame (header + metadata + payload) accepted: 16 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
+
+/// Header flag: the payload is LZ4-compressed (block format, 4-byte
+/// little-endian uncompressed size first).
+pub const FLAG_COMPRESSED: u8 = 0b0000_0001;
+/// Header flag on a response: the server refused the request before any
+/// handler ran (shutting down, overloaded), so it is always safe to retry.
+pub const FLAG_REFUSED: u8 = 0b0000_0010;
+
+/// What a frame is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A call that expects a response with the same id.
+    Request = 1,
+    /// The answer to a request.
+    Response = 2,
+    /// A call that expects no response.
+    OneWay = 3,
+    /// A liveness probe; answered with [`Kind::Pong`] carrying the same id.
+    Ping = 4,
+    /// The answer to a ping.
+    Pong = 5,
+    /// The caller gave up on request `id`; the server cancels its handler.
+    Cancel = 6,
+    /// The sender will take no new requests on this connection (graceful
+    /// shutdown); requests already sent are still answered.
+    GoAway = 7,
+}
+
+impl Kind {
+    fn from_u8(value: u8) -> Option<Kind> {
+        Some(match value {
+            1 => Kind::Request,
+            2 => Kind::Response,
+            3 => Kind::OneWay,
+            4 => Kind::Ping,
+            5 => Kind::Pong,
+            6 => Kind::Cancel,
+            7 => Kind::GoAway,
+            _ => return None,
+        })
+    }
+}
+
+/// The fixed part of a frame, less the two lengths (which the encoder fills in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    /// What the frame is for.
+    pub kind: Kind,
+    /// Codec id of the payload (a raw byte: unknown ids must reach the
+    /// server so it can answer with a clear error).
+    pub codec: u8,
+    /// `FLAG_*` bits.
+    pub flags: u8,
+    /// Status code on responses ([`crate::Code`] as u16); 0 otherwise.
+    pub status: u16,
+    /// Request id; a response carries the id of its request.
+    pub id: u64,
+}
+
+impl Head {
+    /// A head of this kind and id with no codec, flags or status.
+    pub fn new(kind: Kind, id: u64) -> Head {
+        Head { kind, codec: 0, flags: 0, status: 0, id }
+    }
+
+    /// Append the whole frame (this head, `meta`, `payload`) to `buf`.
+    ///
+    /// Fails only if the payload or metadata do not fit the u32 length fields;
+    /// callers check their configured frame limit before encoding.
+    pub fn encode(&self, buf: &mut BytesMut, meta: &Metadata, payload: &[u8]) -> Result<(), FrameError> {
+        let start = buf.len();
+        let payload_len = u32::try_from(payload.len())
+            .map_err(|_| FrameError::TooLarge { len: payload.len() as u64, max: u32::MAX as u64 })?;
+        buf.reserve(HEADER_LEN + meta.encoded_len_hint() + payload.len());
+        buf.put_slice(&MAGIC);
+        buf.put_u8(VERSION);
+        buf.put_u8(self.kind as u8);
+        buf.put_u8(self.codec);
+        buf.put_u8(self.flags);
+        buf.put_u16(self.status);
+        buf.put_u64(self.id);
+        buf.put_u32(0); // metadata length, patched below
+        buf.put_u32(payload_len);
+        let meta_start = buf.len();
+        meta.encode(buf);
+        let meta_len = buf.len() - meta_start;
+        let meta_len =
+            u32::try_from(meta_len).map_err(|_| FrameError::TooLarge { len: meta_len as u64, max: u32::MAX as u64 })?;
+        buf[start + 16..start + 20].copy_from_slice(&meta_len.to_be_bytes());
+        buf.put_slice(payload);
+        Ok(())
+    }
+}
+
+/// A decoded frame. Its strings and payload borrow the read buffer's memory.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// The fixed header.
+    pub head: Head,
+    /// The decoded metadata.
+    pub meta: Metadata,
+    /// The payload bytes, still compressed if `head.flags` says so.
+    pub payload: Bytes,
+}
+
+impl Frame {
+    /// The payload, decompressed if the frame says it is compressed.
+    /// `max` bounds the decompressed size (a compression bomb is refused
+    /// before anything of its claimed size is allocated).
+    pub fn take_payload(&mut self, max: usize) -> Result<Bytes, FrameError> {
+        let payload = std::mem::take(&mut self.payload);
+        if self.head.flags & FLAG_COMPRESSED == 0 {
+            return Ok(payload);
+        }
+        decompress(&payload, max)
+    }
+}
+
+/// LZ4-compress `payload` in the format [`FLAG_COMPRESSED`] announces.
+pub fn compress(payload: &[u8]) -> Vec<u8> {
+    lz4_flex::block::compress_prepend_size(payload)
+}
+
+fn decompress(payload: &[u8], max: usize) -> Result<Bytes, FrameError> {
+    let claimed = payload
+        .get(..4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .ok_or(FrameError::BadCompression("compressed payload shorter than its 4-byte size".into()))?;
+    if claimed > max {
+        return Err(FrameError::TooLarge { len: claimed as u64, max: max as u64 });
+    }
+    lz4_flex::block::decompress_size_prepended(payload)
+        .map(Bytes::from)
+        .map_err(|e| FrameError::BadCompression(e.to_string()))
+}
+
+/// What went wrong reading a frame. Every variant but
+/// [`FrameError::TooLarge`] means the byte stream is no longer trustworthy and
+/// the connection is closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The stream does not start with the Switchboard magic.
+    #[error("bad magic bytes {0:02x?}: not a Switchboard frame")]
+    BadMagic([u8; 2]),
+    /// A protocol version this build does not speak.
+    #[error("unsupported protocol version {0} (this build speaks {VERSION})")]
+    BadVersion(u8),
+    /// A frame kind this build does not know.
+    #[error("unknown frame kind {0}")]
+    BadKind(u8),
+    /// A frame (or decompressed payload) larger than the configured limit.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// The size the peer announced.
+        len: u64,
+        /// The configured limit.
+        max: u64,
+    },
+    /// Malformed metadata.
+    #[error("malformed metadata: {0}")]
+    BadMetadata(&'static str),
+    /// A compressed payload that does not decompress.
+    #[error("bad compressed payload: {0}")]
+    BadCompression(String),
+}
+
+/// One step of [`FrameDecoder::decode`].
+#[derive(Debug)]
+pub enum Decoded {
+    /// A whole frame.
+    Frame(Frame),
+    /// A frame whose header announced more than the limit. Its bytes are being
+    /// discarded as they arrive (nothing of that size is allocated) and the
+    /// connection stays usable; the receiver should answer `id` with
+    /// `ResourceExhausted` if `kind` is a request.
+    Oversized {
+        /// The oversized frame's header.
+        head: Head,
+        /// Its announced total length.
+        len: u64,
+    },
+}
+
+/// Incremental frame decoder over a connection's read buffer.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    max_frame: usize,
+    /// Bytes of an oversized frame still to discard.
+    skipping: u64,
+}
+
+impl FrameDecoder {
+    /// A decoder that refuses frames longer than `max_frame` bytes in total.
+    pub fn new(max_frame: usize) -> FrameDecoder {
+        FrameDecoder { max_frame, skipping: 0 }
+    }
+
+    /// The configured limit.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    /// Take the next frame out of `buf`, if a whole one is there.
+    ///
+    /// `Ok(None)` means more bytes are needed (the caller reads more and calls
+    /// again). `Err` means the stream is corrupt and must be closed.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, FrameError> {
+        if self.skipping > 0 {
+            let n = (self.skipping.min(buf.len() as u64)) as usize;
+            buf.advance(n);
+            self.skipping -= n as u64;
+            if self.skipping > 0 {
+                return Ok(None);
+            }
+        }
+        if buf.len() < HEADER_LEN {
+            // Reject garbage as soon as the first bytes show it, without
+            // waiting for a whole header.
+            if buf.len() >= 2 && buf[..2] != MAGIC {
+                return Err(FrameError::BadMagic([buf[0], buf[1]]));
+            }
+            return Ok(None);
+        }
+        let (head, meta_len, payload_len) = parse_head(&buf[..HEADER_LEN])?;
+        let total = HEADER_LEN as u64 + meta_len as u64 + payload_len as u64;
+        if total > self.max_frame as u64 {
+            buf.advance(HEADER_LEN);
+            self.skipping = total - HEADER_LEN as u64;
+            // Discard whatever of it has already arrived.
+            let n = (self.skipping.min(buf.len() as u64)) as usize;
+            buf.advance(n);
+            self.skipping -= n as u64;
+            return Ok(Some(Decoded::Oversized { head, len: total }));
+        }
+        let total = total as usize;
+        if buf.len() < total {
+            buf.reserve(total - buf.len());
+            return Ok(None);
+        }
+        let mut frame = buf.split_to(total).freeze();
+        frame.advance(HEADER_LEN);
+        let meta_bytes = frame.split_to(meta_len as usize);
+        let meta = Metadata::decode(meta_bytes)?;
+        Ok(Some(Decoded::Frame(Frame { head, meta, payload: frame })))
+    }
+}
+
+fn parse_head(h: &[u8]) -> Result<(Head, u32, u32), FrameError> {
+    let mut h = h;
+    let magic = [h[0], h[1]];
+    if magic != MAGIC {
+        return Err(FrameError::BadMagic(magic));
+    }
+    h.advance(2);
+    let version = h.get_u8();
+    if version != VERSION {
+        return Err(FrameError::BadVersion(version));
+    }
+    let kind_byte = h.get_u8();
+    let kind = Kind::from_u8(kind_byte).ok_or(FrameError::BadKind(kind_byte))?;
+    let codec = h.get_u8();
+    let flags = h.get_u8();
+    let status = h.get_u16();
+    let id = h.get_u64();
+    let meta_len = h.get_u32();
+    let payload_len = h.get_u32();
+    Ok((Head { kind, codec, flags, status, id }, meta_len, payload_len))
+}
+
+/// A UTF-8 string backed by [`Bytes`]: metadata strings decoded from a frame
+/// share the read buffer instead of being copied.
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
+pub struct ByteStr(Bytes);
+
+impl ByteStr {
+    /// Validate `bytes` as UTF-8.
+    pub fn from_utf8(bytes: Bytes) -> Result<ByteStr, std::str::Utf8Error> {
+        std::str::from_utf8(&bytes)?;
+        Ok(ByteStr(bytes))
+    }
+
+    /// The string.
+    pub fn as_str(&self) -> &str {
+        // The constructors only admit valid UTF-8; re-checking costs a scan
+        // but keeps this crate free of unsafe code.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The underlying bytes.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.0
+    }
+}
+
+impl Deref for ByteStr {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<String> for ByteStr {
+    fn from(s: String) -> ByteStr {
+        ByteStr(Bytes::from(s))
+    }
+}
+
+impl From<&'static str> for ByteStr {
+    fn from(s: &'static str) -> ByteStr {
+        ByteStr(Bytes::from_static(s.as_bytes()))
+    }
+}
+
+impl fmt::Debug for ByteStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for ByteStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Metadata tags. Unknown tags are skipped by readers.
+mod tag {
+    pub(super) const METHOD: u8 = 1;
+    pub(super) const DEADLINE: u8 = 2;
+    pub(super) const TRACE: u8 = 3;
+    pub(super) const MESSAGE: u8 = 4;
+    pub(super) const DETAILS: u8 = 5;
+    pub(super) const ENTRY: u8 = 6;
+}
+
+/// Per-frame metadata: the method, the deadline, trace context, a status
+/// message and details on error responses, and free user key/values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metadata {
+    method: Option<ByteStr>,
+    deadline: Option<Duration>,
+    trace: Option<ByteStr>,
+    message: Option<ByteStr>,
+    details: Option<Bytes>,
+    entries: Vec<(ByteStr, ByteStr)>,
+}
+
+impl Metadata {
+    /// `Service.Method` of a request.
+    pub fn method(&self) -> Option<&str> {
+        self.method.as_deref()
+    }
+
+    /// `Service.Method` as the shared string it was decoded into (a cheap
+    /// clone, unlike copying the `&str`).
+    pub fn method_str(&self) -> Option<&ByteStr> {
+        self.method.as_ref()
+    }
+
+    /// Set the `Service.Method` name.
+    pub fn set_method(&mut self, method: impl Into<ByteStr>) {
+        self.method = Some(method.into());
+    }
+
+    /// How long the caller will wait, measured from when it sent the request.
+    /// Relative, not an absolute time, so clock skew between hosts does not
+    /// matter.
+    pub fn deadline(&self) -> Option<Duration> {
+        self.deadline
+    }
+
+    /// Set the relative deadline.
+    pub fn set_deadline(&mut self, deadline: Option<Duration>) {
+        self.deadline = deadline;
+    }
+
+    /// The W3C `traceparent` trace context, if any.
+    pub fn trace_context(&self) -> Option<&str> {
+        self.trace.as_deref()
+    }
+
+    /// Set the trace context.
+    pub fn set_trace_context(&mut self, trace: impl Into<ByteStr>) {
+        self.trace = Some(trace.into());
+    }
+
+    /// The status message of an error response.
+    pub fn message(&self) -> Option<&str> {
+        self.message.as_deref()
+    }
+
+    /// Set the status message.
+    pub fn set_message(&mut self, message: impl Into<ByteStr>) {
+        self.message = Some(message.into());
+    }
+
+    /// The status details of an error response.
+    pub fn details(&self) -> Option<&Bytes> {
+        self.details.as_ref()
+    }
+
+    /// Set the status details.
+    pub fn set_details(&mut self, details: Bytes) {
+        self.details = Some(details);
+    }
+
+    /// The value of user key `key` (the first, if it was set twice).
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entries.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v.as_str())
+    }
+
+    /// Set user key `key` to `value`, replacing an earlier value.
+    pub fn insert(&mut self, key: impl Into<ByteStr>, value: impl Into<ByteStr>) {
+        let key = key.into();
+        let value = value.into();
+        match self.entries.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => entry.1 = value,
+            None => self.entries.push((key, value)),
+        }
+    }
+
+    /// All user key/values, in insertion order.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    fn encoded_len_hint(&self) -> usize {
+        let s = |o: &Option<ByteStr>| o.as_ref().map_or(0, |v| v.len() + 6);
+        s(&self.method)
+            + s(&self.trace)
+            + s(&self.message)
+            + self.details.as_ref().map_or(0, |d| d.len() + 6)
+            + self.deadline.map_or(0, |_| 12)
+            + self.entries.iter().map(|(k, v)| k.len() + v.len() + 12).sum::<usize>()
+    }
+
+    fn encode(&self, buf: &mut BytesMut) {
+        if let Some(m) = &self.method {
+            put_entry(buf, tag::METHOD, m.as_bytes());
+        }
+        if let Some(d) = self.deadline {
+            let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+            let mut tmp = [0u8; 10];
+            let n = write_varint(&mut tmp, micros);
+            put_entry(buf, tag::DEADLINE, &tmp[..n]);
+        }
+        if let Some(t) = &self.trace {
+            put_entry(buf, tag::TRACE, t.as_bytes());
+        }
+        if let Some(m) = &self.message {
+            put_entry(buf, tag::MESSAGE, m.as_bytes());
+        }
+        if let Some(d) = &self.details {
+            put_entry(buf, tag::DETAILS, d);
+        }
+        for (k, v) in &self.entries {
+            let mut tmp = [0u8; 10];
+            let n = write_varint(&mut tmp, k.len() as u64);
+            buf.put_u8(tag::ENTRY);
+            put_varint(buf, (n + k.len() + v.len()) as u64);
+            buf.put_slice(&tmp[..n]);
+            buf.put_slice(k.as_bytes());
+            buf.put_slice(v.as_bytes());
+        }
+    }
+
+    /// Decode metadata from its TLV bytes (zero-copy).
+    pub fn decode(mut bytes: Bytes) -> Result<Metadata, FrameError> {
+        let mut meta = Metadata::default();
+        let utf8 = |b: Bytes| ByteStr::from_utf8(b).map_err(|_| FrameError::BadMetadata("string is not UTF-8"));
+        while bytes.has_remaining() {
+            let tag = bytes.get_u8();
+            let len = read_varint(&mut bytes)?;
+            if len > bytes.len() as u64 {
+                return Err(FrameError::BadMetadata("entry runs past the end of the metadata"));
+            }
+            let mut value = bytes.split_to(len as usize);
+            match tag {
+                tag::METHOD => meta.method = Some(utf8(value)?),
+                tag::DEADLINE => {
+                    let micros = read_varint(&mut value)?;
+                    meta.deadline = Some(Duration::from_micros(micros));
+                }
+                tag::TRACE => meta.trace = Some(utf8(value)?),
+                tag::MESSAGE => meta.message = Some(utf8(value)?),
+                tag::DETAILS => meta.details = Some(value),
+                tag::ENTRY => {
+                    let key_len = read_varint(&mut value)?;
+                    if key_len > value.len() as u64 {
+                        return Err(FrameError::BadMetadata("entry key runs past its entry"));
+                    }
+                    let key = utf8(value.split_to(key_len as usize))?;
+                    meta.entries.push((key, utf8(value)?));
+                }
+                _ => {} // a tag from a newer version: skip it
+            }
+        }
+        Ok(meta)
+    }
+}
+
+fn put_entry(buf: &mut BytesMut, tag: u8, value: &[u8]) {
+    buf.put_u8(tag);
+    put_varint(buf, value.len() as u64);
+    buf.put_slice(value);
+}
+
+fn put_varint(buf: &mut BytesMut, value: u64) {
+    let mut tmp = [0u8; 10];
+    let n = write_varint(&mut tmp, value);
+    buf.put_slice(&tmp[..n]);
+}
+
+/// LEB128: 7 bits a byte, low bits first, high bit set on all but the last.
+fn write_varint(out: &mut [u8; 10], mut value: u64) -> usize {
+    let mut i = 0;
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out[i] = byte;
+            return i + 1;
+        }
+        out[i] = byte | 0x80;
+        i += 1;
+    }
+}
+
+fn read_varint(bytes: &mut Bytes) -> Result<u64, FrameError> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        if !bytes.has_remaining() {
+            return Err(FrameError::BadMetadata("truncated varint"));
+        }
+        let byte = bytes.get_u8();
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err(FrameError::BadMetadata("varint longer than 10 bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full_meta() -> Metadata {
+        let mut meta = Metadata::default();
+        meta.set_method("Echo.Echo");
+        meta.set_deadline(Some(Duration::from_micros(1_500_000)));
+        meta.set_trace_context("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+        meta.set_message("ünïcode message");
+        meta.set_details(Bytes::from_static(b"\x00\x01\x02"));
+        meta.insert("tenant", "acme");
+        meta.insert("zone", "eu-1");
+        meta
+    }
+
+    #[test]
+    fn frame_round_trips_with_every_metadata_field() {
+        let meta = full_meta();
+        let head = Head { kind: Kind::Response, codec: 3, flags: FLAG_REFUSED, status: 14, id: u64::MAX };
+        let mut buf = BytesMut::new();
+        head.encode(&mut buf, &meta, &[9; 300]).unwrap();
+        let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        let Some(Decoded::Frame(frame)) = dec.decode(&mut buf).unwrap() else { panic!("no frame") };
+        assert_eq!(frame.head, head);
+        assert_eq!(frame.meta, meta);
+        assert_eq!(frame.meta.get("zone"), Some("eu-1"));
+        assert_eq!(&frame.payload[..], &[9; 300][..]);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn partial_input_waits_for_more_bytes() {
+        let mut whole = BytesMut::new();
+        Head::new(Kind::Ping, 1).encode(&mut whole, &Metadata::default(), b"abc").unwrap();
+        let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        let mut buf = BytesMut::new();
+        for (i, byte) in whole.iter().enumerate() {
+            buf.put_u8(*byte);
+            let got = dec.decode(&mut buf).unwrap();
+            assert_eq!(got.is_some(), i == whole.len() - 1, "at byte {i}");
+        }
+    }
+
+    #[test]
+    fn oversized_frame_is_skipped_without_buffering_and_the_next_frame_decodes() {
+        let mut buf = BytesMut::new();
+        Head::new(Kind::Request, 5).encode(&mut buf, &Metadata::default(), &vec![0u8; 10_000]).unwrap();
+        Head::new(Kind::Request, 6).encode(&mut buf, &Metadata::default(), b"ok").unwrap();
+        let mut dec = FrameDecoder::new(1024);
+        // Feed in small chunks, as a socket would.
+        let mut input = BytesMut::new();
+        let mut seen = Vec::new();
+        for chunk in buf.chunks(700) {
+            input.extend_from_slice(chunk);
+            while let Some(d) = dec.decode(&mut input).unwrap() {
+                seen.push(d);
+            }
+            assert!(input.len() <= 1024 + 700, "the decoder buffered the oversized frame");
+        }
+        assert!(matches!(seen[0], Decoded::Oversized { head: Head { id: 5, .. }, len: 10_024 }));
+        assert!(matches!(&seen[1], Decoded::Frame(f) if f.head.id == 6 && &f.payload[..] == b"ok"));
+    }
+
+    #[test]
+    fn huge_length_header_is_refused_before_allocation() {
+        let mut buf = BytesMut::new();
+        Head::new(Kind::Request, 1).encode(&mut buf, &Metadata::default(), b"").unwrap();
+        buf[20..24].copy_from_slice(&u32::MAX.to_be_bytes());
+        buf[16..20].copy_from_slice(&u32::MAX.to_be_bytes());
+        let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        let got = dec.decode(&mut buf).unwrap();
+        assert!(matches!(got, Some(Decoded::Oversized { len, .. }) if len == 24 + 2 * u32::MAX as u64));
+        assert!(buf.capacity() < 1 << 20);
+    }
+
+    #[test]
+    fn garbage_is_an_error_after_two_bytes() {
+        let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\n"[..]);
+        assert_eq!(dec.decode(&mut buf).unwrap_err(), FrameError::BadMagic(*b"GE"));
+    }
+
+    #[test]
+    fn unknown_metadata_tags_are_skipped() {
+        let mut raw = BytesMut::new();
+        raw.put_slice(&[200, 3, b'x', b'y', b'z']);
+        put_entry(&mut raw, tag::METHOD, b"A.B");
+        let meta = Metadata::decode(raw.freeze()).unwrap();
+        assert_eq!(meta.method(), Some("A.B"));
+    }
+
+    #[test]
+    fn compression_round_trips_and_refuses_bombs() {
+        let data = vec![7u8; 100_000];
+        let packed = compress(&data);
+        assert!(packed.len() < 1_000);
+        assert_eq!(&decompress(&packed, 1 << 20).unwrap()[..], &data[..]);
+        assert!(matches!(decompress(&packed, 50_000), Err(FrameError::TooLarge { .. })));
+        assert!(decompress(&[1, 2], 100).is_err());
+    }
+}

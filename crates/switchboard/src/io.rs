@@ -1,0 +1,131 @@
+//! Connection I/O shared by server and client: a write queue that coalesces
+//! frames into few syscalls.
+//!
+//! Producers (handler tasks on the server, callers on the client) append
+//! encoded frames to one buffer under a short, never-awaited lock. A single
+//! writer task swaps the buffer out and writes it whole. Under load many
+//! frames pile up while a write is in flight, so the next write carries all
+//! of them: one syscall per batch rather than per frame. When idle, a frame
+//! goes out as soon as the writer wakes.
+//!
+//! The writer wakes only when the buffer goes from empty to non-empty, so a
+//! busy connection does not pay a wake-up per frame.
+
+use std::sync::Mutex;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+
+/// Buffers above this capacity are dropped after a write rather than kept
+/// for reuse, so one huge frame does not pin its memory forever.
+const KEEP_CAPACITY: usize = 1 << 20;
+const INITIAL_CAPACITY: usize = 16 << 10;
+
+/// The queue has been closed: the connection is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Closed;
+
+#[derive(Debug)]
+struct State {
+    buf: BytesMut,
+    closed: bool,
+}
+
+/// A per-connection outgoing byte queue. See the module docs.
+#[derive(Debug)]
+pub(crate) struct WriteQueue {
+    state: Mutex<State>,
+    wake: Notify,
+}
+
+impl WriteQueue {
+    pub(crate) fn new() -> WriteQueue {
+        WriteQueue {
+            state: Mutex::new(State { buf: BytesMut::with_capacity(INITIAL_CAPACITY), closed: false }),
+            wake: Notify::new(),
+        }
+    }
+
+    /// Append bytes with `write`, which runs under the queue's lock and must
+    /// be quick (it copies an already encoded frame in). Returns what `write`
+    /// returned.
+    pub(crate) fn push<R>(&self, write: impl FnOnce(&mut BytesMut) -> R) -> Result<R, Closed> {
+        let (result, was_empty) = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if state.closed {
+                return Err(Closed);
+            }
+            let was_empty = state.buf.is_empty();
+            (write(&mut state.buf), was_empty)
+        };
+        if was_empty {
+            self.wake.notify_one();
+        }
+        Ok(result)
+    }
+
+    /// Stop accepting frames. The writer flushes what is queued and exits.
+    pub(crate) fn close(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).closed
+    }
+
+    /// The writer loop: runs until the queue is closed and drained, or the
+    /// socket fails. Returns the write error, if any.
+    pub(crate) async fn run_writer<W: AsyncWrite + Unpin>(&self, mut io: W) -> std::io::Result<()> {
+        let mut spare = BytesMut::with_capacity(INITIAL_CAPACITY);
+        loop {
+            let closed = {
+                let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                std::mem::swap(&mut state.buf, &mut spare);
+                state.closed
+            };
+            if spare.is_empty() {
+                if closed {
+                    let _ = io.shutdown().await;
+                    return Ok(());
+                }
+                self.wake.notified().await;
+                continue;
+            }
+            let result = io.write_all(&spare).await;
+            if spare.capacity() > KEEP_CAPACITY {
+                spare = BytesMut::with_capacity(INITIAL_CAPACITY);
+            } else {
+                spare.clear();
+            }
+            if let Err(e) = result {
+                self.close();
+                return Err(e);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn frames_pushed_while_a_write_is_pending_go_out_together() {
+        let queue = Arc::new(WriteQueue::new());
+        let (client, mut server) = tokio::io::duplex(1 << 20);
+        for i in 0..100u8 {
+            queue.push(|b| b.extend_from_slice(&[i; 10])).unwrap();
+        }
+        queue.close();
+        assert_eq!(queue.push(|_| ()), Err(Closed));
+        queue.run_writer(client).await.unwrap();
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got.len(), 1000);
+        assert!(got.chunks(10).enumerate().all(|(i, c)| c.iter().all(|b| *b == i as u8)));
+    }
+}

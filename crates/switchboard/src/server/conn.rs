@@ -1,0 +1,250 @@
+//! One server connection speaking Switchboard frames.
+//!
+//! The read loop decodes frames and starts a task per request; tasks answer
+//! through the connection's [`WriteQueue`] in whatever order they finish.
+//! Requests in flight are kept by id so a cancel frame (or the connection
+//! closing) can abort their handlers.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::task::AbortHandle;
+use tokio_util::task::TaskTracker;
+
+use super::Inner;
+use crate::call::{Context, Request, Response};
+use crate::codec::Codec;
+use crate::frame::{self, Decoded, Frame, FrameDecoder, Head, Kind, Metadata, FLAG_COMPRESSED, FLAG_REFUSED};
+use crate::io::WriteQueue;
+use crate::middleware::Next;
+use crate::status::{Code, Status};
+
+const READ_CHUNK: usize = 64 << 10;
+
+struct Conn {
+    inner: Arc<Inner>,
+    peer: SocketAddr,
+    queue: WriteQueue,
+    in_flight: Mutex<HashMap<u64, AbortHandle>>,
+    tasks: TaskTracker,
+}
+
+pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr) {
+    let (mut rd, wr) = stream.into_split();
+    let conn = Arc::new(Conn {
+        inner,
+        peer,
+        queue: WriteQueue::new(),
+        in_flight: Mutex::new(HashMap::new()),
+        tasks: TaskTracker::new(),
+    });
+    let writer = {
+        let conn = Arc::clone(&conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.queue.run_writer(wr).await {
+                tracing::debug!(peer = %conn.peer, error = %e, "write failed; closing connection");
+            }
+        })
+    };
+
+    let mut decoder = FrameDecoder::new(conn.inner.config.max_frame);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut draining = false;
+    let reason = loop {
+        // Decode everything already buffered before reading again.
+        match decoder.decode(&mut buf) {
+            Ok(Some(Decoded::Frame(frame))) => {
+                conn.on_frame(frame, draining);
+                continue;
+            }
+            Ok(Some(Decoded::Oversized { head, len })) => {
+                conn.on_oversized(head, len);
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => break format!("protocol error: {e}"),
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(READ_CHUNK);
+        }
+        tokio::select! {
+            read = rd.read_buf(&mut buf) => match read {
+                Ok(0) if buf.is_empty() => break "closed by peer".to_owned(),
+                Ok(0) => break format!("closed by peer mid-frame ({} bytes unread)", buf.len()),
+                Ok(_) => {}
+                Err(e) => break format!("read error: {e}"),
+            },
+            _ = conn.inner.draining.cancelled(), if !draining => {
+                draining = true;
+                let _ = conn.queue.push(|b| {
+                    encode_or_log(b, Head::new(Kind::GoAway, 0), &Metadata::default(), &[])
+                });
+                conn.tasks.close();
+            }
+            _ = conn.tasks.wait(), if draining => break "server shut down".to_owned(),
+            _ = conn.inner.stop.cancelled() => break "server stopped".to_owned(),
+        }
+    };
+
+    if reason.starts_with("protocol error") {
+        tracing::warn!(peer = %conn.peer, %reason, "closing connection");
+    } else {
+        tracing::debug!(peer = %conn.peer, %reason, "connection closed");
+    }
+    // Nobody is left to read answers: cancel what still runs.
+    let handles: Vec<AbortHandle> = lock(&conn.in_flight).drain().map(|(_, h)| h).collect();
+    for handle in handles {
+        handle.abort();
+    }
+    conn.tasks.close();
+    conn.tasks.wait().await;
+    conn.queue.close();
+    let _ = writer.await;
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn encode_or_log(buf: &mut BytesMut, head: Head, meta: &Metadata, payload: &[u8]) {
+    if let Err(e) = head.encode(buf, meta, payload) {
+        tracing::error!(error = %e, "cannot encode frame");
+    }
+}
+
+impl Conn {
+    fn on_frame(self: &Arc<Self>, frame: Frame, draining: bool) {
+        let head = frame.head;
+        match head.kind {
+            Kind::Request | Kind::OneWay if draining => {
+                if head.kind == Kind::Request {
+                    self.reply_error(head, FLAG_REFUSED, &Status::unavailable("server is shutting down"));
+                }
+            }
+            Kind::Request | Kind::OneWay => self.start_call(frame),
+            Kind::Ping => {
+                let _ =
+                    self.queue.push(|b| encode_or_log(b, Head::new(Kind::Pong, head.id), &Metadata::default(), &[]));
+            }
+            Kind::Cancel => {
+                if let Some(handle) = lock(&self.in_flight).remove(&head.id) {
+                    handle.abort();
+                    tracing::debug!(peer = %self.peer, id = head.id, "call cancelled by client");
+                }
+            }
+            Kind::Response | Kind::Pong | Kind::GoAway => {
+                tracing::debug!(peer = %self.peer, kind = ?head.kind, "ignoring frame a client should not send");
+            }
+        }
+    }
+
+    fn on_oversized(&self, head: Head, len: u64) {
+        let max = self.inner.config.max_frame;
+        tracing::warn!(peer = %self.peer, id = head.id, len, max, "refused oversized frame");
+        if head.kind == Kind::Request {
+            let status =
+                Status::resource_exhausted(format!("request frame of {len} bytes exceeds the limit of {max} bytes"));
+            self.reply_error(head, 0, &status);
+        }
+    }
+
+    fn reply_error(&self, req: Head, flags: u8, status: &Status) {
+        let mut meta = Metadata::default();
+        meta.set_message(status.message().to_owned());
+        if !status.details().is_empty() {
+            meta.set_details(status.details().clone());
+        }
+        let head = Head { kind: Kind::Response, codec: req.codec, flags, status: status.code().as_u16(), id: req.id };
+        let _ = self.queue.push(|b| encode_or_log(b, head, &meta, &[]));
+    }
+
+    fn start_call(self: &Arc<Self>, mut frame: Frame) {
+        let head = frame.head;
+        let Some(codec) = Codec::from_id(head.codec).filter(|c| c.is_enabled()) else {
+            let known: Vec<String> =
+                Codec::ALL.iter().filter(|c| c.is_enabled()).map(|c| format!("{}={}", c.name(), c.id())).collect();
+            let status = Status::unimplemented(format!(
+                "unknown codec id {} (this server speaks {})",
+                head.codec,
+                known.join(", ")
+            ));
+            return self.reply_error(head, 0, &status);
+        };
+        let payload = match frame.take_payload(self.inner.config.max_frame) {
+            Ok(p) => p,
+            Err(e) => return self.reply_error(head, 0, &Status::invalid_argument(e.to_string())),
+        };
+        let deadline = frame.meta.deadline().or(self.inner.config.default_timeout);
+        let req = Request {
+            codec,
+            metadata: frame.meta,
+            payload,
+            peer: Some(self.peer),
+            deadline: deadline.map(|d| tokio::time::Instant::now() + d),
+        };
+
+        let mut in_flight = lock(&self.in_flight);
+        if in_flight.contains_key(&head.id) {
+            drop(in_flight);
+            if head.kind == Kind::Request {
+                let status = Status::invalid_argument(format!("request id {} is already in flight", head.id));
+                self.reply_error(head, 0, &status);
+            }
+            return;
+        }
+        let conn = Arc::clone(self);
+        // Spawned while holding the lock so the task cannot finish (and
+        // remove its entry) before the entry exists.
+        let task = self.tasks.spawn(async move {
+            let result = conn.run(req, deadline).await;
+            lock(&conn.in_flight).remove(&head.id);
+            if head.kind == Kind::Request {
+                conn.respond(head, result);
+            }
+        });
+        in_flight.insert(head.id, task.abort_handle());
+    }
+
+    async fn run(&self, req: Request, deadline: Option<Duration>) -> Result<Response, Status> {
+        let ctx = Context::new(deadline, req.metadata.clone(), req.peer);
+        let chain = Next::new(&self.inner.chain, &*self.inner.router).run(req);
+        let call = ctx.scope(chain);
+        match deadline {
+            None => call.await,
+            Some(d) => match tokio::time::timeout(d, call).await {
+                Ok(result) => result,
+                Err(_) => Err(Status::deadline_exceeded(format!("deadline of {d:?} exceeded on the server"))),
+            },
+        }
+    }
+
+    fn respond(&self, req: Head, result: Result<Response, Status>) {
+        let response = match result {
+            Ok(r) => r,
+            Err(status) => return self.reply_error(req, 0, &status),
+        };
+        let max = self.inner.config.max_frame;
+        let compress =
+            req.flags & FLAG_COMPRESSED != 0 && response.payload.len() >= self.inner.config.compress_threshold;
+        let (payload, flags) = if compress {
+            (Bytes::from(frame::compress(&response.payload)), FLAG_COMPRESSED)
+        } else {
+            (response.payload, 0)
+        };
+        if payload.len() + frame::HEADER_LEN > max {
+            let status = Status::resource_exhausted(format!(
+                "response of {} bytes exceeds the frame limit of {max} bytes",
+                payload.len()
+            ));
+            return self.reply_error(req, 0, &status);
+        }
+        let head =
+            Head { kind: Kind::Response, codec: response.codec.id(), flags, status: Code::Ok.as_u16(), id: req.id };
+        let _ = self.queue.push(|b| encode_or_log(b, head, &response.metadata, &payload));
+    }
+}

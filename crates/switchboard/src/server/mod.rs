@@ -1,0 +1,239 @@
+//! The server: accepts connections, runs calls concurrently, answers out of
+//! order, and shuts down gracefully.
+//!
+//! A [`Server`] is a cheap handle (clone it freely). Build one with
+//! [`Server::builder`], hand it a bound listener with [`Server::serve`], and
+//! change its services at any time through [`Server::router`]. One task per
+//! connection reads frames; every request runs in its own task, so a slow
+//! handler never holds up the others on the same connection; a writer task
+//! per connection coalesces responses (see [`crate::io`]).
+//!
+//! [`Server::shutdown`] stops accepting, tells every client (a go-away frame)
+//! to send new calls elsewhere, refuses requests that still arrive (marked
+//! refused, so clients retry them safely), waits for calls in flight up to the
+//! shutdown timeout, then cancels what is left and closes.
+//!
+//! ```no_run
+//! use switchboard::server::{handler_fn, Server};
+//! use switchboard::Status;
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let server = Server::builder().build();
+//! server.router().add_method("Math.Double", handler_fn(|x: i64| async move { Ok::<_, Status>(x * 2) }))
+//!     .expect("valid name");
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! tokio::spawn(server.clone().serve(listener));
+//! // ... later:
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod conn;
+mod router;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use router::{handler_fn, raw_handler_fn, Handler, RegisterError, Router, Service, ServiceInfo};
+
+use crate::frame::DEFAULT_MAX_FRAME;
+use crate::middleware::Middleware;
+use crate::status::Status;
+
+/// Server settings. The defaults suit most services.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest frame accepted or sent (header + metadata + payload).
+    /// Default 16 MiB.
+    pub max_frame: usize,
+    /// Most connections served at once; more are closed on accept, with a
+    /// warning logged. Default 10,000.
+    pub max_connections: usize,
+    /// How long [`Server::shutdown`] waits for calls in flight before
+    /// cancelling them. Default 30 s.
+    pub shutdown_timeout: Duration,
+    /// Deadline for calls whose caller set none. Default: none.
+    pub default_timeout: Option<Duration>,
+    /// A response to a compressed request is compressed too when its payload
+    /// is at least this long. Default 1 KiB.
+    pub compress_threshold: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            max_frame: DEFAULT_MAX_FRAME,
+            max_connections: 10_000,
+            shutdown_timeout: Duration::from_secs(30),
+            default_timeout: None,
+            compress_threshold: 1024,
+        }
+    }
+}
+
+/// Builds a [`Server`].
+#[derive(Default)]
+pub struct ServerBuilder {
+    config: ServerConfig,
+    router: Router,
+    middleware: Vec<Arc<dyn Middleware<Status>>>,
+}
+
+impl ServerBuilder {
+    /// Serve `service` (more can be added later through [`Server::router`]).
+    pub fn service(self, service: impl Service) -> ServerBuilder {
+        self.router.add_service(service);
+        self
+    }
+
+    /// Add a middleware; the first added runs outermost.
+    pub fn layer(mut self, middleware: impl Middleware<Status>) -> ServerBuilder {
+        self.middleware.push(Arc::new(middleware));
+        self
+    }
+
+    /// Replace the whole configuration.
+    pub fn config(mut self, config: ServerConfig) -> ServerBuilder {
+        self.config = config;
+        self
+    }
+
+    /// Set [`ServerConfig::max_frame`].
+    pub fn max_frame(mut self, bytes: usize) -> ServerBuilder {
+        self.config.max_frame = bytes;
+        self
+    }
+
+    /// Set [`ServerConfig::max_connections`].
+    pub fn max_connections(mut self, n: usize) -> ServerBuilder {
+        self.config.max_connections = n;
+        self
+    }
+
+    /// Set [`ServerConfig::shutdown_timeout`].
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> ServerBuilder {
+        self.config.shutdown_timeout = timeout;
+        self
+    }
+
+    /// The server.
+    pub fn build(self) -> Server {
+        let limit = self.config.max_connections.min(Semaphore::MAX_PERMITS);
+        Server {
+            inner: Arc::new(Inner {
+                router: Arc::new(self.router),
+                chain: self.middleware.into(),
+                connection_slots: Arc::new(Semaphore::new(limit)),
+                config: self.config,
+                draining: CancellationToken::new(),
+                stop: CancellationToken::new(),
+                connections: TaskTracker::new(),
+            }),
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) router: Arc<Router>,
+    pub(crate) chain: Arc<[Arc<dyn Middleware<Status>>]>,
+    pub(crate) config: ServerConfig,
+    connection_slots: Arc<Semaphore>,
+    /// Graceful phase: no new connections or calls; calls in flight finish.
+    pub(crate) draining: CancellationToken,
+    /// Hard stop: cancel whatever still runs.
+    pub(crate) stop: CancellationToken,
+    connections: TaskTracker,
+}
+
+/// A Switchboard server. Cheap to clone; all clones control the same server.
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("config", &self.inner.config).field("router", &self.inner.router).finish()
+    }
+}
+
+/// What [`Server::shutdown`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Whether every call in flight finished within the shutdown timeout
+    /// (`false`: the rest were cancelled).
+    pub drained: bool,
+}
+
+impl Server {
+    /// A builder with the default configuration.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// The service table: add and remove services while serving.
+    pub fn router(&self) -> &Arc<Router> {
+        &self.inner.router
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    /// Accept connections on `listener` until [`Server::shutdown`]. May be
+    /// called for several listeners at once.
+    pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
+        let local = listener.local_addr()?;
+        tracing::info!(%local, "switchboard server listening");
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                _ = self.inner.draining.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(%local, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = Arc::clone(&self.inner.connection_slots).try_acquire_owned() else {
+                tracing::warn!(%peer, limit = self.inner.config.max_connections, "connection limit reached; closing");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let inner = Arc::clone(&self.inner);
+            self.inner.connections.spawn(async move {
+                conn::serve(inner, stream, peer).await;
+                drop(slot);
+            });
+        }
+        tracing::info!(%local, "switchboard server stopped accepting");
+        Ok(())
+    }
+
+    /// Shut down gracefully: stop accepting, send go-away, wait for calls in
+    /// flight up to [`ServerConfig::shutdown_timeout`], cancel the rest, and
+    /// close every connection. Returns when all connections are closed.
+    pub async fn shutdown(&self) -> ShutdownReport {
+        self.inner.draining.cancel();
+        self.inner.connections.close();
+        let drained =
+            tokio::time::timeout(self.inner.config.shutdown_timeout, self.inner.connections.wait()).await.is_ok();
+        if !drained {
+            tracing::warn!("shutdown timeout passed; cancelling calls still in flight");
+            self.inner.stop.cancel();
+            self.inner.connections.wait().await;
+        }
+        ShutdownReport { drained }
+    }
+}
