@@ -1,1 +1,104 @@
-fn main() {}
+//! `switchboard`: the command-line tool.
+//!
+//! ```text
+//! switchboard call --addr 127.0.0.1:9000 Arith.Multiply '{"A":7,"B":8}'
+//! ```
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+use switchboard::{CallOptions, Client, Codec};
+
+#[derive(Parser)]
+#[command(name = "switchboard", version, about = "Switchboard RPC: call services, and more")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Call a method with a JSON argument and print the JSON reply.
+    Call {
+        /// Server address, HOST:PORT.
+        #[arg(long)]
+        addr: String,
+        /// Give up after this long (e.g. 500ms, 5s, 1m).
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Metadata to send, KEY=VALUE (repeatable).
+        #[arg(long = "meta", value_parser = parse_key_value)]
+        metadata: Vec<(String, String)>,
+        /// Service.Method, e.g. Arith.Multiply.
+        method: String,
+        /// The argument as JSON (default: null).
+        #[arg(default_value = "null")]
+        json: String,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+    let n: f64 = number.parse().map_err(|_| format!("{s:?} is not a duration like 500ms, 5s or 1m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        other => return Err(format!("unknown unit {other:?} in {s:?} (use ms, s or m)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Call { addr, timeout, metadata, method, json } => call(addr, timeout, metadata, method, json).await,
+    }
+}
+
+async fn call(
+    addr: String,
+    timeout: Duration,
+    metadata: Vec<(String, String)>,
+    method: String,
+    json: String,
+) -> ExitCode {
+    let arg: Value = match serde_json::from_str(&json) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: the argument is not valid JSON: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let client = Client::builder(addr).codec(Codec::Json).timeout(Some(timeout)).build();
+    let mut opts = CallOptions::new();
+    opts.metadata = metadata;
+    match client.call_with::<Value, Value>(&method, &arg, &opts).await {
+        Ok(reply) => {
+            let text = if reply.is_object() || reply.is_array() {
+                serde_json::to_string_pretty(&reply)
+            } else {
+                serde_json::to_string(&reply)
+            };
+            println!("{}", text.unwrap_or_else(|_| reply.to_string()));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            // An application status prints as "Code: message"; other errors
+            // get their code appended so scripts can match on it.
+            match e.status() {
+                Some(_) => eprintln!("error: {e}"),
+                None => eprintln!("error: {e} ({})", e.code()),
+            }
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! The classic `Arith` service, shared by the arith examples. Field names `A`
+//! and `B` on the wire (and `Quo`, `Rem`), as Go's net/rpc example has them,
+//! so callers in other languages see the same shape.
+
+use serde::{Deserialize, Serialize};
+use switchboard::Status;
+
+/// Two operands.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Args {
+    #[serde(rename = "A")]
+    pub a: i64,
+    #[serde(rename = "B")]
+    pub b: i64,
+}
+
+/// A quotient and remainder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quotient {
+    #[serde(rename = "Quo")]
+    pub quo: i64,
+    #[serde(rename = "Rem")]
+    pub rem: i64,
+}
+
+#[switchboard::service]
+pub trait Arith {
+    /// `A * B`.
+    #[switchboard(idempotent)]
+    async fn multiply(&self, args: Args) -> Result<i64, Status>;
+
+    /// `A / B` and `A % B`; `InvalidArgument` when `B` is zero.
+    #[switchboard(idempotent)]
+    async fn divide(&self, args: Args) -> Result<Quotient, Status>;
+}
+
+/// The implementation.
+pub struct Calculator;
+
+impl Arith for Calculator {
+    async fn multiply(&self, args: Args) -> Result<i64, Status> {
+        args.a.checked_mul(args.b).ok_or_else(|| Status::out_of_range(format!("{} * {} overflows i64", args.a, args.b)))
+    }
+
+    async fn divide(&self, args: Args) -> Result<Quotient, Status> {
+        if args.b == 0 {
+            return Err(Status::invalid_argument("divide by zero"));
+        }
+        match (args.a.checked_div(args.b), args.a.checked_rem(args.b)) {
+            (Some(quo), Some(rem)) => Ok(Quotient { quo, rem }),
+            _ => Err(Status::out_of_range(format!("{} / {} overflows i64", args.a, args.b))),
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! Serves `Echo.Echo`, which returns its argument. The benchmarks call it.
+//!
+//! ```text
+//! cargo run --release --example echo_server -- --listen 127.0.0.1:9001
+//! ```
+
+#![allow(unreachable_pub)] // an example binary: `pub` marks what a library would export
+
+mod common;
+
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+use switchboard::{Server, Status};
+
+/// The benchmark message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Message {
+    pub id: u64,
+    pub name: String,
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+}
+
+#[switchboard::service]
+pub trait Echo {
+    /// Returns its argument.
+    #[switchboard(idempotent)]
+    async fn echo(&self, msg: Message) -> Result<Message, Status>;
+}
+
+struct Echoer;
+
+impl Echo for Echoer {
+    async fn echo(&self, msg: Message) -> Result<Message, Status> {
+        Ok(msg)
+    }
+}
+
+#[derive(Parser)]
+#[command(about = "Serve the Echo service")]
+struct Cli {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    listen: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    common::init_logging();
+    let cli = Cli::parse();
+    let server = Server::builder().service(EchoServer::new(Echoer)).build();
+    common::serve_until_signal(server, &cli.listen).await
+}
