@@ -124,7 +124,7 @@ impl Shared {
         let frame = reply.unwrap_or_else(|_| {
             Err(Error::ConnectionLost { addr: self.addr.to_string(), reason: "connection dropped".into() })
         })?;
-        self.into_response(frame)
+        self.response_from(frame)
     }
 
     /// Round-trip a ping frame.
@@ -206,7 +206,7 @@ impl Shared {
         Error::ConnectionLost { addr: self.addr.to_string(), reason: reason.to_owned() }
     }
 
-    fn into_response(&self, mut frame: Frame) -> Result<Response, Error> {
+    fn response_from(&self, mut frame: Frame) -> Result<Response, Error> {
         let head = frame.head;
         if head.status != Code::Ok.as_u16() {
             let mut status = Status::new(Code::from_u16(head.status), frame.meta.message().unwrap_or(""));

@@ -1,0 +1,100 @@
+//! The `switchboard` binary against a real server on a loopback port.
+
+use std::process::Output;
+
+use serde::{Deserialize, Serialize};
+use switchboard::server::handler_fn;
+use switchboard::{Server, Status};
+
+#[derive(Serialize, Deserialize)]
+struct Args {
+    #[serde(rename = "A")]
+    a: i64,
+    #[serde(rename = "B")]
+    b: i64,
+}
+
+async fn start_server() -> (Server, String) {
+    let server = Server::builder().build();
+    let router = server.router();
+    router.add_method("Arith.Multiply", handler_fn(|x: Args| async move { Ok::<_, Status>(x.a * x.b) })).unwrap();
+    router
+        .add_method(
+            "Arith.Divide",
+            handler_fn(|x: Args| async move {
+                if x.b == 0 {
+                    Err(Status::invalid_argument("divide by zero"))
+                } else {
+                    Ok(x.a / x.b)
+                }
+            }),
+        )
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(server.clone().serve(listener));
+    (server, addr)
+}
+
+async fn run(args: &[&str]) -> Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    cmd.args(args);
+    tokio::time::timeout(std::time::Duration::from_secs(20), cmd.output())
+        .await
+        .expect("the CLI finished within 20 s")
+        .expect("the CLI ran")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).trim().to_owned()
+}
+
+#[tokio::test]
+async fn call_prints_the_json_reply() {
+    let (_server, addr) = start_server().await;
+    let out = run(&["call", "--addr", &addr, "Arith.Multiply", r#"{"A":7,"B":8}"#]).await;
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), "56");
+}
+
+#[tokio::test]
+async fn unknown_method_prints_not_found_and_fails() {
+    let (_server, addr) = start_server().await;
+    let out = run(&["call", "--addr", &addr, "Arith.Power", r#"{"A":7,"B":8}"#]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("NotFound") && err.contains("Power"), "{err}");
+    assert!(stdout(&out).is_empty());
+}
+
+#[tokio::test]
+async fn application_errors_keep_their_code_and_message() {
+    let (_server, addr) = start_server().await;
+    let out = run(&["call", "--addr", &addr, "Arith.Divide", r#"{"A":7,"B":0}"#]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out), "error: InvalidArgument: divide by zero");
+}
+
+#[tokio::test]
+async fn bad_json_is_refused_before_calling() {
+    let (_server, addr) = start_server().await;
+    let out = run(&["call", "--addr", &addr, "Arith.Multiply", r#"{"A":7"#]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("not valid JSON"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn unreachable_server_is_unavailable() {
+    // Bind then drop a listener: nothing listens there afterwards.
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let out = run(&["call", "--addr", &addr, "Arith.Multiply", "{}"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("Unavailable"), "{}", stderr(&out));
+}

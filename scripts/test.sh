@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the tests need if
+# it is missing, then runs formatting and lint checks, every test, and the
+# doctests. CI (.ci/run) calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# --- prerequisites -----------------------------------------------------------
+apt_updated=0
+need_deb() { # need_deb COMMAND PACKAGE: install PACKAGE if COMMAND is missing
+  command -v "$1" >/dev/null 2>&1 && return 0
+  if [ "$apt_updated" = 0 ]; then
+    echo "test.sh: apt-get update" >&2
+    apt-get update -qq
+    apt_updated=1
+  fi
+  echo "test.sh: installing $2 (for $1)" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+}
+# (Later suites add their packages here: etcd-server, golang-go, ...)
+need_deb python3 python3
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "test.sh: installing cargo-nextest" >&2
+  cargo install --locked cargo-nextest
+fi
+
+# --- checks and tests --------------------------------------------------------
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== unit, integration and example tests (nextest)"
+cargo nextest run --workspace --all-targets --locked --no-fail-fast
+
+echo "== doctests"
+cargo test --workspace --doc --locked
