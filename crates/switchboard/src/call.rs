@@ -120,7 +120,7 @@ tokio::task_local! {
 
 impl Context {
     pub(crate) fn new(deadline: Option<Duration>, metadata: Metadata, peer: Option<SocketAddr>) -> Context {
-        Context { deadline: deadline.map(|d| Instant::now() + d), metadata, peer }
+        Context { deadline: deadline.and_then(|d| Instant::now().checked_add(d)), metadata, peer }
     }
 
     /// The context of the handler running on this task, if any.

@@ -128,7 +128,7 @@ impl Head {
         let start = buf.len();
         let payload_len = u32::try_from(payload.len())
             .map_err(|_| FrameError::TooLarge { len: payload.len() as u64, max: u32::MAX as u64 })?;
-        buf.reserve(HEADER_LEN + meta.encoded_len_hint() + payload.len());
+        buf.reserve(HEADER_LEN + meta.encoded_len() + payload.len());
         buf.put_slice(&MAGIC);
         buf.put_u8(VERSION);
         buf.put_u8(self.kind as u8);
@@ -292,7 +292,9 @@ impl FrameDecoder {
         }
         let total = total as usize;
         if buf.len() < total {
-            buf.reserve(total - buf.len());
+            // Not reserving `total` here: a peer announcing big frames it
+            // never sends must not make us hold their size in memory. The
+            // read loop grows the buffer as bytes actually arrive.
             return Ok(None);
         }
         let mut frame = buf.split_to(total).freeze();
@@ -482,14 +484,16 @@ impl Metadata {
         self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
-    fn encoded_len_hint(&self) -> usize {
-        let s = |o: &Option<ByteStr>| o.as_ref().map_or(0, |v| v.len() + 6);
+    /// The exact number of bytes [`Head::encode`] writes for this metadata.
+    pub fn encoded_len(&self) -> usize {
+        let entry = |len: usize| 1 + varint_len(len as u64) + len;
+        let s = |o: &Option<ByteStr>| o.as_ref().map_or(0, |v| entry(v.len()));
         s(&self.method)
             + s(&self.trace)
             + s(&self.message)
-            + self.details.as_ref().map_or(0, |d| d.len() + 6)
-            + self.deadline.map_or(0, |_| 12)
-            + self.entries.iter().map(|(k, v)| k.len() + v.len() + 12).sum::<usize>()
+            + self.details.as_ref().map_or(0, |d| entry(d.len()))
+            + self.deadline.map_or(0, |d| entry(varint_len(deadline_micros(d))))
+            + self.entries.iter().map(|(k, v)| entry(varint_len(k.len() as u64) + k.len() + v.len())).sum::<usize>()
     }
 
     fn encode(&self, buf: &mut BytesMut) {
@@ -497,7 +501,7 @@ impl Metadata {
             put_entry(buf, tag::METHOD, m.as_bytes());
         }
         if let Some(d) = self.deadline {
-            let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+            let micros = deadline_micros(d);
             let mut tmp = [0u8; 10];
             let n = write_varint(&mut tmp, micros);
             put_entry(buf, tag::DEADLINE, &tmp[..n]);
@@ -555,6 +559,14 @@ impl Metadata {
         }
         Ok(meta)
     }
+}
+
+fn deadline_micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+fn varint_len(value: u64) -> usize {
+    (64 - value.max(1).leading_zeros() as usize).div_ceil(7)
 }
 
 fn put_entry(buf: &mut BytesMut, tag: u8, value: &[u8]) {
@@ -628,6 +640,19 @@ mod tests {
         assert_eq!(frame.meta.get("zone"), Some("eu-1"));
         assert_eq!(&frame.payload[..], &[9; 300][..]);
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn encoded_len_is_exact() {
+        for meta in [Metadata::default(), full_meta()] {
+            let mut buf = BytesMut::new();
+            meta.encode(&mut buf);
+            assert_eq!(meta.encoded_len(), buf.len());
+        }
+        for v in [0, 1, 127, 128, 16_383, 16_384, u64::MAX] {
+            let mut tmp = [0u8; 10];
+            assert_eq!(varint_len(v), write_varint(&mut tmp, v), "{v}");
+        }
     }
 
     #[test]

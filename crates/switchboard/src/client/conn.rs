@@ -56,6 +56,9 @@ pub(crate) struct Shared {
     pending: Mutex<Pending>,
     next_id: AtomicU64,
     going_away: AtomicBool,
+    /// The last request id the server accepted, from its go-away frame
+    /// (`u64::MAX` until one arrives). Calls above it never ran.
+    last_accepted: AtomicU64,
     max_frame: usize,
     compress_threshold: Option<usize>,
 }
@@ -90,6 +93,7 @@ impl Connection {
             pending: Mutex::new(Pending { calls: HashMap::new(), closed: None }),
             next_id: AtomicU64::new(1),
             going_away: AtomicBool::new(false),
+            last_accepted: AtomicU64::new(u64::MAX),
             max_frame,
             compress_threshold,
         });
@@ -158,8 +162,9 @@ impl Shared {
             Some(min) if req.payload.len() >= min => (Bytes::from(frame::compress(&req.payload)), FLAG_COMPRESSED),
             _ => (req.payload, 0),
         };
-        if payload.len() + frame::HEADER_LEN > self.max_frame {
-            return Err(Error::TooLarge { len: payload.len() + frame::HEADER_LEN, max: self.max_frame });
+        let len = frame::HEADER_LEN + req.metadata.encoded_len() + payload.len();
+        if len > self.max_frame {
+            return Err(Error::TooLarge { len, max: self.max_frame });
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -263,7 +268,8 @@ impl Shared {
         match frame.head.kind {
             Kind::Response | Kind::Pong => self.complete(frame.head.id, Ok(frame)),
             Kind::GoAway => {
-                tracing::debug!(addr = %self.addr, "server is going away; new calls will reconnect");
+                tracing::debug!(addr = %self.addr, last = frame.head.id, "server is going away; new calls will reconnect");
+                self.last_accepted.store(frame.head.id, Ordering::Relaxed);
                 self.going_away.store(true, Ordering::Relaxed);
             }
             other => tracing::debug!(addr = %self.addr, kind = ?other, "ignoring unexpected frame"),
@@ -290,8 +296,11 @@ impl Shared {
         if !calls.is_empty() {
             tracing::debug!(addr = %self.addr, %reason, failed = calls.len(), "connection ended with calls in flight");
         }
-        for (_, tx) in calls {
-            let _ = tx.send(Err(self.lost(&reason)));
+        let last_accepted = self.last_accepted.load(Ordering::Relaxed);
+        for (id, tx) in calls {
+            // Past the go-away's last id the server never ran the call.
+            let err = if id > last_accepted { self.unsent(&reason) } else { self.lost(&reason) };
+            let _ = tx.send(Err(err));
         }
     }
 }

@@ -55,10 +55,16 @@ pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr
     let mut decoder = FrameDecoder::new(conn.inner.config.max_frame);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut draining = false;
+    // Highest request id accepted so far; a go-away carries it so the client
+    // knows which later requests never ran (as HTTP/2's GOAWAY does).
+    let mut last_id = 0u64;
     let reason = loop {
         // Decode everything already buffered before reading again.
         match decoder.decode(&mut buf) {
             Ok(Some(Decoded::Frame(frame))) => {
+                if matches!(frame.head.kind, Kind::Request | Kind::OneWay) && !draining {
+                    last_id = last_id.max(frame.head.id);
+                }
                 conn.on_frame(frame, draining);
                 continue;
             }
@@ -82,7 +88,7 @@ pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr
             _ = conn.inner.draining.cancelled(), if !draining => {
                 draining = true;
                 let _ = conn.queue.push(|b| {
-                    encode_or_log(b, Head::new(Kind::GoAway, 0), &Metadata::default(), &[])
+                    encode_or_log(b, Head::new(Kind::GoAway, last_id), &Metadata::default(), &[])
                 });
                 conn.tasks.close();
             }
@@ -153,7 +159,12 @@ impl Conn {
         }
     }
 
+    /// Answer request `req` with an error. One-way frames get no answer.
     fn reply_error(&self, req: Head, flags: u8, status: &Status) {
+        if req.kind != Kind::Request {
+            tracing::debug!(peer = %self.peer, id = req.id, %status, "one-way call failed");
+            return;
+        }
         let mut meta = Metadata::default();
         meta.set_message(status.message().to_owned());
         if !status.details().is_empty() {
@@ -177,6 +188,9 @@ impl Conn {
         };
         let payload = match frame.take_payload(self.inner.config.max_frame) {
             Ok(p) => p,
+            Err(e @ frame::FrameError::TooLarge { .. }) => {
+                return self.reply_error(head, 0, &Status::resource_exhausted(format!("decompressed payload: {e}")))
+            }
             Err(e) => return self.reply_error(head, 0, &Status::invalid_argument(e.to_string())),
         };
         let deadline = frame.meta.deadline().or(self.inner.config.default_timeout);
@@ -185,16 +199,14 @@ impl Conn {
             metadata: frame.meta,
             payload,
             peer: Some(self.peer),
-            deadline: deadline.map(|d| tokio::time::Instant::now() + d),
+            deadline: deadline.and_then(|d| tokio::time::Instant::now().checked_add(d)),
         };
 
         let mut in_flight = lock(&self.in_flight);
         if in_flight.contains_key(&head.id) {
-            drop(in_flight);
-            if head.kind == Kind::Request {
-                let status = Status::invalid_argument(format!("request id {} is already in flight", head.id));
-                self.reply_error(head, 0, &status);
-            }
+            // Answering would be ambiguous: the reply would reach whichever
+            // call the peer has waiting on that id. Drop the duplicate.
+            tracing::warn!(peer = %self.peer, id = head.id, "dropping a request whose id is already in flight");
             return;
         }
         let conn = Arc::clone(self);
@@ -212,8 +224,20 @@ impl Conn {
 
     async fn run(&self, req: Request, deadline: Option<Duration>) -> Result<Response, Status> {
         let ctx = Context::new(deadline, req.metadata.clone(), req.peer);
-        let chain = Next::new(&self.inner.chain, &*self.inner.router).run(req);
-        let call = ctx.scope(chain);
+        let method = req.metadata.method_str().cloned().unwrap_or_default();
+        let mut chain = Next::new(&self.inner.chain, &*self.inner.router).run(req);
+        // A panicking handler must not leave its caller waiting: it becomes
+        // an Internal error and the connection carries on.
+        let guarded = std::future::poll_fn(move |cx| {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| chain.as_mut().poll(cx))) {
+                Ok(poll) => poll,
+                Err(_) => {
+                    tracing::error!(method = %method, "handler panicked");
+                    std::task::Poll::Ready(Err(Status::internal(format!("the handler of {method} panicked"))))
+                }
+            }
+        });
+        let call = ctx.scope(guarded);
         match deadline {
             None => call.await,
             Some(d) => match tokio::time::timeout(d, call).await {
@@ -236,11 +260,10 @@ impl Conn {
         } else {
             (response.payload, 0)
         };
-        if payload.len() + frame::HEADER_LEN > max {
-            let status = Status::resource_exhausted(format!(
-                "response of {} bytes exceeds the frame limit of {max} bytes",
-                payload.len()
-            ));
+        let len = frame::HEADER_LEN + response.metadata.encoded_len() + payload.len();
+        if len > max {
+            let status =
+                Status::resource_exhausted(format!("response of {len} bytes exceeds the frame limit of {max} bytes"));
             return self.reply_error(req, 0, &status);
         }
         let head =
