@@ -5,10 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --quiet --example arith_server --example arith_client -p switchboard -p switchboard-cli
+cargo build --release --quiet -p switchboard --example arith_server --example arith_client
+cargo build --release --quiet -p switchboard-cli
 bin=target/release
 out=$(mktemp)
-"$bin/examples/arith_server" --listen 127.0.0.1:0 >"$out" &
+RUST_LOG=${RUST_LOG:-warn} "$bin/examples/arith_server" --listen 127.0.0.1:0 >"$out" &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; rm -f "$out"' EXIT
 
