@@ -10,6 +10,11 @@
 //!
 //! The writer wakes only when the buffer goes from empty to non-empty, so a
 //! busy connection does not pay a wake-up per frame.
+//!
+//! Backpressure: the queue does not refuse bytes, but it reports its length
+//! and signals [`WriteQueue::progressed`] after every write, so producers can
+//! wait for it to drain ([`WriteQueue::wait_below`]) and a server can stop
+//! reading from a peer that does not read its answers.
 
 use std::sync::Mutex;
 
@@ -37,6 +42,7 @@ struct State {
 pub(crate) struct WriteQueue {
     state: Mutex<State>,
     wake: Notify,
+    progress: Notify,
 }
 
 impl WriteQueue {
@@ -44,6 +50,36 @@ impl WriteQueue {
         WriteQueue {
             state: Mutex::new(State { buf: BytesMut::with_capacity(INITIAL_CAPACITY), closed: false }),
             wake: Notify::new(),
+            progress: Notify::new(),
+        }
+    }
+
+    /// Bytes queued and not yet handed to the socket.
+    pub(crate) fn len(&self) -> usize {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).buf.len()
+    }
+
+    /// Wakes every waiter: the writer flushed a batch, or (server) a call
+    /// finished. Waiters must `enable()` their `Notified` before checking the
+    /// condition they wait for, so a wake between check and wait is not lost.
+    pub(crate) fn progressed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.progress.notified()
+    }
+
+    pub(crate) fn notify_progress(&self) {
+        self.progress.notify_waiters();
+    }
+
+    /// Wait until at most `limit` bytes are queued (or the queue closed).
+    pub(crate) async fn wait_below(&self, limit: usize) {
+        loop {
+            let progressed = self.progressed();
+            tokio::pin!(progressed);
+            progressed.as_mut().enable();
+            if self.len() <= limit || self.is_closed() {
+                return;
+            }
+            progressed.await;
         }
     }
 
@@ -69,6 +105,7 @@ impl WriteQueue {
     pub(crate) fn close(&self) {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
         self.wake.notify_one();
+        self.progress.notify_waiters();
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -94,6 +131,7 @@ impl WriteQueue {
                 continue;
             }
             let result = io.write_all(&spare).await;
+            self.progress.notify_waiters();
             if spare.capacity() > KEEP_CAPACITY {
                 spare = BytesMut::with_capacity(INITIAL_CAPACITY);
             } else {

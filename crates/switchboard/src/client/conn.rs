@@ -29,6 +29,9 @@ use crate::status::{Code, Status};
 
 type Reply = Result<Frame, Error>;
 
+/// Callers wait while more than this many bytes are queued for the server.
+const MAX_QUEUED_BYTES: usize = 8 << 20;
+
 /// The owning handle: when the last clone of the `Arc<Connection>` goes
 /// (the client dropped it, or replaced it after a failure), the connection is
 /// closed and its tasks end.
@@ -121,6 +124,11 @@ impl Shared {
     /// Send `req` and wait for its answer. `deadline` is sent as the time
     /// remaining at the moment the frame is queued.
     pub(crate) async fn call(self: &Arc<Self>, req: Request, deadline: Option<Instant>) -> Result<Response, Error> {
+        // Backpressure: a server that does not read makes callers wait here
+        // (bounded by their deadline) instead of growing the queue forever.
+        if self.queue.len() > MAX_QUEUED_BYTES {
+            self.queue.wait_below(MAX_QUEUED_BYTES).await;
+        }
         let rx = self.send(Kind::Request, req, deadline)?;
         let mut guard = CancelOnDrop { conn: self, id: rx.0, armed: true };
         let reply = rx.1.await;

@@ -59,27 +59,37 @@ pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr
     // knows which later requests never ran (as HTTP/2's GOAWAY does).
     let mut last_id = 0u64;
     let reason = loop {
-        // Decode everything already buffered before reading again.
-        match decoder.decode(&mut buf) {
-            Ok(Some(Decoded::Frame(frame))) => {
-                if matches!(frame.head.kind, Kind::Request | Kind::OneWay) && !draining {
-                    last_id = last_id.max(frame.head.id);
+        // Backpressure: while too many calls run or too many answers wait to
+        // be written, take no new frames, neither buffered nor from the
+        // socket; TCP flow control then slows the client down.
+        let progressed = conn.queue.progressed();
+        tokio::pin!(progressed);
+        progressed.as_mut().enable();
+        let saturated = conn.is_saturated();
+        if !saturated {
+            // Decode what is already buffered before reading again.
+            match decoder.decode(&mut buf) {
+                Ok(Some(Decoded::Frame(frame))) => {
+                    if matches!(frame.head.kind, Kind::Request | Kind::OneWay) && !draining {
+                        last_id = last_id.max(frame.head.id);
+                    }
+                    conn.on_frame(frame, draining);
+                    continue;
                 }
-                conn.on_frame(frame, draining);
-                continue;
+                Ok(Some(Decoded::Oversized { head, len })) => {
+                    conn.on_oversized(head, len);
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => break format!("protocol error: {e}"),
             }
-            Ok(Some(Decoded::Oversized { head, len })) => {
-                conn.on_oversized(head, len);
-                continue;
+            if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(READ_CHUNK);
             }
-            Ok(None) => {}
-            Err(e) => break format!("protocol error: {e}"),
-        }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(READ_CHUNK);
         }
         tokio::select! {
-            read = rd.read_buf(&mut buf) => match read {
+            _ = progressed, if saturated => {}
+            read = rd.read_buf(&mut buf), if !saturated => match read {
                 Ok(0) if buf.is_empty() => break "closed by peer".to_owned(),
                 Ok(0) => break format!("closed by peer mid-frame ({} bytes unread)", buf.len()),
                 Ok(_) => {}
@@ -124,6 +134,11 @@ fn encode_or_log(buf: &mut BytesMut, head: Head, meta: &Metadata, payload: &[u8]
 }
 
 impl Conn {
+    fn is_saturated(&self) -> bool {
+        let config = &self.inner.config;
+        lock(&self.in_flight).len() >= config.max_calls_per_connection || self.queue.len() > config.max_queued_bytes
+    }
+
     fn on_frame(self: &Arc<Self>, frame: Frame, draining: bool) {
         let head = frame.head;
         match head.kind {
@@ -218,6 +233,7 @@ impl Conn {
             if head.kind == Kind::Request {
                 conn.respond(head, result);
             }
+            conn.queue.notify_progress();
         });
         in_flight.insert(head.id, task.abort_handle());
     }

@@ -62,6 +62,13 @@ pub struct ServerConfig {
     /// A response to a compressed request is compressed too when its payload
     /// is at least this long. Default 1 KiB.
     pub compress_threshold: usize,
+    /// Most calls running at once on one connection. At the limit the server
+    /// stops reading that connection until one finishes, so TCP flow control
+    /// slows the client down (nothing is refused). Default 10,000.
+    pub max_calls_per_connection: usize,
+    /// Stop reading a connection while this many response bytes wait to be
+    /// written to it (a client that does not read its answers). Default 8 MiB.
+    pub max_queued_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +79,8 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(30),
             default_timeout: None,
             compress_threshold: 1024,
+            max_calls_per_connection: 10_000,
+            max_queued_bytes: 8 << 20,
         }
     }
 }
