@@ -2,7 +2,10 @@
 //!
 //! ```text
 //! switchboard call --addr 127.0.0.1:9000 Arith.Multiply '{"A":7,"B":8}'
+//! switchboard bench --addr 127.0.0.1:9001 --concurrency 64 --duration 5s Echo.Echo --payload-size 128
 //! ```
+
+mod bench;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -37,6 +40,42 @@ enum Command {
         #[arg(default_value = "null")]
         json: String,
     },
+    /// Load-test a method: closed-loop callers, calls/s and latency percentiles.
+    Bench {
+        /// Server address, HOST:PORT.
+        #[arg(long)]
+        addr: String,
+        /// Callers running at once (all share one multiplexed connection).
+        #[arg(long, short = 'c', default_value_t = 64)]
+        concurrency: usize,
+        /// How long to measure (e.g. 5s, 1m). Default 10s unless --requests is given.
+        #[arg(long, value_parser = parse_duration, conflicts_with = "requests")]
+        duration: Option<Duration>,
+        /// Stop after this many calls instead of after a duration.
+        #[arg(long, short = 'n')]
+        requests: Option<u64>,
+        /// Calls to make before measuring, to warm connections and caches.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        warmup: Duration,
+        /// The argument as JSON (sent with the json codec unless --codec says msgpack).
+        #[arg(long, conflicts_with = "payload_size")]
+        data: Option<String>,
+        /// Send an {id, name, payload} message (the Echo example's) with this many payload bytes.
+        #[arg(long)]
+        payload_size: Option<usize>,
+        /// Codec: json, binary, msgpack (default: binary for --payload-size, json for --data).
+        #[arg(long, value_parser = parse_codec)]
+        codec: Option<Codec>,
+        /// Per-call timeout.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Service.Method, e.g. Echo.Echo.
+        method: String,
+    },
+}
+
+fn parse_codec(s: &str) -> Result<Codec, String> {
+    Codec::from_name(s).ok_or_else(|| format!("unknown codec {s:?} (json, binary, msgpack, protobuf)"))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -56,11 +95,48 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
 }
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Call { addr, timeout, metadata, method, json } => call(addr, timeout, metadata, method, json).await,
+        Command::Bench {
+            addr,
+            concurrency,
+            duration,
+            requests,
+            warmup,
+            data,
+            payload_size,
+            codec,
+            timeout,
+            method,
+        } => {
+            let body = match (data, payload_size) {
+                (Some(json), _) => match serde_json::from_str(&json) {
+                    Ok(v) => bench::Body::Json(v),
+                    Err(e) => {
+                        eprintln!("error: --data is not valid JSON: {e}");
+                        return ExitCode::from(2);
+                    }
+                },
+                (None, Some(n)) => bench::Body::Payload(n),
+                (None, None) => bench::Body::Json(Value::Null),
+            };
+            let stop = match (requests, duration) {
+                (Some(n), _) => bench::Stop::Requests(n),
+                (None, d) => bench::Stop::After(d.unwrap_or(Duration::from_secs(10))),
+            };
+            let plan = bench::Plan { addr, method, body, codec, concurrency, stop, warmup, timeout };
+            match bench::run(plan).await {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
     }
 }
 

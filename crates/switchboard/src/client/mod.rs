@@ -40,6 +40,7 @@ use crate::codec::{Codec, Decode, Encode};
 use crate::error::Error;
 use crate::frame::DEFAULT_MAX_FRAME;
 use crate::middleware::{Endpoint, Middleware, Next};
+use crate::status::Code;
 use conn::Connection;
 
 /// Something that carries calls: a [`Client`], or a wrapper adding balancing
@@ -345,9 +346,16 @@ impl Channel for Client {
         Box::pin(async move {
             let call = Next::new(&self.inner.chain, &self.inner.transport).run(req);
             match (deadline, budget) {
-                (Some(at), Some(total)) => {
-                    tokio::time::timeout_at(at, call).await.unwrap_or(Err(Error::DeadlineExceeded(total)))
-                }
+                (Some(at), Some(total)) => match tokio::time::timeout_at(at, call).await {
+                    // The server enforces the deadline we sent, a hair later
+                    // than ours; in the same timer tick its answer can win the
+                    // race. Once our deadline has passed it is the same event.
+                    Ok(Err(e)) if e.code() == Code::DeadlineExceeded && Instant::now() >= at => {
+                        Err(Error::DeadlineExceeded(total))
+                    }
+                    Ok(result) => result,
+                    Err(_) => Err(Error::DeadlineExceeded(total)),
+                },
                 _ => call.await,
             }
         })

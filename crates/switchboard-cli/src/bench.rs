@@ -1,0 +1,328 @@
+//! `switchboard bench`: a load generator for any `Service.Method`, in the
+//! spirit of ghz for gRPC.
+//!
+//! `--concurrency` workers share one client (one multiplexed connection, as a
+//! service would use it) and call in a closed loop: each worker sends its next
+//! call when the previous one answers. Every worker records latencies in its
+//! own HDR histogram (no shared state on the hot path); they are merged at the
+//! end. A progress line on stderr shows calls/s while it runs.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use switchboard::frame::ByteStr;
+use switchboard::{CallOptions, Channel, Client, Codec, Encode, Request};
+
+/// The message `--payload-size` sends: the shape of the `Echo` example.
+#[derive(Serialize, Deserialize)]
+struct Message {
+    id: u64,
+    name: String,
+    #[serde(with = "serde_bytes")]
+    payload: Vec<u8>,
+}
+
+/// What to send.
+pub(crate) enum Body {
+    /// A JSON document (any method).
+    Json(serde_json::Value),
+    /// An `{id, name, payload}` message with this many payload bytes.
+    Payload(usize),
+}
+
+/// When to stop.
+#[derive(Clone, Copy)]
+pub(crate) enum Stop {
+    After(Duration),
+    Requests(u64),
+}
+
+pub(crate) struct Plan {
+    pub(crate) addr: String,
+    pub(crate) method: String,
+    pub(crate) body: Body,
+    pub(crate) codec: Option<Codec>,
+    pub(crate) concurrency: usize,
+    pub(crate) stop: Stop,
+    pub(crate) warmup: Duration,
+    pub(crate) timeout: Duration,
+}
+
+struct Shared {
+    calls: AtomicU64,
+    errors: AtomicU64,
+    stop: AtomicBool,
+    /// `Stop::Requests`: tickets left to hand out.
+    tickets: AtomicU64,
+}
+
+struct WorkerReport {
+    histogram: Histogram<u64>,
+    errors: BTreeMap<String, u64>,
+}
+
+pub(crate) async fn run(plan: Plan) -> anyhow::Result<bool> {
+    let codec = match (&plan.body, plan.codec) {
+        (_, Some(c)) => c,
+        (Body::Json(_), None) => Codec::Json,
+        (Body::Payload(_), None) => Codec::Binary,
+    };
+    if matches!(plan.body, Body::Json(_)) && codec == Codec::Binary {
+        anyhow::bail!("--data needs a self-describing codec (json or msgpack); binary payloads need compiled types");
+    }
+    let payload = encode_body(&plan.body, codec)?;
+    if plan.concurrency == 0 {
+        anyhow::bail!("--concurrency must be at least 1");
+    }
+
+    let client = Client::builder(plan.addr.clone()).codec(codec).timeout(Some(plan.timeout)).connect().await?;
+    // One call up front: a wrong method or argument fails now, with its
+    // message, instead of as a wall of errors.
+    let opts = CallOptions::new().codec(codec);
+    client
+        .call_raw(Request::new(plan.method.clone(), codec, payload.clone()), &opts)
+        .await
+        .map_err(|e| anyhow::anyhow!("the first call failed: {e}"))?;
+
+    if !plan.warmup.is_zero() {
+        eprintln!("warming up for {:?} ...", plan.warmup);
+        drive(&client, &plan, &payload, codec, Stop::After(plan.warmup), false).await;
+    }
+
+    let started = Instant::now();
+    let reports = drive(&client, &plan, &payload, codec, plan.stop, true).await;
+    let elapsed = started.elapsed();
+
+    let mut histogram = new_histogram();
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    for report in reports {
+        histogram.add(&report.histogram).map_err(|e| anyhow::anyhow!("merging histograms: {e}"))?;
+        for (k, v) in report.errors {
+            *errors.entry(k).or_default() += v;
+        }
+    }
+    print_summary(&plan, codec, payload.len(), elapsed, &histogram, &errors);
+    Ok(errors.is_empty())
+}
+
+impl Shared {
+    fn new(stop: Stop) -> Shared {
+        let tickets = match stop {
+            Stop::Requests(n) => n,
+            Stop::After(_) => u64::MAX,
+        };
+        Shared {
+            calls: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            tickets: AtomicU64::new(tickets),
+        }
+    }
+
+    /// May a worker make one more call?
+    fn take_ticket(&self) -> bool {
+        if self.stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.tickets.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| t.checked_sub(1)).is_ok()
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // Microseconds, 1 µs to 100 s, 3 significant digits.
+    Histogram::new_with_bounds(1, 100_000_000, 3).expect("static histogram bounds are valid")
+}
+
+fn encode_body(body: &Body, codec: Codec) -> anyhow::Result<Bytes> {
+    let mut buf = Vec::new();
+    match body {
+        Body::Json(value) => value.encode(codec, &mut buf)?,
+        Body::Payload(n) => {
+            Message { id: 1, name: "benchmark".into(), payload: vec![0xA5; *n] }.encode(codec, &mut buf)?
+        }
+    }
+    Ok(Bytes::from(buf))
+}
+
+async fn drive(
+    client: &Client,
+    plan: &Plan,
+    payload: &Bytes,
+    codec: Codec,
+    stop: Stop,
+    progress: bool,
+) -> Vec<WorkerReport> {
+    let shared = Arc::new(Shared::new(stop));
+    let method = ByteStr::from(plan.method.clone());
+    let started = Instant::now();
+    let workers: Vec<_> = (0..plan.concurrency)
+        .map(|_| {
+            let client = client.clone();
+            let shared = Arc::clone(&shared);
+            let method = method.clone();
+            let payload = payload.clone();
+            tokio::spawn(async move { worker(client, method, codec, payload, shared).await })
+        })
+        .collect();
+
+    let interactive = std::io::stderr().is_terminal();
+    let tick = if interactive { Duration::from_millis(200) } else { Duration::from_secs(1) };
+    loop {
+        let done = match stop {
+            Stop::After(d) => started.elapsed() >= d,
+            Stop::Requests(n) => shared.calls.load(Ordering::Relaxed) + shared.errors.load(Ordering::Relaxed) >= n,
+        };
+        if done || workers.iter().all(|w| w.is_finished()) {
+            break;
+        }
+        tokio::time::sleep(tick.min(match stop {
+            Stop::After(d) => d.saturating_sub(started.elapsed()).max(Duration::from_millis(1)),
+            Stop::Requests(_) => tick,
+        }))
+        .await;
+        if progress {
+            print_progress(&shared, started.elapsed(), stop, interactive);
+        }
+    }
+    shared.stop.store(true, Ordering::Relaxed);
+    let mut reports = Vec::with_capacity(workers.len());
+    for w in workers {
+        if let Ok(report) = w.await {
+            reports.push(report);
+        }
+    }
+    if progress && interactive {
+        eprintln!();
+    }
+    reports
+}
+
+async fn worker(client: Client, method: ByteStr, codec: Codec, payload: Bytes, shared: Arc<Shared>) -> WorkerReport {
+    let mut histogram = new_histogram();
+    let mut errors = BTreeMap::new();
+    let opts = CallOptions::new().codec(codec);
+    while shared.take_ticket() {
+        let start = Instant::now();
+        let result = client.call_raw(Request::new(method.clone(), codec, payload.clone()), &opts).await;
+        let micros = start.elapsed().as_micros() as u64;
+        match result {
+            Ok(_) => {
+                histogram.saturating_record(micros.max(1));
+                shared.calls.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                *errors.entry(format!("{}: {e}", e.code())).or_insert(0u64) += 1;
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    WorkerReport { histogram, errors }
+}
+
+fn print_progress(shared: &Shared, elapsed: Duration, stop: Stop, interactive: bool) {
+    let calls = shared.calls.load(Ordering::Relaxed);
+    let errors = shared.errors.load(Ordering::Relaxed);
+    let rate = calls as f64 / elapsed.as_secs_f64().max(1e-9);
+    let (done, total) = match stop {
+        Stop::After(d) => (elapsed.as_secs_f64(), d.as_secs_f64()),
+        Stop::Requests(n) => ((calls + errors) as f64, n as f64),
+    };
+    let share = (done / total.max(1e-9)).clamp(0.0, 1.0);
+    let width = 30;
+    let filled = (share * width as f64) as usize;
+    let bar: String = "#".repeat(filled) + &"-".repeat(width - filled);
+    let line = format!(
+        "[{bar}] {:>5.1}% {:>6.1}s  {calls} calls  {rate:>10.0} calls/s  {errors} errors",
+        share * 100.0,
+        elapsed.as_secs_f64()
+    );
+    if interactive {
+        eprint!("\r{line}");
+        let _ = std::io::stderr().flush();
+    } else {
+        eprintln!("{line}");
+    }
+}
+
+fn print_summary(
+    plan: &Plan,
+    codec: Codec,
+    request_bytes: usize,
+    elapsed: Duration,
+    h: &Histogram<u64>,
+    errors: &BTreeMap<String, u64>,
+) {
+    let ok = h.len();
+    let failed: u64 = errors.values().sum();
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let us = |v: u64| format_micros(v);
+    println!("Summary:");
+    println!("  target:       {} {}", plan.addr, plan.method);
+    println!("  codec:        {codec} ({request_bytes} B request)");
+    println!("  concurrency:  {}", plan.concurrency);
+    println!("  duration:     {:.2} s", secs);
+    println!("  calls:        {ok} ok, {failed} failed");
+    println!("  calls/s:      {:.0}", ok as f64 / secs);
+    println!();
+    println!("Latency:");
+    if ok > 0 {
+        println!("  min     {}", us(h.min()));
+        println!("  mean    {}", us(h.mean() as u64));
+        for (name, q) in [("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("p999", 0.999)] {
+            println!("  {name:<7} {}", us(h.value_at_quantile(q)));
+        }
+        println!("  max     {}", us(h.max()));
+        println!();
+        println!("Histogram:");
+        print_histogram(h);
+    } else {
+        println!("  (no successful calls)");
+    }
+    if !errors.is_empty() {
+        println!();
+        println!("Errors:");
+        for (message, count) in errors {
+            println!("  {count:>8}  {message}");
+        }
+    }
+}
+
+/// Ten buckets from min to max, on a log scale, with a bar per bucket.
+fn print_histogram(h: &Histogram<u64>) {
+    let (lo, hi) = (h.min().max(1) as f64, h.max().max(1) as f64);
+    let buckets = 10;
+    let ratio = (hi / lo).max(1.0001).powf(1.0 / buckets as f64);
+    let mut edges = Vec::with_capacity(buckets + 1);
+    let mut edge = lo;
+    for _ in 0..buckets {
+        edge *= ratio;
+        edges.push(edge.ceil() as u64);
+    }
+    let mut counts = vec![0u64; buckets];
+    for v in h.iter_recorded() {
+        let value = v.value_iterated_to();
+        let i = edges.iter().position(|e| value <= *e).unwrap_or(buckets - 1);
+        counts[i] += v.count_at_value();
+    }
+    let most = counts.iter().copied().max().unwrap_or(1).max(1);
+    for (edge, count) in edges.iter().zip(&counts) {
+        let bar = "■".repeat(((*count as f64 / most as f64) * 40.0).ceil() as usize);
+        println!("  <= {:>10} [{count:>9}] {bar}", format_micros(*edge));
+    }
+}
+
+fn format_micros(us: u64) -> String {
+    if us >= 1_000_000 {
+        format!("{:.2} s", us as f64 / 1e6)
+    } else if us >= 1_000 {
+        format!("{:.2} ms", us as f64 / 1e3)
+    } else {
+        format!("{us} µs")
+    }
+}
