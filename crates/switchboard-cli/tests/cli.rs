@@ -98,3 +98,46 @@ async fn unreachable_server_is_unavailable() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("Unavailable"), "{}", stderr(&out));
 }
+
+#[tokio::test]
+async fn bench_reports_rate_and_percentiles() {
+    let (server, addr) = start_server().await;
+    server
+        .router()
+        .add_method(
+            "Echo.Echo",
+            switchboard::server::raw_handler_fn(
+                |req| async move { Ok(switchboard::Response::new(req.codec, req.payload)) },
+            ),
+        )
+        .unwrap();
+    let out = run(&[
+        "bench",
+        "--addr",
+        &addr,
+        "--concurrency",
+        "4",
+        "--requests",
+        "300",
+        "--warmup",
+        "0s",
+        "--payload-size",
+        "128",
+        "Echo.Echo",
+    ])
+    .await;
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("calls:        300 ok, 0 failed"), "{text}");
+    for needle in ["calls/s:", "p50", "p90", "p99", "p999", "Histogram:"] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn bench_fails_fast_on_an_unknown_method() {
+    let (_server, addr) = start_server().await;
+    let out = run(&["bench", "--addr", &addr, "--requests", "10", "--warmup", "0s", "Nope.Nothing"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("NotFound"), "{}", stderr(&out));
+}
