@@ -62,6 +62,8 @@ pub(crate) struct Shared {
     /// The last request id the server accepted, from its go-away frame
     /// (`u64::MAX` until one arrives). Calls above it never ran.
     last_accepted: AtomicU64,
+    /// Set when the server refused the whole connection with a status.
+    refusal: Mutex<Option<Status>>,
     max_frame: usize,
     compress_threshold: Option<usize>,
 }
@@ -97,6 +99,7 @@ impl Connection {
             next_id: AtomicU64::new(1),
             going_away: AtomicBool::new(false),
             last_accepted: AtomicU64::new(u64::MAX),
+            refusal: Mutex::new(None),
             max_frame,
             compress_threshold,
         });
@@ -276,9 +279,23 @@ impl Shared {
         match frame.head.kind {
             Kind::Response | Kind::Pong => self.complete(frame.head.id, Ok(frame)),
             Kind::GoAway => {
-                tracing::debug!(addr = %self.addr, last = frame.head.id, "server is going away; new calls will reconnect");
-                self.last_accepted.store(frame.head.id, Ordering::Relaxed);
+                let head = frame.head;
+                if head.status != Code::Ok.as_u16() {
+                    // The server refused the whole connection (e.g. its
+                    // connection limit): nothing sent on it ran.
+                    let status = Status::new(Code::from_u16(head.status), frame.meta.message().unwrap_or(""));
+                    tracing::warn!(addr = %self.addr, %status, "server refused the connection");
+                    *lock(&self.refusal) = Some(status);
+                } else {
+                    tracing::debug!(addr = %self.addr, last = head.id, "server is going away; new calls will reconnect");
+                }
+                self.last_accepted.store(head.id, Ordering::Relaxed);
                 self.going_away.store(true, Ordering::Relaxed);
+            }
+            Kind::Ping => {
+                // Servers ping after a go-away to learn when we have seen it.
+                let id = frame.head.id;
+                let _ = self.queue.push(|b| Head::new(Kind::Pong, id).encode(b, &Metadata::default(), &[]));
             }
             other => tracing::debug!(addr = %self.addr, kind = ?other, "ignoring unexpected frame"),
         }
@@ -305,9 +322,14 @@ impl Shared {
             tracing::debug!(addr = %self.addr, %reason, failed = calls.len(), "connection ended with calls in flight");
         }
         let last_accepted = self.last_accepted.load(Ordering::Relaxed);
+        let refusal = lock(&self.refusal).clone();
         for (id, tx) in calls {
             // Past the go-away's last id the server never ran the call.
-            let err = if id > last_accepted { self.unsent(&reason) } else { self.lost(&reason) };
+            let err = match &refusal {
+                Some(status) => Error::Refused { addr: self.addr.to_string(), status: status.clone() },
+                None if id > last_accepted => self.unsent(&reason),
+                None => self.lost(&reason),
+            };
             let _ = tx.send(Err(err));
         }
     }

@@ -341,7 +341,8 @@ impl Channel for Client {
         for (k, v) in &opts.metadata {
             req.metadata.insert(k.clone(), v.clone());
         }
-        let deadline = budget.map(|b| Instant::now() + b);
+        // A budget too large for the clock (say Duration::MAX) means no deadline.
+        let deadline = budget.and_then(|b| Instant::now().checked_add(b));
         req.deadline = deadline;
         Box::pin(async move {
             let call = Next::new(&self.inner.chain, &self.inner.transport).run(req);

@@ -26,6 +26,14 @@ use crate::status::{Code, Status};
 
 const READ_CHUNK: usize = 64 << 10;
 
+/// The id of the ping a draining server sends after its go-away. When the
+/// pong comes back, TCP ordering guarantees every request the client sent
+/// before it saw the go-away has been read (and refused).
+const DRAIN_PING_ID: u64 = u64::MAX;
+/// How long a draining server waits for that pong from a peer that does not
+/// answer pings.
+const DRAIN_PONG_GRACE: Duration = Duration::from_secs(1);
+
 struct Conn {
     inner: Arc<Inner>,
     peer: SocketAddr,
@@ -58,6 +66,11 @@ pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr
     // Highest request id accepted so far; a go-away carries it so the client
     // knows which later requests never ran (as HTTP/2's GOAWAY does).
     let mut last_id = 0u64;
+    // Draining: whether the client acknowledged the go-away (or we gave up
+    // waiting for it to).
+    let mut drain_acked = false;
+    let drain_grace = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(drain_grace);
     let reason = loop {
         // Backpressure: while too many calls run or too many answers wait to
         // be written, take no new frames, neither buffered nor from the
@@ -70,8 +83,10 @@ pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr
             // Decode what is already buffered before reading again.
             match decoder.decode(&mut buf) {
                 Ok(Some(Decoded::Frame(frame))) => {
-                    if matches!(frame.head.kind, Kind::Request | Kind::OneWay) && !draining {
-                        last_id = last_id.max(frame.head.id);
+                    match frame.head.kind {
+                        Kind::Request | Kind::OneWay if !draining => last_id = last_id.max(frame.head.id),
+                        Kind::Pong if frame.head.id == DRAIN_PING_ID => drain_acked = true,
+                        _ => {}
                     }
                     conn.on_frame(frame, draining);
                     continue;
@@ -98,11 +113,15 @@ pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr
             _ = conn.inner.draining.cancelled(), if !draining => {
                 draining = true;
                 let _ = conn.queue.push(|b| {
-                    encode_or_log(b, Head::new(Kind::GoAway, last_id), &Metadata::default(), &[])
+                    encode_or_log(b, Head::new(Kind::GoAway, last_id), &Metadata::default(), &[]);
+                    encode_or_log(b, Head::new(Kind::Ping, DRAIN_PING_ID), &Metadata::default(), &[]);
                 });
                 conn.tasks.close();
+                let grace = DRAIN_PONG_GRACE.min(conn.inner.config.shutdown_timeout);
+                drain_grace.as_mut().reset(tokio::time::Instant::now() + grace);
             }
-            _ = conn.tasks.wait(), if draining => break "server shut down".to_owned(),
+            _ = &mut drain_grace, if draining && !drain_acked => drain_acked = true,
+            _ = conn.tasks.wait(), if draining && drain_acked => break "server shut down".to_owned(),
             _ = conn.inner.stop.cancelled() => break "server stopped".to_owned(),
         }
     };
@@ -121,6 +140,29 @@ pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr
     conn.tasks.wait().await;
     conn.queue.close();
     let _ = writer.await;
+}
+
+/// Turn away a connection over the server's limit: a go-away carrying
+/// ResourceExhausted tells the client that nothing it sent ran (so it may
+/// retry elsewhere), then the connection closes. What the client already sent
+/// is read and discarded first (for at most a second), so closing with unread
+/// data does not reset the connection before the client reads the go-away.
+pub(super) async fn refuse(mut stream: TcpStream, limit: usize) {
+    use tokio::io::AsyncWriteExt;
+    let mut meta = Metadata::default();
+    meta.set_message(format!("connection limit of {limit} reached; try another instance"));
+    let head =
+        Head { kind: Kind::GoAway, codec: 0, flags: FLAG_REFUSED, status: Code::ResourceExhausted.as_u16(), id: 0 };
+    let mut buf = BytesMut::new();
+    encode_or_log(&mut buf, head, &meta, &[]);
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(&buf).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -158,7 +200,8 @@ impl Conn {
                     tracing::debug!(peer = %self.peer, id = head.id, "call cancelled by client");
                 }
             }
-            Kind::Response | Kind::Pong | Kind::GoAway => {
+            Kind::Pong => {}
+            Kind::Response | Kind::GoAway => {
                 tracing::debug!(peer = %self.peer, kind = ?head.kind, "ignoring frame a client should not send");
             }
         }

@@ -216,7 +216,9 @@ impl Server {
                 }
             };
             let Ok(slot) = Arc::clone(&self.inner.connection_slots).try_acquire_owned() else {
-                tracing::warn!(%peer, limit = self.inner.config.max_connections, "connection limit reached; closing");
+                let limit = self.inner.config.max_connections;
+                tracing::warn!(%peer, limit, "connection limit reached; refusing the connection");
+                tokio::spawn(conn::refuse(stream, limit));
                 continue;
             };
             let _ = stream.set_nodelay(true);
