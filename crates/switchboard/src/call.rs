@@ -99,9 +99,9 @@ impl Response {
     /// A response holding `reply` encoded with `codec`. A reply that cannot
     /// be encoded is the server's fault: `Internal`.
     pub fn encode<R: Encode + ?Sized>(codec: Codec, reply: &R) -> Result<Response, Status> {
-        let mut buf = Vec::new();
-        reply.encode(codec, &mut buf).map_err(|e| Status::internal(format!("cannot encode the reply: {e}")))?;
-        Ok(Response::new(codec, Bytes::from(buf)))
+        let payload = crate::codec::encode_to_bytes(reply, codec)
+            .map_err(|e| Status::internal(format!("cannot encode the reply: {e}")))?;
+        Ok(Response::new(codec, payload))
     }
 }
 
@@ -119,8 +119,8 @@ tokio::task_local! {
 }
 
 impl Context {
-    pub(crate) fn new(deadline: Option<Duration>, metadata: Metadata, peer: Option<SocketAddr>) -> Context {
-        Context { deadline: deadline.and_then(|d| Instant::now().checked_add(d)), metadata, peer }
+    pub(crate) fn at(deadline: Option<Instant>, metadata: Metadata, peer: Option<SocketAddr>) -> Context {
+        Context { deadline, metadata, peer }
     }
 
     /// The context of the handler running on this task, if any.

@@ -177,6 +177,35 @@ impl<T: DeserializeOwned> Decode for T {
     }
 }
 
+/// Encode `value` into a new [`Bytes`] of exactly its encoded size.
+///
+/// Serialisers append piecemeal, so encoding into a fresh `Vec` reallocates
+/// (and copies) as it doubles its way up: six times for a 150-byte message.
+/// Instead this encodes into a reusable per-thread scratch buffer and copies
+/// the result out once.
+pub fn encode_to_bytes<T: Encode + ?Sized>(value: &T, codec: Codec) -> Result<bytes::Bytes, CodecError> {
+    /// Scratch buffers that grew past this are not kept.
+    const KEEP: usize = 1 << 20;
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let encode = |buf: &mut Vec<u8>| {
+        buf.clear();
+        let result = value.encode(codec, buf).map(|()| bytes::Bytes::copy_from_slice(buf));
+        if buf.capacity() > KEEP {
+            *buf = Vec::new();
+        }
+        result
+    };
+    SCRATCH
+        .try_with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => encode(&mut buf),
+            // Re-entered from inside a Serialize impl: use a fresh buffer.
+            Err(_) => encode(&mut Vec::new()),
+        })
+        .unwrap_or_else(|_| encode(&mut Vec::new()))
+}
+
 /// A prost message, sent with [`Codec::Protobuf`].
 ///
 /// ```

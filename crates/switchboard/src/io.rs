@@ -16,6 +16,7 @@
 //! wait for it to drain ([`WriteQueue::wait_below`]) and a server can stop
 //! reading from a peer that does not read its answers.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use bytes::BytesMut;
@@ -41,6 +42,8 @@ struct State {
 #[derive(Debug)]
 pub(crate) struct WriteQueue {
     state: Mutex<State>,
+    /// `state.buf.len()`, readable without the lock.
+    queued: AtomicUsize,
     wake: Notify,
     progress: Notify,
 }
@@ -49,6 +52,7 @@ impl WriteQueue {
     pub(crate) fn new() -> WriteQueue {
         WriteQueue {
             state: Mutex::new(State { buf: BytesMut::with_capacity(INITIAL_CAPACITY), closed: false }),
+            queued: AtomicUsize::new(0),
             wake: Notify::new(),
             progress: Notify::new(),
         }
@@ -56,7 +60,7 @@ impl WriteQueue {
 
     /// Bytes queued and not yet handed to the socket.
     pub(crate) fn len(&self) -> usize {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).buf.len()
+        self.queued.load(Ordering::Relaxed)
     }
 
     /// Wakes every waiter: the writer flushed a batch, or (server) a call
@@ -93,7 +97,9 @@ impl WriteQueue {
                 return Err(Closed);
             }
             let was_empty = state.buf.is_empty();
-            (write(&mut state.buf), was_empty)
+            let result = write(&mut state.buf);
+            self.queued.store(state.buf.len(), Ordering::Relaxed);
+            (result, was_empty)
         };
         if was_empty {
             self.wake.notify_one();
@@ -120,6 +126,7 @@ impl WriteQueue {
             let closed = {
                 let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 std::mem::swap(&mut state.buf, &mut spare);
+                self.queued.store(0, Ordering::Relaxed);
                 state.closed
             };
             if spare.is_empty() {

@@ -7,7 +7,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -17,7 +19,7 @@ use tokio::task::AbortHandle;
 use tokio_util::task::TaskTracker;
 
 use super::Inner;
-use crate::call::{Context, Request, Response};
+use crate::call::{BoxFuture, Context, Request, Response};
 use crate::codec::Codec;
 use crate::frame::{self, Decoded, Frame, FrameDecoder, Head, Kind, Metadata, FLAG_COMPRESSED, FLAG_REFUSED};
 use crate::io::WriteQueue;
@@ -39,6 +41,8 @@ struct Conn {
     peer: SocketAddr,
     queue: WriteQueue,
     in_flight: Mutex<HashMap<u64, AbortHandle>>,
+    /// Calls running in their own task (those that did not finish inline).
+    running: AtomicUsize,
     tasks: TaskTracker,
 }
 
@@ -49,6 +53,7 @@ pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr
         peer,
         queue: WriteQueue::new(),
         in_flight: Mutex::new(HashMap::new()),
+        running: AtomicUsize::new(0),
         tasks: TaskTracker::new(),
     });
     let writer = {
@@ -75,10 +80,14 @@ pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr
         // Backpressure: while too many calls run or too many answers wait to
         // be written, take no new frames, neither buffered nor from the
         // socket; TCP flow control then slows the client down.
+        // (The wake-up is armed only when saturated: it costs a lock.)
         let progressed = conn.queue.progressed();
         tokio::pin!(progressed);
-        progressed.as_mut().enable();
-        let saturated = conn.is_saturated();
+        let mut saturated = conn.is_saturated();
+        if saturated {
+            progressed.as_mut().enable();
+            saturated = conn.is_saturated();
+        }
         if !saturated {
             // Decode what is already buffered before reading again.
             match decoder.decode(&mut buf) {
@@ -165,6 +174,17 @@ pub(super) async fn refuse(mut stream: TcpStream, limit: usize) {
     .await;
 }
 
+/// Counts a spawned call down when its task ends, however it ends, and
+/// wakes a read loop paused on the per-connection call limit.
+struct RunningGuard<'a>(&'a Conn);
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::Relaxed);
+        self.0.queue.notify_progress();
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -178,7 +198,8 @@ fn encode_or_log(buf: &mut BytesMut, head: Head, meta: &Metadata, payload: &[u8]
 impl Conn {
     fn is_saturated(&self) -> bool {
         let config = &self.inner.config;
-        lock(&self.in_flight).len() >= config.max_calls_per_connection || self.queue.len() > config.max_queued_bytes
+        self.running.load(Ordering::Relaxed) >= config.max_calls_per_connection
+            || self.queue.len() > config.max_queued_bytes
     }
 
     fn on_frame(self: &Arc<Self>, frame: Frame, draining: bool) {
@@ -251,6 +272,8 @@ impl Conn {
             }
             Err(e) => return self.reply_error(head, 0, &Status::invalid_argument(e.to_string())),
         };
+        // One clock read per call: the deadline becomes a local instant that
+        // the request, the handler's Context and the timer all share.
         let deadline = frame.meta.deadline().or(self.inner.config.default_timeout);
         let req = Request {
             codec,
@@ -260,30 +283,52 @@ impl Conn {
             deadline: deadline.and_then(|d| tokio::time::Instant::now().checked_add(d)),
         };
 
-        let mut in_flight = lock(&self.in_flight);
-        if in_flight.contains_key(&head.id) {
+        if lock(&self.in_flight).contains_key(&head.id) {
             // Answering would be ambiguous: the reply would reach whichever
             // call the peer has waiting on that id. Drop the duplicate.
             tracing::warn!(peer = %self.peer, id = head.id, "dropping a request whose id is already in flight");
             return;
         }
+
+        // Fast path: poll the call once, right here on the connection task. A
+        // handler that answers without waiting (most do) then costs no task
+        // spawn and no wake-up of another worker thread. The poll uses a
+        // no-op waker: a call that is not ready moves to its own task, whose
+        // first poll registers the real waker (futures re-register on every
+        // poll, so nothing is lost in between).
+        let mut call: BoxFuture<'static, Result<Response, Status>> = {
+            let conn = Arc::clone(self);
+            Box::pin(async move { conn.run(req).await })
+        };
+        if let Poll::Ready(result) = call.as_mut().poll(&mut std::task::Context::from_waker(Waker::noop())) {
+            if head.kind == Kind::Request {
+                self.respond(head, result);
+            }
+            return;
+        }
+
+        // Slow path: the call waits on something; give it a task of its own
+        // so the connection keeps reading, and keep its abort handle for
+        // cancel frames. Spawned while holding the lock so the task cannot
+        // finish (and remove its entry) before the entry exists.
         let conn = Arc::clone(self);
-        // Spawned while holding the lock so the task cannot finish (and
-        // remove its entry) before the entry exists.
+        let mut in_flight = lock(&self.in_flight);
+        self.running.fetch_add(1, Ordering::Relaxed);
         let task = self.tasks.spawn(async move {
-            let result = conn.run(req, deadline).await;
+            // Counted down even if the task is aborted (cancel, shutdown).
+            let _running = RunningGuard(&conn);
+            let result = call.await;
             lock(&conn.in_flight).remove(&head.id);
             if head.kind == Kind::Request {
                 conn.respond(head, result);
             }
-            conn.queue.notify_progress();
         });
         in_flight.insert(head.id, task.abort_handle());
     }
 
-    async fn run(&self, req: Request, deadline: Option<Duration>) -> Result<Response, Status> {
-        let ctx = Context::new(deadline, req.metadata.clone(), req.peer);
-        let method = req.metadata.method_str().cloned().unwrap_or_default();
+    async fn run(&self, req: Request) -> Result<Response, Status> {
+        let deadline = req.deadline;
+        let ctx = Context::at(deadline, req.metadata.clone(), req.peer);
         let mut chain = Next::new(&self.inner.chain, &*self.inner.router).run(req);
         // A panicking handler must not leave its caller waiting: it becomes
         // an Internal error and the connection carries on.
@@ -291,17 +336,20 @@ impl Conn {
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| chain.as_mut().poll(cx))) {
                 Ok(poll) => poll,
                 Err(_) => {
-                    tracing::error!(method = %method, "handler panicked");
-                    std::task::Poll::Ready(Err(Status::internal(format!("the handler of {method} panicked"))))
+                    // Still inside the call's Context: it names the method.
+                    let method = Context::current().and_then(|c| c.metadata().method().map(str::to_owned));
+                    let method = method.unwrap_or_default();
+                    tracing::error!(%method, "handler panicked");
+                    Poll::Ready(Err(Status::internal(format!("the handler of {method} panicked"))))
                 }
             }
         });
         let call = ctx.scope(guarded);
         match deadline {
             None => call.await,
-            Some(d) => match tokio::time::timeout(d, call).await {
+            Some(at) => match tokio::time::timeout_at(at, call).await {
                 Ok(result) => result,
-                Err(_) => Err(Status::deadline_exceeded(format!("deadline of {d:?} exceeded on the server"))),
+                Err(_) => Err(Status::deadline_exceeded("the deadline passed while the server was handling the call")),
             },
         }
     }
