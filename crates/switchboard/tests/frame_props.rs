@@ -274,7 +274,7 @@ proptest! {
         runs in proptest::collection::vec((any::<u8>(), 1usize..200), 0..32),
         slack in 0usize..100,
     ) {
-        let payload: Vec<u8> = runs.iter().flat_map(|&(byte, n)| std::iter::repeat(byte).take(n)).collect();
+        let payload: Vec<u8> = runs.iter().flat_map(|&(byte, n)| std::iter::repeat_n(byte, n)).collect();
         let head = Head { flags: FLAG_COMPRESSED, ..Head::new(Kind::Request, 1) };
         let packed = Bytes::from(compress(&payload));
         let mut frame = Frame { head, meta: Metadata::default(), payload: packed.clone() };

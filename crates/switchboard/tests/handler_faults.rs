@@ -51,5 +51,5 @@ async fn panicking_handlers_answer_internal_and_the_connection_survives() {
         // The same connection still serves calls.
         assert_eq!(client.call::<u32, u32>(method, &0).await.unwrap(), 0);
     }
-    assert_eq!(server.shutdown().await.drained, true);
+    assert!(server.shutdown().await.drained);
 }

@@ -460,7 +460,7 @@ async fn oversized_frame_is_skipped_and_the_connection_keeps_serving() {
     bytes.extend_from_slice(&request_frame(8, "Svc.A", Codec::Binary.id(), &encode(&41u64)));
     raw.send(&bytes).await;
 
-    let mut replies = vec![raw.next_reply().await, raw.next_reply().await];
+    let mut replies = [raw.next_reply().await, raw.next_reply().await];
     replies.sort_by_key(|f| f.head.id);
     let [too_big, ok] = &mut replies[..] else { unreachable!() };
     assert_eq!(too_big.head.id, 7);
