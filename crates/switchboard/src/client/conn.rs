@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -91,10 +90,10 @@ impl Connection {
             .map_err(|_| connect_err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))?
             .map_err(connect_err)?;
         let _ = stream.set_nodelay(true);
-        let (rd, wr) = stream.into_split();
+        let sock = Arc::new(stream);
         let conn = Arc::new(Shared {
             addr,
-            queue: WriteQueue::new(),
+            queue: WriteQueue::new(Arc::clone(&sock)),
             pending: Mutex::new(Pending { calls: HashMap::new(), closed: None }),
             next_id: AtomicU64::new(1),
             going_away: AtomicBool::new(false),
@@ -105,13 +104,13 @@ impl Connection {
         });
         let writer = Arc::clone(&conn);
         tokio::spawn(async move {
-            if let Err(e) = writer.queue.run_writer(wr).await {
+            if let Err(e) = writer.queue.run_writer().await {
                 writer.fail_all(format!("write error: {e}"));
             }
         });
         let reader = Arc::clone(&conn);
         tokio::spawn(async move {
-            let reason = reader.read_loop(rd).await;
+            let reason = reader.read_loop(&sock).await;
             reader.fail_all(reason);
         });
         Ok(Arc::new(Connection { shared: conn }))
@@ -243,7 +242,7 @@ impl Shared {
         Ok(Response { codec, payload, metadata: frame.meta })
     }
 
-    async fn read_loop(&self, mut rd: tokio::net::tcp::OwnedReadHalf) -> String {
+    async fn read_loop(&self, sock: &TcpStream) -> String {
         let mut decoder = FrameDecoder::new(self.max_frame);
         let mut buf = BytesMut::with_capacity(64 << 10);
         loop {
@@ -267,7 +266,7 @@ impl Shared {
             if buf.capacity() - buf.len() < 4096 {
                 buf.reserve(64 << 10);
             }
-            match rd.read_buf(&mut buf).await {
+            match crate::io::read_some(sock, &mut buf).await {
                 Ok(0) => return "closed by server".to_owned(),
                 Ok(_) => {}
                 Err(e) => return format!("read error: {e}"),

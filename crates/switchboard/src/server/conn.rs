@@ -13,7 +13,6 @@ use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
 use tokio_util::task::TaskTracker;
@@ -22,7 +21,7 @@ use super::Inner;
 use crate::call::{BoxFuture, Context, Request, Response};
 use crate::codec::Codec;
 use crate::frame::{self, Decoded, Frame, FrameDecoder, Head, Kind, Metadata, FLAG_COMPRESSED, FLAG_REFUSED};
-use crate::io::WriteQueue;
+use crate::io::{self, WriteQueue};
 use crate::middleware::Next;
 use crate::status::{Code, Status};
 
@@ -47,11 +46,11 @@ struct Conn {
 }
 
 pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr) {
-    let (mut rd, wr) = stream.into_split();
+    let sock = Arc::new(stream);
     let conn = Arc::new(Conn {
         inner,
         peer,
-        queue: WriteQueue::new(),
+        queue: WriteQueue::new(Arc::clone(&sock)),
         in_flight: Mutex::new(HashMap::new()),
         running: AtomicUsize::new(0),
         tasks: TaskTracker::new(),
@@ -59,7 +58,7 @@ pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr
     let writer = {
         let conn = Arc::clone(&conn);
         tokio::spawn(async move {
-            if let Err(e) = conn.queue.run_writer(wr).await {
+            if let Err(e) = conn.queue.run_writer().await {
                 tracing::debug!(peer = %conn.peer, error = %e, "write failed; closing connection");
             }
         })
@@ -111,9 +110,12 @@ pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr
                 buf.reserve(READ_CHUNK);
             }
         }
+        // Everything decoded so far has been answered (or handed to a
+        // task): send the answers of this batch in one write.
+        conn.queue.flush();
         tokio::select! {
             _ = progressed, if saturated => {}
-            read = rd.read_buf(&mut buf), if !saturated => match read {
+            read = io::read_some(&sock, &mut buf), if !saturated => match read {
                 Ok(0) if buf.is_empty() => break "closed by peer".to_owned(),
                 Ok(0) => break format!("closed by peer mid-frame ({} bytes unread)", buf.len()),
                 Ok(_) => {}
@@ -121,7 +123,7 @@ pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr
             },
             _ = conn.inner.draining.cancelled(), if !draining => {
                 draining = true;
-                let _ = conn.queue.push(|b| {
+                let _ = conn.queue.push_deferred(|b| {
                     encode_or_log(b, Head::new(Kind::GoAway, last_id), &Metadata::default(), &[]);
                     encode_or_log(b, Head::new(Kind::Ping, DRAIN_PING_ID), &Metadata::default(), &[]);
                 });
@@ -157,7 +159,7 @@ pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr
 /// is read and discarded first (for at most a second), so closing with unread
 /// data does not reset the connection before the client reads the go-away.
 pub(super) async fn refuse(mut stream: TcpStream, limit: usize) {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut meta = Metadata::default();
     meta.set_message(format!("connection limit of {limit} reached; try another instance"));
     let head =
@@ -212,8 +214,9 @@ impl Conn {
             }
             Kind::Request | Kind::OneWay => self.start_call(frame),
             Kind::Ping => {
-                let _ =
-                    self.queue.push(|b| encode_or_log(b, Head::new(Kind::Pong, head.id), &Metadata::default(), &[]));
+                let _ = self
+                    .queue
+                    .push_deferred(|b| encode_or_log(b, Head::new(Kind::Pong, head.id), &Metadata::default(), &[]));
             }
             Kind::Cancel => {
                 if let Some(handle) = lock(&self.in_flight).remove(&head.id) {
@@ -250,7 +253,7 @@ impl Conn {
             meta.set_details(status.details().clone());
         }
         let head = Head { kind: Kind::Response, codec: req.codec, flags, status: status.code().as_u16(), id: req.id };
-        let _ = self.queue.push(|b| encode_or_log(b, head, &meta, &[]));
+        let _ = self.queue.push_deferred(|b| encode_or_log(b, head, &meta, &[]));
     }
 
     fn start_call(self: &Arc<Self>, mut frame: Frame) {
@@ -321,6 +324,7 @@ impl Conn {
             lock(&conn.in_flight).remove(&head.id);
             if head.kind == Kind::Request {
                 conn.respond(head, result);
+                conn.queue.flush();
             }
         });
         in_flight.insert(head.id, task.abort_handle());
@@ -375,6 +379,6 @@ impl Conn {
         }
         let head =
             Head { kind: Kind::Response, codec: response.codec.id(), flags, status: Code::Ok.as_u16(), id: req.id };
-        let _ = self.queue.push(|b| encode_or_log(b, head, &response.metadata, &payload));
+        let _ = self.queue.push_deferred(|b| encode_or_log(b, head, &response.metadata, &payload));
     }
 }
