@@ -22,20 +22,21 @@ impl<E: Outcome + Send + 'static> Middleware<E> for Logging {
             return next.run(req);
         }
         Box::pin(async move {
-            let method = req.metadata.method().unwrap_or("").to_owned();
+            // A refcounted handle on the name, not a copy: this runs per call.
+            let method = req.metadata.method_str().cloned().unwrap_or_default();
             let peer = req.peer;
             let start = Instant::now();
             let result = next.run(req).await;
             let micros = start.elapsed().as_micros() as u64;
-            let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+            let peer = peer.map(tracing::field::display);
             match &result {
                 Ok(_) => tracing::info!(
                     target: "switchboard::call",
-                    side = E::SIDE, method, peer, status = "Ok", latency_us = micros,
+                    side = E::SIDE, method = method.as_str(), peer, status = "Ok", latency_us = micros,
                 ),
                 Err(e) => tracing::warn!(
                     target: "switchboard::call",
-                    side = E::SIDE, method, peer, status = e.code().as_str(), latency_us = micros,
+                    side = E::SIDE, method = method.as_str(), peer, status = e.code().as_str(), latency_us = micros,
                 ),
             }
             result
