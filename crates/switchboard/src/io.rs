@@ -252,6 +252,18 @@ impl WriteQueue {
     }
 }
 
+/// Read what the socket has into `buf` (at least one byte, or 0 at end of
+/// stream). Cancel-safe: nothing is lost if the future is dropped.
+pub(crate) async fn read_some(sock: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    loop {
+        sock.readable().await?;
+        match sock.try_read_buf(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            other => return other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,17 +318,5 @@ mod tests {
         let mut got = vec![0u8; 1000];
         peer.read_exact(&mut got).await.unwrap();
         assert!(got.chunks(10).enumerate().all(|(i, c)| c.iter().all(|b| *b == i as u8)));
-    }
-}
-
-/// Read what the socket has into `buf` (at least one byte, or 0 at end of
-/// stream). Cancel-safe: nothing is lost if the future is dropped.
-pub(crate) async fn read_some(sock: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
-    loop {
-        sock.readable().await?;
-        match sock.try_read_buf(buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            other => return other,
-        }
     }
 }
