@@ -17,8 +17,8 @@ need_deb() { # need_deb COMMAND PACKAGE: install PACKAGE if COMMAND is missing
   echo "test.sh: installing $2 (for $1)" >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
 }
-# (Later suites add their packages here: etcd-server, golang-go, ...)
 need_deb python3 python3
+need_deb go golang-go # the Go net/rpc peer of the benchmark harness (bench/go)
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "test.sh: installing cargo-nextest" >&2
@@ -37,3 +37,8 @@ cargo nextest run --workspace --all-targets --locked --no-fail-fast
 
 echo "== doctests"
 cargo test --workspace --doc --locked
+
+# Benchmarks are not timed tests: this only checks that the harness still
+# builds and measures every system (it fails on an error, never on a number).
+echo "== benchmark harness smoke run"
+scripts/bench.sh --quick

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example echo_server -- --listen 127.0.0.1:9001
+//! cargo run --release --example echo_server -- --listen 127.0.0.1:9001 --log   # with the logging middleware
 //! ```
 
 #![allow(unreachable_pub)] // an example binary: `pub` marks what a library would export
@@ -10,6 +11,7 @@ mod common;
 
 use clap::Parser;
 use serde::{Deserialize, Serialize};
+use switchboard::middleware::Logging;
 use switchboard::{Server, Status};
 
 /// The benchmark message.
@@ -42,12 +44,22 @@ struct Cli {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:9001")]
     listen: String,
+
+    /// Install the logging middleware: one `tracing` event per call at target
+    /// `switchboard::call` (INFO on success, WARN on failure; `RUST_LOG`
+    /// filters them).
+    #[arg(long)]
+    log: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     common::init_logging();
     let cli = Cli::parse();
-    let server = Server::builder().service(EchoServer::new(Echoer)).build();
+    let mut builder = Server::builder().service(EchoServer::new(Echoer));
+    if cli.log {
+        builder = builder.layer(Logging);
+    }
+    let server = builder.build();
     common::serve_until_signal(server, &cli.listen).await
 }

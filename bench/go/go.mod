@@ -1,0 +1,3 @@
+module switchboard.invalid/bench/go
+
+go 1.19
