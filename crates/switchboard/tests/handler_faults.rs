@@ -1,6 +1,8 @@
-//! A handler that panics answers Internal; its connection and the server
-//! carry on. Covers both the inline path (panic on the first poll) and the
-//! spawned path (panic after the handler first waited).
+//! Faults and edges around handlers and connection lifetime: a handler that
+//! panics answers Internal while its connection and the server carry on (on
+//! the inline path, panic on the first poll, and the spawned path, panic
+//! after the handler first waited); shutdown stays prompt when clients are
+//! idle or have just stopped calling.
 
 use std::time::Duration;
 
@@ -52,4 +54,65 @@ async fn panicking_handlers_answer_internal_and_the_connection_survives() {
         assert_eq!(client.call::<u32, u32>(method, &0).await.unwrap(), 0);
     }
     assert!(server.shutdown().await.drained);
+}
+
+/// A client that is connected but idle answers the draining server's ping,
+/// so shutdown does not wait out its grace period for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_prompt_with_an_idle_client_connected() {
+    shutdown_with_idle_client().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn shutdown_is_prompt_with_an_idle_client_connected_single_threaded() {
+    shutdown_with_idle_client().await;
+}
+
+async fn shutdown_with_idle_client() {
+    let server = Server::builder().build();
+    server.router().add_method("Svc.Id", handler_fn(|x: u32| async move { Ok::<_, Status>(x) })).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(server.clone().serve(listener));
+    let client = Client::connect(addr).await.unwrap();
+    for i in 0..10 {
+        assert_eq!(client.call::<u32, u32>("Svc.Id", &i).await.unwrap(), i);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await; // the client goes idle
+    let began = std::time::Instant::now();
+    assert!(server.shutdown().await.drained);
+    let took = began.elapsed();
+    assert!(took < Duration::from_millis(500), "shutdown waited {took:?} for an idle client");
+    drop(client);
+}
+
+/// Regression: shutdown right after concurrent traffic ends. The client's
+/// background reader must still be watching the (now quiet) connection to
+/// answer the drain ping; a lost wake-up once left it parked, and shutdown
+/// waited out its whole grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_is_prompt_right_after_concurrent_traffic() {
+    let server = Server::builder().build();
+    server.router().add_method("Svc.Id", handler_fn(|x: u32| async move { Ok::<_, Status>(x) })).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(server.clone().serve(listener));
+    let client = Client::connect(addr).await.unwrap();
+    let tasks: Vec<_> = (0..4)
+        .map(|t| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for i in 0..2000u32 {
+                    assert_eq!(client.call::<u32, u32>("Svc.Id", &(i + t)).await.unwrap(), i + t);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let began = std::time::Instant::now();
+    assert!(server.shutdown().await.drained);
+    let took = began.elapsed();
+    assert!(took < Duration::from_millis(500), "shutdown waited {took:?}");
 }

@@ -1,8 +1,9 @@
 //! One client connection: many calls multiplexed over one TCP stream.
 //!
 //! A call takes the next request id, parks a oneshot sender in the pending
-//! map, and pushes its frame onto the write queue. The reader task hands each
-//! response to the sender with its id. A call dropped before its answer
+//! map, and pushes its frame onto the write queue. Whoever reads the socket
+//! (usually a waiting caller: see [`super::read`]) hands each response to the
+//! sender with its id. A call dropped before its answer
 //! arrives (timeout, or the caller lost interest) removes itself and sends a
 //! cancel frame, so the server stops working on it. When the connection ends,
 //! every pending call fails with [`Error::ConnectionLost`], which is
@@ -19,14 +20,15 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::read::Reader;
 use crate::call::{Request, Response};
 use crate::codec::Codec;
 use crate::error::Error;
-use crate::frame::{self, Decoded, Frame, FrameDecoder, Head, Kind, Metadata, FLAG_COMPRESSED, FLAG_REFUSED};
+use crate::frame::{self, Frame, Head, Kind, Metadata, FLAG_COMPRESSED, FLAG_REFUSED};
 use crate::io::WriteQueue;
 use crate::status::{Code, Status};
 
-type Reply = Result<Frame, Error>;
+pub(super) type Reply = Result<Frame, Error>;
 
 /// Callers wait while more than this many bytes are queued for the server.
 const MAX_QUEUED_BYTES: usize = 8 << 20;
@@ -48,13 +50,18 @@ impl std::ops::Deref for Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.shared.queue.close();
+        // Nobody calls any more: let the background reader watch the
+        // socket, see the server close it, and end.
+        self.shared.reader.quiet_now();
     }
 }
 
 /// The state the reader and writer tasks share with callers.
 pub(crate) struct Shared {
-    addr: Arc<str>,
+    pub(super) addr: Arc<str>,
+    pub(super) sock: Arc<TcpStream>,
     queue: WriteQueue,
+    pub(super) reader: Reader,
     pending: Mutex<Pending>,
     next_id: AtomicU64,
     going_away: AtomicBool,
@@ -94,6 +101,8 @@ impl Connection {
         let conn = Arc::new(Shared {
             addr,
             queue: WriteQueue::new(Arc::clone(&sock)),
+            sock,
+            reader: Reader::new(max_frame),
             pending: Mutex::new(Pending { calls: HashMap::new(), closed: None }),
             next_id: AtomicU64::new(1),
             going_away: AtomicBool::new(false),
@@ -109,10 +118,7 @@ impl Connection {
             }
         });
         let reader = Arc::clone(&conn);
-        tokio::spawn(async move {
-            let reason = reader.read_loop(&sock).await;
-            reader.fail_all(reason);
-        });
+        tokio::spawn(async move { reader.background_reader().await });
         Ok(Arc::new(Connection { shared: conn }))
     }
 }
@@ -132,8 +138,9 @@ impl Shared {
             self.queue.wait_below(MAX_QUEUED_BYTES).await;
         }
         let rx = self.send(Kind::Request, req, deadline)?;
-        let mut guard = CancelOnDrop { conn: self, id: rx.0, armed: true };
-        let reply = rx.1.await;
+        let (id, mut rx) = rx;
+        let mut guard = CancelOnDrop { conn: self, id, armed: true };
+        let reply = self.wait_reply(&mut rx).await;
         guard.armed = false;
         let frame = reply.unwrap_or_else(|_| {
             Err(Error::ConnectionLost { addr: self.addr.to_string(), reason: "connection dropped".into() })
@@ -145,11 +152,11 @@ impl Shared {
     pub(crate) async fn ping(self: &Arc<Self>) -> Result<Duration, Error> {
         let start = Instant::now();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
+        let (tx, mut rx) = oneshot::channel();
         self.admit(id, tx)?;
         self.push_frame(id, |b| Head::new(Kind::Ping, id).encode(b, &Metadata::default(), &[]))?;
         let mut guard = CancelOnDrop { conn: self, id, armed: true };
-        let reply = rx.await;
+        let reply = self.wait_reply(&mut rx).await;
         guard.armed = false;
         reply.unwrap_or_else(|_| Err(self.lost("connection dropped")))?;
         Ok(start.elapsed())
@@ -242,39 +249,19 @@ impl Shared {
         Ok(Response { codec, payload, metadata: frame.meta })
     }
 
-    async fn read_loop(&self, sock: &TcpStream) -> String {
-        let mut decoder = FrameDecoder::new(self.max_frame);
-        let mut buf = BytesMut::with_capacity(64 << 10);
-        loop {
-            loop {
-                match decoder.decode(&mut buf) {
-                    Ok(Some(Decoded::Frame(frame))) => self.on_frame(frame),
-                    Ok(Some(Decoded::Oversized { head, len })) => {
-                        let err = Error::Status(Status::resource_exhausted(format!(
-                            "response frame of {len} bytes exceeds this client's limit of {} bytes",
-                            self.max_frame
-                        )));
-                        self.complete(head.id, Err(err));
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::warn!(addr = %self.addr, error = %e, "protocol error; closing connection");
-                        return format!("protocol error: {e}");
-                    }
-                }
-            }
-            if buf.capacity() - buf.len() < 4096 {
-                buf.reserve(64 << 10);
-            }
-            match crate::io::read_some(sock, &mut buf).await {
-                Ok(0) => return "closed by server".to_owned(),
-                Ok(_) => {}
-                Err(e) => return format!("read error: {e}"),
-            }
-        }
+    pub(super) fn on_oversized(&self, id: u64, len: u64) {
+        let err = Error::Status(Status::resource_exhausted(format!(
+            "response frame of {len} bytes exceeds this client's limit of {} bytes",
+            self.max_frame
+        )));
+        self.complete(id, Err(err));
     }
 
-    fn on_frame(&self, frame: Frame) {
+    pub(super) fn has_pending(&self) -> bool {
+        !lock(&self.pending).calls.is_empty()
+    }
+
+    pub(super) fn on_frame(&self, frame: Frame) {
         match frame.head.kind {
             Kind::Response | Kind::Pong => self.complete(frame.head.id, Ok(frame)),
             Kind::GoAway => {
@@ -308,7 +295,7 @@ impl Shared {
     }
 
     /// End the connection: fail every pending call, admit no more.
-    fn fail_all(&self, reason: String) {
+    pub(super) fn fail_all(&self, reason: String) {
         self.queue.close();
         let calls = {
             let mut pending = lock(&self.pending);

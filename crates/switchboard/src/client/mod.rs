@@ -28,6 +28,7 @@
 //! ```
 
 mod conn;
+mod read;
 
 use std::sync::Arc;
 use std::time::Duration;
