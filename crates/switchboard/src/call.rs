@@ -99,8 +99,8 @@ impl Response {
     /// A response holding `reply` encoded with `codec`. A reply that cannot
     /// be encoded is the server's fault: `Internal`.
     pub fn encode<R: Encode + ?Sized>(codec: Codec, reply: &R) -> Result<Response, Status> {
-        let payload = crate::codec::encode_to_bytes(reply, codec)
-            .map_err(|e| Status::internal(format!("cannot encode the reply: {e}")))?;
+        let payload =
+            reply.encode_bytes(codec).map_err(|e| Status::internal(format!("cannot encode the reply: {e}")))?;
         Ok(Response::new(codec, payload))
     }
 }

@@ -128,6 +128,14 @@ fn not_enabled(codec: Codec, op: &'static str) -> CodecError {
 pub trait Encode {
     /// Append this value, encoded with `codec`, to `out`.
     fn encode(&self, codec: Codec, out: &mut Vec<u8>) -> Result<(), CodecError>;
+
+    /// This value encoded with `codec`, in a buffer of exactly its size.
+    /// The default encodes into a reused scratch buffer and copies the
+    /// result out once ([`encode_to_bytes`]); formats that can tell the size
+    /// first encode straight into the final buffer instead.
+    fn encode_bytes(&self, codec: Codec) -> Result<bytes::Bytes, CodecError> {
+        encode_to_bytes(self, codec)
+    }
 }
 
 /// A value that can be read from a payload.
@@ -137,6 +145,23 @@ pub trait Decode: Sized {
 }
 
 impl<T: Serialize + ?Sized> Encode for T {
+    fn encode_bytes(&self, codec: Codec) -> Result<bytes::Bytes, CodecError> {
+        match codec {
+            // postcard can count first (a cheap pass: byte strings count by
+            // length), so the value is encoded once, straight into a buffer
+            // of its exact size: no scratch copy, which matters for large
+            // payloads.
+            Codec::Binary => {
+                let err = |e: postcard::Error| CodecError::encode(codec, e);
+                let size =
+                    postcard::serialize_with_flavor(self, postcard::ser_flavors::Size::default()).map_err(err)?;
+                let out = postcard::to_extend(self, Vec::with_capacity(size)).map_err(err)?;
+                Ok(bytes::Bytes::from(out))
+            }
+            _ => encode_to_bytes(self, codec),
+        }
+    }
+
     fn encode(&self, codec: Codec, out: &mut Vec<u8>) -> Result<(), CodecError> {
         let err = |e: &dyn fmt::Display| CodecError::encode(codec, e);
         match codec {
@@ -226,6 +251,12 @@ pub struct Proto<M>(pub M);
 
 #[cfg(feature = "protobuf")]
 impl<M: prost::Message> Encode for Proto<M> {
+    fn encode_bytes(&self, codec: Codec) -> Result<bytes::Bytes, CodecError> {
+        let mut out = Vec::with_capacity(self.0.encoded_len());
+        self.encode(codec, &mut out)?;
+        Ok(bytes::Bytes::from(out))
+    }
+
     fn encode(&self, codec: Codec, out: &mut Vec<u8>) -> Result<(), CodecError> {
         match codec {
             Codec::Protobuf => self.0.encode(out).map_err(|e| CodecError::encode(codec, e)),
@@ -264,6 +295,8 @@ mod tests {
             let mut buf = Vec::new();
             value.encode(codec, &mut buf).unwrap();
             assert_eq!(Echo::decode(codec, &buf).unwrap(), value, "{codec}");
+            // The exact-size path writes the same bytes.
+            assert_eq!(value.encode_bytes(codec).unwrap(), buf, "{codec}");
         }
     }
 

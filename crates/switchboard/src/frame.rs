@@ -125,10 +125,21 @@ impl Head {
     /// Fails only if the payload or metadata do not fit the u32 length fields;
     /// callers check their configured frame limit before encoding.
     pub fn encode(&self, buf: &mut BytesMut, meta: &Metadata, payload: &[u8]) -> Result<(), FrameError> {
-        let start = buf.len();
-        let payload_len = u32::try_from(payload.len())
-            .map_err(|_| FrameError::TooLarge { len: payload.len() as u64, max: u32::MAX as u64 })?;
         buf.reserve(HEADER_LEN + meta.encoded_len() + payload.len());
+        self.encode_prefix(buf, meta, payload.len())?;
+        buf.put_slice(payload);
+        Ok(())
+    }
+
+    /// Append the header and metadata of a frame whose `payload_len` payload
+    /// bytes the caller writes next (or queues separately, uncopied).
+    pub fn encode_prefix(&self, buf: &mut BytesMut, meta: &Metadata, payload_len: usize) -> Result<(), FrameError> {
+        let payload_len = u32::try_from(payload_len)
+            .map_err(|_| FrameError::TooLarge { len: payload_len as u64, max: u32::MAX as u64 })?;
+        let meta_len = meta.encoded_len();
+        let meta_len_u32 =
+            u32::try_from(meta_len).map_err(|_| FrameError::TooLarge { len: meta_len as u64, max: u32::MAX as u64 })?;
+        buf.reserve(HEADER_LEN + meta_len);
         buf.put_slice(&MAGIC);
         buf.put_u8(VERSION);
         buf.put_u8(self.kind as u8);
@@ -136,15 +147,9 @@ impl Head {
         buf.put_u8(self.flags);
         buf.put_u16(self.status);
         buf.put_u64(self.id);
-        buf.put_u32(0); // metadata length, patched below
+        buf.put_u32(meta_len_u32);
         buf.put_u32(payload_len);
-        let meta_start = buf.len();
         meta.encode(buf);
-        let meta_len = buf.len() - meta_start;
-        let meta_len =
-            u32::try_from(meta_len).map_err(|_| FrameError::TooLarge { len: meta_len as u64, max: u32::MAX as u64 })?;
-        buf[start + 16..start + 20].copy_from_slice(&meta_len.to_be_bytes());
-        buf.put_slice(payload);
         Ok(())
     }
 }
@@ -256,6 +261,38 @@ impl FrameDecoder {
     /// The configured limit.
     pub fn max_frame(&self) -> usize {
         self.max_frame
+    }
+
+    /// Make room in `buf` for the next read.
+    ///
+    /// When the frame in progress has announced its length, room is made for
+    /// all of it at once, so a large frame is read straight into place
+    /// instead of being copied along each time the buffer grows. What is
+    /// reserved ahead of the bytes actually received is capped at 1 MiB (or
+    /// as much as has arrived, whichever is larger): a peer that announces
+    /// big frames without sending them cannot make us hold their size.
+    pub fn reserve_for_read(&self, buf: &mut BytesMut, chunk: usize) {
+        const AHEAD: usize = 1 << 20;
+        const MIN_SPARE: usize = 4096;
+        let needed = match self.frame_in_progress(buf) {
+            Some(total) if total > buf.len() => (total - buf.len()).min(AHEAD.max(buf.len())),
+            _ => MIN_SPARE,
+        };
+        if buf.capacity() - buf.len() < needed {
+            buf.reserve(needed.max(chunk));
+        }
+    }
+
+    /// Total length of the frame whose header is at the front of `buf`, if
+    /// the header is complete and the frame is within the limit.
+    fn frame_in_progress(&self, buf: &BytesMut) -> Option<usize> {
+        if self.skipping > 0 || buf.len() < HEADER_LEN {
+            return None;
+        }
+        let meta = u32::from_be_bytes([buf[16], buf[17], buf[18], buf[19]]) as usize;
+        let payload = u32::from_be_bytes([buf[20], buf[21], buf[22], buf[23]]) as usize;
+        let total = HEADER_LEN + meta + payload;
+        (total <= self.max_frame).then_some(total)
     }
 
     /// Take the next frame out of `buf`, if a whole one is there.
@@ -686,6 +723,22 @@ mod tests {
         }
         assert!(matches!(seen[0], Decoded::Oversized { head: Head { id: 5, .. }, len: 10_024 }));
         assert!(matches!(&seen[1], Decoded::Frame(f) if f.head.id == 6 && &f.payload[..] == b"ok"));
+    }
+
+    #[test]
+    fn reads_reserve_whole_frames_but_not_far_ahead_of_the_data() {
+        let dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        // Header of a 300 KiB frame: room for all of it at once.
+        let mut whole = BytesMut::new();
+        Head::new(Kind::Request, 1).encode(&mut whole, &Metadata::default(), &vec![0u8; 300 << 10]).unwrap();
+        let mut buf = BytesMut::from(&whole[..100]);
+        dec.reserve_for_read(&mut buf, 64 << 10);
+        assert!(buf.capacity() >= whole.len(), "{}", buf.capacity());
+        // Header of a 15 MiB frame with nothing behind it: at most ~1 MiB ahead.
+        let mut big = BytesMut::new();
+        Head::new(Kind::Request, 2).encode_prefix(&mut big, &Metadata::default(), 15 << 20).unwrap();
+        dec.reserve_for_read(&mut big, 64 << 10);
+        assert!(big.capacity() <= (1 << 20) + (64 << 10) + 1024, "{}", big.capacity());
     }
 
     #[test]

@@ -17,6 +17,12 @@
 //! decoded requests with [`WriteQueue::push_deferred`] and flushes once, so a
 //! pipelined burst goes out in one write.
 //!
+//! Large payloads are not copied into the queue: small frames and frame
+//! headers are appended to a contiguous tail, while a payload of at least
+//! [`SEGMENT_MIN`] bytes joins the queue as its own [`Bytes`] segment (a
+//! reference, not a copy), and the writer hands the segments to the socket
+//! in one vectored write.
+//!
 //! Backpressure: the queue does not refuse bytes, but it reports its length
 //! and signals [`WriteQueue::progressed`] after every write, so producers can
 //! wait for it to drain ([`WriteQueue::wait_below`]) and a server can stop
@@ -26,7 +32,10 @@ use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::{Buf, BytesMut};
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -34,6 +43,11 @@ use tokio::sync::Notify;
 /// the writer task, so one producer is not kept writing for others forever.
 const MAX_PASSES: usize = 4;
 const INITIAL_CAPACITY: usize = 16 << 10;
+/// Payloads at least this long are queued by reference; shorter ones are
+/// copied into the tail (a copy is cheaper than another I/O slice).
+pub(crate) const SEGMENT_MIN: usize = 4 << 10;
+/// Most slices handed to one vectored write.
+const MAX_SLICES: usize = 64;
 /// A buffer that grew past this is dropped once empty rather than kept, so
 /// one huge frame does not pin its memory forever.
 const KEEP_CAPACITY: usize = 1 << 20;
@@ -44,10 +58,72 @@ pub(crate) struct Closed;
 
 #[derive(Debug)]
 struct State {
-    buf: BytesMut,
+    /// Queued bytes in order: the segments, then the tail.
+    segments: VecDeque<Bytes>,
+    tail: BytesMut,
+    /// Total bytes in `segments` and `tail`.
+    len: usize,
     closed: bool,
     /// Someone (a producer or the writer task) is writing to the socket.
     writing: bool,
+    /// What a producer could not write (the socket was full), handed to the
+    /// writer task. While it is here `writing` stays set, so producers only
+    /// append until the writer task has drained the socket.
+    handoff: Option<Batch>,
+}
+
+impl State {
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Take everything queued, in order.
+    fn take(&mut self) -> Batch {
+        let mut segments = std::mem::take(&mut self.segments);
+        if !self.tail.is_empty() {
+            segments.push_back(self.tail.split().freeze());
+        }
+        self.len = 0;
+        Batch { segments }
+    }
+}
+
+/// Bytes taken from the queue for one write.
+#[derive(Debug)]
+struct Batch {
+    segments: VecDeque<Bytes>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    /// Write as much as the socket takes now; `Ok(false)` if it would block.
+    fn write_now(&mut self, sock: &TcpStream) -> io::Result<bool> {
+        while !self.is_empty() {
+            let slices: Vec<IoSlice<'_>> = self.segments.iter().take(MAX_SLICES).map(|b| IoSlice::new(b)).collect();
+            match sock.try_write_vectored(&slices) {
+                Ok(n) => self.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.segments.front_mut() else { return };
+            if n >= front.len() {
+                n -= front.len();
+                self.segments.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
 }
 
 /// A per-connection outgoing byte queue. See the module docs.
@@ -66,7 +142,14 @@ impl WriteQueue {
     pub(crate) fn new(sock: Arc<TcpStream>) -> WriteQueue {
         WriteQueue {
             sock,
-            state: Mutex::new(State { buf: BytesMut::with_capacity(INITIAL_CAPACITY), closed: false, writing: false }),
+            state: Mutex::new(State {
+                segments: VecDeque::new(),
+                tail: BytesMut::with_capacity(INITIAL_CAPACITY),
+                len: 0,
+                closed: false,
+                writing: false,
+                handoff: None,
+            }),
             queued: AtomicUsize::new(0),
             wake: Notify::new(),
             progress: Notify::new(),
@@ -89,12 +172,42 @@ impl WriteQueue {
     /// Append without flushing: the caller promises to call
     /// [`WriteQueue::flush`] soon (after the rest of its batch).
     pub(crate) fn push_deferred<R>(&self, write: impl FnOnce(&mut BytesMut) -> R) -> Result<R, Closed> {
+        self.push_frame_deferred(write, Bytes::new())
+    }
+
+    /// Append a frame whose header (and metadata) `write` encodes and whose
+    /// payload follows; a large payload is queued by reference, not copied.
+    /// Then flush.
+    pub(crate) fn push_frame<R>(&self, write: impl FnOnce(&mut BytesMut) -> R, payload: Bytes) -> Result<R, Closed> {
+        let result = self.push_frame_deferred(write, payload)?;
+        self.flush();
+        Ok(result)
+    }
+
+    /// [`WriteQueue::push_frame`] without the flush.
+    pub(crate) fn push_frame_deferred<R>(
+        &self,
+        write: impl FnOnce(&mut BytesMut) -> R,
+        payload: Bytes,
+    ) -> Result<R, Closed> {
         let mut state = self.lock();
         if state.closed {
             return Err(Closed);
         }
-        let result = write(&mut state.buf);
-        self.queued.store(state.buf.len(), Ordering::Relaxed);
+        let before = state.tail.len();
+        let result = write(&mut state.tail);
+        let mut added = state.tail.len() - before;
+        if payload.len() >= SEGMENT_MIN {
+            let head = state.tail.split().freeze();
+            state.segments.push_back(head);
+            added += payload.len();
+            state.segments.push_back(payload);
+        } else if !payload.is_empty() {
+            state.tail.extend_from_slice(&payload);
+            added += payload.len();
+        }
+        state.len += added;
+        self.queued.store(state.len, Ordering::Relaxed);
         Ok(result)
     }
 
@@ -103,21 +216,19 @@ impl WriteQueue {
     /// the socket does not take at once goes to the writer task.
     pub(crate) fn flush(&self) {
         for _ in 0..MAX_PASSES {
-            let mut chunk = {
+            let mut batch = {
                 let mut state = self.lock();
-                if state.writing || state.buf.is_empty() {
+                if state.writing || state.is_empty() {
                     return;
                 }
                 state.writing = true;
                 self.queued.store(0, Ordering::Relaxed);
-                state.buf.split()
+                state.take()
             };
-            while !chunk.is_empty() {
-                match self.sock.try_write(&chunk) {
-                    Ok(n) => chunk.advance(n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return self.hand_to_writer(chunk),
-                    Err(e) => return self.fail(e),
-                }
+            match batch.write_now(&self.sock) {
+                Ok(true) => {}
+                Ok(false) => return self.hand_to_writer(batch),
+                Err(e) => return self.fail(e),
             }
             self.finish_pass();
         }
@@ -125,16 +236,10 @@ impl WriteQueue {
         self.wake.notify_one();
     }
 
-    /// Put unwritten bytes back at the front of the queue and wake the
-    /// writer task to wait for the socket.
-    fn hand_to_writer(&self, mut rest: BytesMut) {
-        {
-            let mut state = self.lock();
-            rest.extend_from_slice(&state.buf);
-            state.buf = rest;
-            self.queued.store(state.buf.len(), Ordering::Relaxed);
-            state.writing = false;
-        }
+    /// Give unwritten bytes to the writer task, which waits for the socket.
+    /// `writing` stays set: until it has drained, producers only append.
+    fn hand_to_writer(&self, rest: Batch) {
+        self.lock().handoff = Some(rest);
         self.wake.notify_one();
     }
 
@@ -142,8 +247,8 @@ impl WriteQueue {
         let closed = {
             let mut state = self.lock();
             state.writing = false;
-            if state.buf.is_empty() && state.buf.capacity() > KEEP_CAPACITY {
-                state.buf = BytesMut::with_capacity(INITIAL_CAPACITY);
+            if state.tail.is_empty() && state.tail.capacity() > KEEP_CAPACITY {
+                state.tail = BytesMut::with_capacity(INITIAL_CAPACITY);
             }
             state.closed
         };
@@ -160,7 +265,10 @@ impl WriteQueue {
             let mut state = self.lock();
             state.writing = false;
             state.closed = true;
-            state.buf = BytesMut::new();
+            state.handoff = None;
+            state.segments.clear();
+            state.tail = BytesMut::new();
+            state.len = 0;
             self.queued.store(0, Ordering::Relaxed);
         }
         self.wake.notify_one();
@@ -212,9 +320,11 @@ impl WriteQueue {
     /// after [`WriteQueue::close`] drains the queue and shuts the write side.
     pub(crate) async fn run_writer(&self) -> io::Result<()> {
         loop {
-            let chunk = {
+            let batch = {
                 let mut state = self.lock();
-                if state.writing || state.buf.is_empty() {
+                if let Some(handed) = state.handoff.take() {
+                    Some(handed)
+                } else if state.writing || state.is_empty() {
                     // Nothing for us: either idle, or another writer is
                     // active and will hand back whatever it cannot write.
                     if state.closed && !state.writing {
@@ -226,21 +336,21 @@ impl WriteQueue {
                 } else {
                     state.writing = true;
                     self.queued.store(0, Ordering::Relaxed);
-                    Some(state.buf.split())
+                    Some(state.take())
                 }
             };
-            let Some(mut chunk) = chunk else {
+            let Some(mut batch) = batch else {
                 self.wake.notified().await;
                 continue;
             };
-            while !chunk.is_empty() {
+            loop {
                 let written = match self.sock.writable().await {
-                    Ok(()) => self.sock.try_write(&chunk),
+                    Ok(()) => batch.write_now(&self.sock),
                     Err(e) => Err(e),
                 };
                 match written {
-                    Ok(n) => chunk.advance(n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Ok(true) => break,
+                    Ok(false) => {}
                     Err(e) => {
                         self.fail(io::Error::new(e.kind(), e.to_string()));
                         return Err(e);

@@ -154,7 +154,7 @@ impl Shared {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, mut rx) = oneshot::channel();
         self.admit(id, tx)?;
-        self.push_frame(id, |b| Head::new(Kind::Ping, id).encode(b, &Metadata::default(), &[]))?;
+        self.push_frame(id, |b| Head::new(Kind::Ping, id).encode(b, &Metadata::default(), &[]), Bytes::new())?;
         let mut guard = CancelOnDrop { conn: self, id, armed: true };
         let reply = self.wait_reply(&mut rx).await;
         guard.armed = false;
@@ -187,7 +187,8 @@ impl Shared {
         let (tx, rx) = oneshot::channel();
         self.admit(id, tx)?;
         let head = Head { kind, codec: req.codec.id(), flags, status: 0, id };
-        self.push_frame(id, |b| head.encode(b, &req.metadata, &payload))?;
+        let payload_len = payload.len();
+        self.push_frame(id, |b| head.encode_prefix(b, &req.metadata, payload_len), payload)?;
         Ok((id, rx))
     }
 
@@ -201,12 +202,15 @@ impl Shared {
         Ok(())
     }
 
+    /// Queue a frame: `encode` writes its header and metadata, `payload`
+    /// follows (queued by reference if large).
     fn push_frame(
         &self,
         id: u64,
         encode: impl FnOnce(&mut BytesMut) -> Result<(), frame::FrameError>,
+        payload: Bytes,
     ) -> Result<(), Error> {
-        let pushed = self.queue.push(encode);
+        let pushed = self.queue.push_frame(encode, payload);
         let result = match pushed {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(e)) => Err(Error::protocol(&self.addr, e)),

@@ -83,7 +83,7 @@ where
     Resp: Decode,
 {
     let codec = opts.codec.unwrap_or_else(|| channel.default_codec());
-    let payload = crate::codec::encode_to_bytes(req, codec)?;
+    let payload = req.encode_bytes(codec)?;
     let request = Request::new(method, codec, payload);
     let response = channel.call_raw(request, opts).await?;
     Ok(Resp::decode(response.codec, &response.payload)?)

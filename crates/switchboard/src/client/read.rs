@@ -146,9 +146,7 @@ impl Shared {
     /// Read once and dispatch every whole frame; on end of stream or a
     /// protocol error, end the connection.
     async fn read_batch(&self, side: &mut ReadSide) {
-        if side.buf.capacity() - side.buf.len() < 4096 {
-            side.buf.reserve(READ_CHUNK);
-        }
+        side.decoder.reserve_for_read(&mut side.buf, READ_CHUNK);
         let ended = match io::read_some(&self.sock, &mut side.buf).await {
             Ok(0) => Some("closed by server".to_owned()),
             Ok(_) => self.dispatch(side).err(),

@@ -106,9 +106,7 @@ pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr
                 Ok(None) => {}
                 Err(e) => break format!("protocol error: {e}"),
             }
-            if buf.capacity() - buf.len() < 4096 {
-                buf.reserve(READ_CHUNK);
-            }
+            decoder.reserve_for_read(&mut buf, READ_CHUNK);
         }
         // Everything decoded so far has been answered (or handed to a
         // task): send the answers of this batch in one write.
@@ -379,6 +377,14 @@ impl Conn {
         }
         let head =
             Head { kind: Kind::Response, codec: response.codec.id(), flags, status: Code::Ok.as_u16(), id: req.id };
-        let _ = self.queue.push_deferred(|b| encode_or_log(b, head, &response.metadata, &payload));
+        let meta = &response.metadata;
+        let _ = self.queue.push_frame_deferred(
+            |b| {
+                if let Err(e) = head.encode_prefix(b, meta, payload.len()) {
+                    tracing::error!(error = %e, "cannot encode frame");
+                }
+            },
+            payload.clone(),
+        );
     }
 }
