@@ -22,8 +22,8 @@ use crate::workload::{self, Cell};
 struct Message {
     id: u64,
     name: String,
-    #[serde(with = "serde_bytes")]
-    payload: Vec<u8>,
+    #[serde(with = "switchboard::codec::zerocopy")]
+    payload: bytes::Bytes,
 }
 
 /// The `echo_server` command; `log` installs the logging middleware, with
@@ -51,7 +51,7 @@ pub(crate) async fn callers(addr: SocketAddr, cell: Cell, codec: Codec) -> anyho
         .connect()
         .await
         .with_context(|| format!("cannot connect to echo_server at {addr}"))?;
-    let payload = workload::payload(cell.payload);
+    let payload = bytes::Bytes::from(workload::payload(cell.payload));
     Ok((0..cell.callers)
         .map(|i| Caller {
             client: client.clone(),

@@ -14,13 +14,14 @@ use serde::{Deserialize, Serialize};
 use switchboard::middleware::Logging;
 use switchboard::{Server, Status};
 
-/// The benchmark message.
+/// The benchmark message. The payload is a zero-copy byte string: decoding
+/// it slices the request frame instead of copying it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Message {
     pub id: u64,
     pub name: String,
-    #[serde(with = "serde_bytes")]
-    pub payload: Vec<u8>,
+    #[serde(with = "switchboard::codec::zerocopy")]
+    pub payload: bytes::Bytes,
 }
 
 #[switchboard::service]

@@ -66,7 +66,7 @@ impl Request {
     /// Decode the argument in the request's codec. A payload that does not
     /// decode is the caller's fault: `InvalidArgument`, naming the method.
     pub fn decode<A: Decode>(&self) -> Result<A, Status> {
-        A::decode(self.codec, &self.payload)
+        A::decode_bytes(self.codec, self.payload.clone())
             .map_err(|e| Status::invalid_argument(format!("cannot decode the argument of {}: {e}", self.method())))
     }
 }
@@ -151,5 +151,26 @@ impl Context {
     /// The caller's address.
     pub fn peer(&self) -> Option<SocketAddr> {
         self.peer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    struct Message {
+        id: u64,
+        #[serde(with = "crate::codec::zerocopy")]
+        payload: Bytes,
+    }
+
+    #[test]
+    fn request_decode_slices_zerocopy_fields_out_of_the_frame() {
+        let frame = Message { id: 1, payload: Bytes::from(vec![1u8; 16384]) }.encode_bytes(Codec::Binary).unwrap();
+        let req = Request::new("Echo.Echo", Codec::Binary, frame.clone());
+        let back: Message = req.decode().unwrap();
+        assert_eq!((back.id, back.payload.len()), (1, 16384));
+        assert!(frame.as_ptr_range().contains(&back.payload.as_ptr()), "the payload was copied");
     }
 }

@@ -142,6 +142,13 @@ pub trait Encode {
 pub trait Decode: Sized {
     /// Decode a value of this type from `bytes` with `codec`.
     fn decode(codec: Codec, bytes: &[u8]) -> Result<Self, CodecError>;
+
+    /// Decode from a shared buffer. Byte-string fields marked
+    /// [`zerocopy`] become slices of `bytes` instead of copies. The default
+    /// just calls [`Decode::decode`].
+    fn decode_bytes(codec: Codec, bytes: bytes::Bytes) -> Result<Self, CodecError> {
+        Self::decode(codec, &bytes)
+    }
 }
 
 impl<T: Serialize + ?Sized> Encode for T {
@@ -185,6 +192,10 @@ impl<T: Serialize + ?Sized> Encode for T {
 }
 
 impl<T: DeserializeOwned> Decode for T {
+    fn decode_bytes(codec: Codec, bytes: bytes::Bytes) -> Result<Self, CodecError> {
+        zerocopy::with_source(&bytes, || Self::decode(codec, &bytes))
+    }
+
     fn decode(codec: Codec, bytes: &[u8]) -> Result<Self, CodecError> {
         let err = |e: &dyn fmt::Display| CodecError::decode(codec, e);
         match codec {
@@ -229,6 +240,115 @@ pub fn encode_to_bytes<T: Encode + ?Sized>(value: &T, codec: Codec) -> Result<by
             Err(_) => encode(&mut Vec::new()),
         })
         .unwrap_or_else(|_| encode(&mut Vec::new()))
+}
+
+pub mod zerocopy {
+    //! Zero-copy byte strings: `#[serde(with = "switchboard::codec::zerocopy")]`
+    //! on a [`Bytes`] field.
+    //!
+    //! Decoding such a field from a frame does not copy it: the field becomes a
+    //! reference-counted slice of the frame's read buffer. (While a payload is
+    //! decoded, a thread-local names the buffer it came from; a byte string
+    //! the format hands over as a slice of that buffer is sliced, not copied.
+    //! The binary codec and MessagePack hand byte strings over that way; JSON,
+    //! which spells bytes as an array of numbers, still copies.) Encoding
+    //! writes the bytes as a byte string, like `serde_bytes`.
+    //!
+    //! The trade-off, as with any zero-copy buffer: the slice keeps the read
+    //! buffer it came from alive for as long as it lives. To keep a small piece
+    //! of a large message for long, copy it (`Bytes::copy_from_slice`).
+    //!
+    //! ```
+    //! use bytes::Bytes;
+    //! use switchboard::codec::{Codec, Decode, Encode};
+    //!
+    //! #[derive(serde::Serialize, serde::Deserialize)]
+    //! struct Blob {
+    //!     #[serde(with = "switchboard::codec::zerocopy")]
+    //!     data: Bytes,
+    //! }
+    //!
+    //! let frame = Blob { data: Bytes::from(vec![7u8; 1 << 16]) }.encode_bytes(Codec::Binary).unwrap();
+    //! let blob = Blob::decode_bytes(Codec::Binary, frame.clone()).unwrap();
+    //! // The field points into the frame's buffer: nothing was copied.
+    //! let inside = frame.as_ptr_range();
+    //! assert!(inside.contains(&blob.data.as_ptr()));
+    //! ```
+
+    use std::cell::RefCell;
+    use std::fmt;
+
+    use bytes::Bytes;
+    use serde::de::{Error, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    thread_local! {
+        static SOURCE: RefCell<Option<Bytes>> = const { RefCell::new(None) };
+    }
+
+    /// Run `decode` with `source` as the buffer byte strings may be sliced from.
+    pub(super) fn with_source<R>(source: &Bytes, decode: impl FnOnce() -> R) -> R {
+        let previous = SOURCE.with(|s| s.replace(Some(source.clone())));
+        let result = decode();
+        SOURCE.with(|s| *s.borrow_mut() = previous);
+        result
+    }
+
+    fn from_source(slice: &[u8]) -> Bytes {
+        SOURCE
+            .with(|s| {
+                let source = s.borrow();
+                let source = source.as_ref()?;
+                let range = source.as_ptr_range();
+                let inside = range.start <= slice.as_ptr() && slice.as_ptr_range().end <= range.end;
+                inside.then(|| source.slice_ref(slice))
+            })
+            .unwrap_or_else(|| Bytes::copy_from_slice(slice))
+    }
+
+    /// Serialize `bytes` as a byte string.
+    pub fn serialize<S: Serializer>(bytes: &Bytes, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    /// Deserialize a byte string, slicing the source buffer when possible.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Bytes, D::Error> {
+        deserializer.deserialize_bytes(BytesVisitor)
+    }
+
+    struct BytesVisitor;
+
+    impl<'de> Visitor<'de> for BytesVisitor {
+        type Value = Bytes;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a byte string")
+        }
+
+        fn visit_borrowed_bytes<E: Error>(self, v: &'de [u8]) -> Result<Bytes, E> {
+            Ok(from_source(v))
+        }
+
+        fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Bytes, E> {
+            Ok(Bytes::copy_from_slice(v))
+        }
+
+        fn visit_byte_buf<E: Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
+            Ok(Bytes::from(v))
+        }
+
+        fn visit_str<E: Error>(self, v: &str) -> Result<Bytes, E> {
+            Ok(Bytes::copy_from_slice(v.as_bytes()))
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Bytes, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+            while let Some(byte) = seq.next_element::<u8>()? {
+                out.push(byte);
+            }
+            Ok(Bytes::from(out))
+        }
+    }
 }
 
 /// A prost message, sent with [`Codec::Protobuf`].
@@ -306,6 +426,28 @@ mod tests {
         assert!(42u64.encode(Codec::Protobuf, &mut buf).is_err());
         for codec in Codec::ALL {
             assert!(Echo::decode(codec, b"\xff\xfe garbage").is_err(), "{codec}");
+        }
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Blob {
+        id: u64,
+        #[serde(with = "super::zerocopy")]
+        data: bytes::Bytes,
+    }
+
+    #[test]
+    fn zerocopy_fields_round_trip_in_every_serde_codec_and_slice_the_frame_when_they_can() {
+        let blob = Blob { id: 3, data: bytes::Bytes::from((0..=255u8).cycle().take(5000).collect::<Vec<_>>()) };
+        for codec in [Codec::Json, Codec::Binary, Codec::MsgPack] {
+            let frame = blob.encode_bytes(codec).unwrap();
+            let back = Blob::decode_bytes(codec, frame.clone()).unwrap();
+            assert_eq!(back, blob, "{codec}");
+            let sliced = frame.as_ptr_range().contains(&back.data.as_ptr());
+            // JSON spells bytes as numbers and must copy; the binary formats slice.
+            assert_eq!(sliced, codec != Codec::Json, "{codec}");
+            // Decoding from a plain slice copies, and is still correct.
+            assert_eq!(Blob::decode(codec, &frame).unwrap(), blob, "{codec}");
         }
     }
 

@@ -86,7 +86,7 @@ where
     let payload = req.encode_bytes(codec)?;
     let request = Request::new(method, codec, payload);
     let response = channel.call_raw(request, opts).await?;
-    Ok(Resp::decode(response.codec, &response.payload)?)
+    Ok(Resp::decode_bytes(response.codec, response.payload)?)
 }
 
 /// Per-call settings. Unset fields fall back to the client's defaults.
