@@ -36,9 +36,7 @@ async fn panicking_handlers_answer_internal_and_the_connection_survives() {
             }),
         )
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(server.clone().serve(listener));
+    let addr = serve(&server).await;
     let client = Client::builder(addr).timeout(Some(Duration::from_secs(5))).connect().await.unwrap();
 
     for method in ["Faulty.Now", "Faulty.Later"] {
@@ -69,12 +67,7 @@ async fn shutdown_is_prompt_with_an_idle_client_connected_single_threaded() {
 }
 
 async fn shutdown_with_idle_client() {
-    let server = Server::builder().build();
-    server.router().add_method("Svc.Id", handler_fn(|x: u32| async move { Ok::<_, Status>(x) })).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(server.clone().serve(listener));
-    let client = Client::connect(addr).await.unwrap();
+    let (server, client) = id_server().await;
     for i in 0..10 {
         assert_eq!(client.call::<u32, u32>("Svc.Id", &i).await.unwrap(), i);
     }
@@ -92,12 +85,7 @@ async fn shutdown_with_idle_client() {
 /// waited out its whole grace period.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shutdown_is_prompt_right_after_concurrent_traffic() {
-    let server = Server::builder().build();
-    server.router().add_method("Svc.Id", handler_fn(|x: u32| async move { Ok::<_, Status>(x) })).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(server.clone().serve(listener));
-    let client = Client::connect(addr).await.unwrap();
+    let (server, client) = id_server().await;
     let tasks: Vec<_> = (0..4)
         .map(|t| {
             let client = client.clone();
@@ -115,4 +103,21 @@ async fn shutdown_is_prompt_right_after_concurrent_traffic() {
     assert!(server.shutdown().await.drained);
     let took = began.elapsed();
     assert!(took < Duration::from_millis(500), "shutdown waited {took:?}");
+}
+
+/// A server answering `Svc.Id` (returns its argument) on a loopback port, and
+/// a client connected to it.
+async fn id_server() -> (Server, Client) {
+    let server = Server::builder().build();
+    server.router().add_method("Svc.Id", handler_fn(|x: u32| async move { Ok::<_, Status>(x) })).unwrap();
+    let addr = serve(&server).await;
+    (server, Client::connect(addr).await.unwrap())
+}
+
+/// Serve `server` on a fresh loopback port; returns the address.
+async fn serve(server: &Server) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(server.clone().serve(listener));
+    addr
 }
