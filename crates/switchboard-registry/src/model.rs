@@ -1,0 +1,316 @@
+//! The registry's data model, as it travels over the HTTP/JSON API.
+//!
+//! Two shapes, kept apart on purpose:
+//!
+//! - [`RegisterRequest`] is what a server sends: who it is, where it listens,
+//!   what it serves, and optionally its TTL. It carries nothing the registry
+//!   decides.
+//! - [`Instance`] is what the registry stores and returns: the request's
+//!   fields plus the registry-maintained ones (registration time, last
+//!   heartbeat, health, effective TTL).
+//!
+//! A client can therefore never set its own health or heartbeat time, and the
+//! registry can add fields to [`Instance`] without changing what servers send.
+//!
+//! ```
+//! use switchboard_registry::model::RegisterRequest;
+//!
+//! let req: RegisterRequest = serde_json::from_str(
+//!     r#"{"service": "Arith", "id": "arith-1", "address": "127.0.0.1:9000"}"#,
+//! ).unwrap();
+//! assert_eq!(req.metadata.weight, 100); // defaults fill in what was left out
+//! assert_eq!(req.ttl_ms, None); // the registry's default TTL applies
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Shortest TTL a registration may ask for.
+pub const MIN_TTL: Duration = Duration::from_secs(1);
+/// Longest TTL a registration may ask for.
+pub const MAX_TTL: Duration = Duration::from_secs(3600);
+/// Longest service name, instance id, address, method name or tag, in bytes.
+pub const MAX_NAME_LEN: usize = 256;
+
+/// Descriptive data about an instance, used by balancers and humans.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Metadata {
+    /// Version of the software the instance runs (free form, default empty).
+    pub version: String,
+    /// Relative weight for weighted balancing (default 100; 0 means "send nothing new").
+    pub weight: u32,
+    /// Zone or rack, for zone-aware balancing (default empty).
+    pub zone: String,
+    /// Free-form tags.
+    pub tags: Vec<String>,
+    /// Free key/value pairs.
+    pub kv: BTreeMap<String, String>,
+}
+
+impl Default for Metadata {
+    fn default() -> Self {
+        Metadata { version: String::new(), weight: 100, zone: String::new(), tags: Vec::new(), kv: BTreeMap::new() }
+    }
+}
+
+/// What a server sends to register (or re-register) one instance of a service.
+///
+/// `service`, `id` and `address` are required; everything else has a default.
+/// Registering again with the same `service` and `id` updates the instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    /// Service name, e.g. `Arith`.
+    pub service: String,
+    /// Instance id, unique within the service (e.g. `host:port` or a UUID).
+    pub id: String,
+    /// Where callers reach the instance, `host:port`.
+    pub address: String,
+    /// Version, weight, zone, tags, key/values.
+    #[serde(default)]
+    pub metadata: Metadata,
+    /// The methods the instance serves, e.g. `Arith.Multiply`.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Time to live without a heartbeat, in milliseconds (default: the
+    /// registry's configured TTL; allowed range [`MIN_TTL`]..=[`MAX_TTL`]).
+    #[serde(default)]
+    pub ttl_ms: Option<u64>,
+}
+
+impl RegisterRequest {
+    /// A request with the three required fields and defaults for the rest.
+    pub fn new(service: impl Into<String>, id: impl Into<String>, address: impl Into<String>) -> Self {
+        RegisterRequest {
+            service: service.into(),
+            id: id.into(),
+            address: address.into(),
+            metadata: Metadata::default(),
+            methods: Vec::new(),
+            ttl_ms: None,
+        }
+    }
+
+    /// Checks every field; the error names the first one that is wrong.
+    pub fn validate(&self) -> Result<(), InvalidField> {
+        check_name("service", &self.service)?;
+        check_name("id", &self.id)?;
+        check_address(&self.address)?;
+        for m in &self.methods {
+            check_text("methods", m)?;
+        }
+        for t in &self.metadata.tags {
+            check_text("metadata.tags", t)?;
+        }
+        for text in [("metadata.version", &self.metadata.version), ("metadata.zone", &self.metadata.zone)] {
+            if text.1.len() > MAX_NAME_LEN {
+                return Err(InvalidField::new(text.0, format!("longer than {MAX_NAME_LEN} bytes")));
+            }
+        }
+        if let Some(ttl) = self.ttl_ms {
+            let (min, max) = (MIN_TTL.as_millis(), MAX_TTL.as_millis());
+            if u128::from(ttl) < min || u128::from(ttl) > max {
+                return Err(InvalidField::new("ttl_ms", format!("{ttl} is out of range: must be {min}..={max} ms")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A field of a request that failed validation, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid field `{field}`: {reason}")]
+pub struct InvalidField {
+    /// The field's JSON name (dotted for nested fields).
+    pub field: &'static str,
+    /// What was wrong with it.
+    pub reason: String,
+}
+
+impl InvalidField {
+    pub(crate) fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        InvalidField { field, reason: reason.into() }
+    }
+}
+
+fn check_text(field: &'static str, value: &str) -> Result<(), InvalidField> {
+    if value.trim().is_empty() {
+        return Err(InvalidField::new(field, "must not be empty"));
+    }
+    if value.len() > MAX_NAME_LEN {
+        return Err(InvalidField::new(field, format!("longer than {MAX_NAME_LEN} bytes")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(InvalidField::new(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// Service names and ids appear as URL path segments, so they also exclude
+/// `/` and whitespace.
+fn check_name(field: &'static str, value: &str) -> Result<(), InvalidField> {
+    check_text(field, value)?;
+    if value.chars().any(|c| c == '/' || c.is_whitespace()) {
+        return Err(InvalidField::new(field, format!("{value:?} must not contain '/' or whitespace")));
+    }
+    Ok(())
+}
+
+/// `host:port` with a non-zero port; the host is an IP (IPv6 in brackets) or a
+/// DNS name. Nothing is resolved.
+fn check_address(address: &str) -> Result<(), InvalidField> {
+    check_text("address", address)?;
+    let bad = |why: &str| InvalidField::new("address", format!("{address:?} is not host:port ({why})"));
+    if let Ok(addr) = address.parse::<SocketAddr>() {
+        return if addr.port() == 0 { Err(bad("port 0")) } else { Ok(()) };
+    }
+    let (host, port) = address.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+    let port: u16 = port.parse().map_err(|_| bad("port is not a number in 1..=65535"))?;
+    if port == 0 {
+        return Err(bad("port 0"));
+    }
+    let hostname_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if !hostname_ok {
+        return Err(bad("host is neither an IP address nor a DNS name"));
+    }
+    Ok(())
+}
+
+/// Liveness of an instance, as the registry's last sweep saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// Heartbeats arrive within the TTL.
+    Passing,
+    /// The TTL passed without a heartbeat, but self-preservation kept the
+    /// instance listed. Clients should prefer passing instances.
+    Expired,
+}
+
+/// One instance as the registry stores and returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    /// Service name.
+    pub service: String,
+    /// Instance id, unique within the service.
+    pub id: String,
+    /// `host:port` callers dial.
+    pub address: String,
+    /// Version, weight, zone, tags, key/values.
+    pub metadata: Metadata,
+    /// Methods the instance serves.
+    pub methods: Vec<String>,
+    /// Effective TTL in milliseconds (the request's, or the registry default).
+    pub ttl_ms: u64,
+    /// When the instance was first registered (unix ms, wall clock; display only).
+    pub registered_at_ms: u64,
+    /// When the registry last heard from it (unix ms, wall clock; display only).
+    pub last_heartbeat_ms: u64,
+    /// Passing, or expired but kept by self-preservation.
+    pub health: Health,
+}
+
+/// One service in the [`ServiceList`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSummary {
+    /// Service name.
+    pub name: String,
+    /// Number of instances listed (passing or expired).
+    pub instances: usize,
+    /// Modification index of this service.
+    pub index: u64,
+}
+
+/// Answer of `GET /v1/services`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceList {
+    /// Global modification index.
+    pub index: u64,
+    /// Services with at least one instance, sorted by name.
+    pub services: Vec<ServiceSummary>,
+    /// Whether the registry is currently refusing to evict (see the store docs).
+    pub self_preservation: bool,
+}
+
+/// Answer of `GET /v1/services/{service}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceList {
+    /// Modification index of the service: pass it back as `?index=` to wait
+    /// for the next change.
+    pub index: u64,
+    /// Instances sorted by id (empty for a service nobody registered).
+    pub instances: Vec<Instance>,
+}
+
+/// Answer of `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryStatus {
+    /// Global modification index.
+    pub index: u64,
+    /// Number of instances across all services.
+    pub instances: usize,
+    /// Whether self-preservation is on.
+    pub self_preservation: bool,
+    /// Default TTL in milliseconds.
+    pub ttl_ms: u64,
+    /// Heartbeat interval servers should use, in milliseconds.
+    pub heartbeat_ms: u64,
+}
+
+/// Answer of the mutating routes: the index after the change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexReply {
+    /// Global modification index after the operation.
+    pub index: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        for ok in ["127.0.0.1:9000", "[::1]:80", "localhost:7700", "arith-1.svc.local:443"] {
+            assert_eq!(check_address(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "127.0.0.1", "127.0.0.1:0", "host:99999", ":80", "a b:80", "host:port", "-x:1", "1.2.3.4:"] {
+            let err = check_address(bad).expect_err(bad);
+            assert_eq!(err.field, "address");
+        }
+    }
+
+    #[test]
+    fn ttl_bounds() {
+        let mut req = RegisterRequest::new("S", "i", "127.0.0.1:1");
+        req.ttl_ms = Some(999);
+        assert_eq!(req.validate().map_err(|e| e.field), Err("ttl_ms"));
+        req.ttl_ms = Some(3_600_001);
+        assert_eq!(req.validate().map_err(|e| e.field), Err("ttl_ms"));
+        req.ttl_ms = Some(1000);
+        assert_eq!(req.validate(), Ok(()));
+        req.ttl_ms = Some(3_600_000);
+        assert_eq!(req.validate(), Ok(()));
+    }
+
+    #[test]
+    fn names() {
+        let req = RegisterRequest::new("a/b", "i", "127.0.0.1:1");
+        assert_eq!(req.validate().map_err(|e| e.field), Err("service"));
+        let req = RegisterRequest::new("S", " ", "127.0.0.1:1");
+        assert_eq!(req.validate().map_err(|e| e.field), Err("id"));
+        let mut req = RegisterRequest::new("S", "i", "127.0.0.1:1");
+        req.methods.push(String::new());
+        assert_eq!(req.validate().map_err(|e| e.field), Err("methods"));
+    }
+}

@@ -1,0 +1,404 @@
+//! The HTTP/JSON API over a [`Store`], served with axum, plus the background
+//! sweep that enforces TTLs.
+//!
+//! Routes (docs/REGISTRY.md has request and response examples):
+//!
+//! | route | does |
+//! |-------|------|
+//! | `PUT /v1/instances` | register or update an instance → `{"index": N}` |
+//! | `DELETE /v1/instances/{service}/{id}` | deregister → `{"index": N}`, 404 if unknown |
+//! | `PUT /v1/instances/{service}/{id}/heartbeat` | renew → `{"index": N}`, 404 `unknown_instance` (register again) |
+//! | `GET /v1/services` | services, instance counts, self-preservation flag |
+//! | `GET /v1/services/{service}?index=N&wait=30s` | instances; with `index`, a blocking query |
+//! | `GET /v1/status` | index, instance count, self-preservation, TTL and heartbeat settings |
+//!
+//! Every error is JSON, `{"error": "<message>", "code": "<machine code>"}`,
+//! and a refused request changes nothing. Request data is never unwrapped.
+//!
+//! ```no_run
+//! use switchboard_registry::{RegistryConfig, RegistryServer};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:7700").await?;
+//! let handle = RegistryServer::builder().config(RegistryConfig::default()).build().spawn(listener)?;
+//! println!("registry on http://{}", handle.local_addr());
+//! handle.shutdown().await // answers waiting blocking queries, then drains
+//! # }
+//! ```
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::RegistryConfig;
+use crate::model::{IndexReply, RegisterRequest};
+use crate::store::{Store, StoreError};
+
+/// Response header carrying the index of a service listing (as Consul's `X-Consul-Index`).
+pub const INDEX_HEADER: &str = "x-switchboard-index";
+
+/// Shortest sweep interval the background task uses, whatever the config says.
+const MIN_SWEEP_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Builds a [`RegistryServer`].
+#[derive(Debug, Default)]
+pub struct RegistryServerBuilder {
+    config: RegistryConfig,
+    store: Option<Arc<Store>>,
+}
+
+impl RegistryServerBuilder {
+    /// Timings, self-preservation and limits (default: [`RegistryConfig::default`]).
+    pub fn config(mut self, config: RegistryConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Serves an existing store instead of a new, empty one (the store's own
+    /// config then governs TTLs and self-preservation).
+    pub fn store(mut self, store: Arc<Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The server, ready to [`serve`](RegistryServer::serve) or [`spawn`](RegistryServer::spawn).
+    pub fn build(self) -> RegistryServer {
+        let store = self.store.unwrap_or_else(|| Arc::new(Store::new(self.config.clone())));
+        RegistryServer { config: self.config, store }
+    }
+}
+
+/// The registry: HTTP API plus TTL sweeper, over one [`Store`].
+#[derive(Debug, Clone)]
+pub struct RegistryServer {
+    config: RegistryConfig,
+    store: Arc<Store>,
+}
+
+#[derive(Clone)]
+struct AppState {
+    store: Arc<Store>,
+    config: RegistryConfig,
+    shutdown: CancellationToken,
+}
+
+impl RegistryServer {
+    /// A builder with the default configuration.
+    pub fn builder() -> RegistryServerBuilder {
+        RegistryServerBuilder::default()
+    }
+
+    /// The store this server serves.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    fn router(&self, shutdown: CancellationToken) -> Router {
+        let state = AppState { store: self.store.clone(), config: self.config.clone(), shutdown };
+        Router::new()
+            .route("/v1/instances", put(register))
+            .route("/v1/instances/{service}/{id}", delete(deregister))
+            .route("/v1/instances/{service}/{id}/heartbeat", put(heartbeat))
+            .route("/v1/services", get(services))
+            .route("/v1/services/{service}", get(instances))
+            .route("/v1/status", get(status))
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .layer(DefaultBodyLimit::max(self.config.max_body_bytes))
+            .with_state(state)
+    }
+
+    /// Serves on `listener` until `signal` completes, then answers waiting
+    /// blocking queries at once, stops the sweeper and drains open requests.
+    pub async fn serve<F>(self, listener: TcpListener, signal: F) -> io::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let token = CancellationToken::new();
+        let app = self.router(token.clone());
+        let sweeper = tokio::spawn(run_sweeper(self.store.clone(), self.config.sweep_interval, token.clone()));
+        let stop = token.clone();
+        let signal = async move {
+            tokio::select! {
+                () = signal => {}
+                () = stop.cancelled() => {}
+            }
+            stop.cancel();
+        };
+        let result = axum::serve(listener, app).with_graceful_shutdown(signal).await;
+        token.cancel();
+        if let Err(e) = sweeper.await {
+            tracing::error!(target: "switchboard_registry", error = %e, "sweeper task failed");
+        }
+        result
+    }
+
+    /// Starts serving on a background task; the handle stops it. Dropping
+    /// the handle leaves the server running.
+    pub fn spawn(self, listener: TcpListener) -> io::Result<RegistryHandle> {
+        let local_addr = listener.local_addr()?;
+        let store = self.store.clone();
+        let token = CancellationToken::new();
+        let task = tokio::spawn(self.serve(listener, token.clone().cancelled_owned()));
+        Ok(RegistryHandle { local_addr, store, token, task })
+    }
+}
+
+/// A running registry started with [`RegistryServer::spawn`].
+#[derive(Debug)]
+pub struct RegistryHandle {
+    local_addr: SocketAddr,
+    store: Arc<Store>,
+    token: CancellationToken,
+    task: JoinHandle<io::Result<()>>,
+}
+
+impl RegistryHandle {
+    /// The address the registry listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The store behind the API.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Graceful shutdown: blocking queries answer with what they have, open
+    /// requests finish, then the server and the sweeper stop.
+    pub async fn shutdown(self) -> io::Result<()> {
+        self.token.cancel();
+        self.task.await.map_err(io::Error::other)?
+    }
+}
+
+async fn run_sweeper(store: Arc<Store>, every: Duration, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(every.max(MIN_SWEEP_INTERVAL));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => {
+                store.sweep();
+            }
+        }
+    }
+}
+
+// --- errors ------------------------------------------------------------------
+
+/// An API error: status, machine-readable code, and a message naming what was wrong.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.message, "code": self.code });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match &e {
+            StoreError::Invalid(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", e.to_string()),
+            StoreError::UnknownInstance { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_instance", format!("{e}; register it again"))
+            }
+        }
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(r: BytesRejection) -> Self {
+        let status = r.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "bad_body" };
+        ApiError::new(status, code, format!("request body could not be read: {}", r.body_text()))
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_path", format!("invalid path: {}", r.body_text()))
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_query", format!("invalid query string: {}", r.body_text()))
+    }
+}
+
+/// Parses a JSON body; a shape error names the field it is about.
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let malformed = |e: serde_json::Error| {
+        ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("request body is not valid JSON: {e}"))
+    };
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.classify() != serde_json::error::Category::Data {
+            return malformed(inner);
+        }
+        let message = if path == "." {
+            format!("request body does not match the expected shape: {inner}")
+        } else {
+            format!("invalid field `{path}`: {inner}")
+        };
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
+    })?;
+    de.end().map_err(malformed)?; // trailing characters after the object
+    Ok(value)
+}
+
+// --- handlers ----------------------------------------------------------------
+
+async fn register(
+    State(st): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<IndexReply>, ApiError> {
+    let req: RegisterRequest = parse_json(&body?)?;
+    let (service, id) = (req.service.clone(), req.id.clone());
+    let index = st.store.register(req)?;
+    tracing::debug!(target: "switchboard_registry", %service, %id, index, "registered");
+    Ok(Json(IndexReply { index }))
+}
+
+async fn deregister(
+    State(st): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<IndexReply>, ApiError> {
+    let Path((service, id)) = path?;
+    let index = st.store.deregister(&service, &id)?;
+    tracing::debug!(target: "switchboard_registry", %service, %id, index, "deregistered");
+    Ok(Json(IndexReply { index }))
+}
+
+async fn heartbeat(
+    State(st): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<IndexReply>, ApiError> {
+    let Path((service, id)) = path?;
+    Ok(Json(IndexReply { index: st.store.heartbeat(&service, &id)? }))
+}
+
+async fn services(State(st): State<AppState>) -> Response {
+    let list = st.store.services();
+    with_index(list.index, Json(list))
+}
+
+async fn status(State(st): State<AppState>) -> Response {
+    let status = st.store.status();
+    with_index(status.index, Json(status))
+}
+
+#[derive(Debug, Deserialize)]
+struct WatchParams {
+    index: Option<u64>,
+    wait: Option<String>,
+}
+
+async fn instances(
+    State(st): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<WatchParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Path(service) = path?;
+    let Query(params) = query?;
+    let wait = match params.wait.as_deref() {
+        Some(text) => parse_wait(text)?.min(st.config.max_wait),
+        None => st.config.default_wait,
+    };
+    if let Some(after) = params.index {
+        tokio::select! {
+            _ = st.store.wait_for_change(Some(&service), after, wait) => {}
+            () = st.shutdown.cancelled() => {}
+        }
+    }
+    let list = st.store.instances(&service);
+    Ok(with_index(list.index, Json(list)))
+}
+
+fn with_index(index: u64, body: impl IntoResponse) -> Response {
+    let mut response = body.into_response();
+    response.headers_mut().insert(HeaderName::from_static(INDEX_HEADER), HeaderValue::from(index));
+    response
+}
+
+/// `wait=` values: an integer with a unit `ms`, `s`, `m` or `h` (a bare
+/// integer means seconds), as in Consul.
+fn parse_wait(text: &str) -> Result<Duration, ApiError> {
+    let bad = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            format!("invalid `wait` {text:?}: expected a whole number with a unit, like 500ms, 30s or 5m"),
+        )
+    };
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let per_unit = match unit {
+        "ms" => Duration::from_millis(1),
+        "" | "s" => Duration::from_secs(1),
+        "m" => Duration::from_secs(60),
+        "h" => Duration::from_secs(3600),
+        _ => return Err(bad()),
+    };
+    // Saturate rather than overflow; the caller caps the result at max_wait.
+    Ok(per_unit.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX)))
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_values() {
+        assert_eq!(parse_wait("30s").ok(), Some(Duration::from_secs(30)));
+        assert_eq!(parse_wait("250ms").ok(), Some(Duration::from_millis(250)));
+        assert_eq!(parse_wait("5m").ok(), Some(Duration::from_secs(300)));
+        assert_eq!(parse_wait("7").ok(), Some(Duration::from_secs(7)));
+        for bad in ["", "s", "-1s", "1.5s", "10x", "ten"] {
+            assert!(parse_wait(bad).is_err(), "{bad}");
+        }
+        assert!(parse_wait("99999999999999h").is_ok(), "huge values saturate, then get capped");
+    }
+}

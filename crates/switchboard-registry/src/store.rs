@@ -1,0 +1,416 @@
+//! The in-memory store: instances, the modification index, TTLs, and
+//! self-preservation. Independent of HTTP; [`server`](crate::server) is a thin
+//! layer over it.
+//!
+//! ## The index
+//!
+//! One global `u64`, starting at 1, goes up by one on every change (a new or
+//! changed registration, a deregistration, an eviction, a health change).
+//! Each service remembers the index of its own last change, and keeps it
+//! after its last instance is gone (so a watcher sees the removal). Re-sending
+//! an identical registration is not a change. A watcher that passes the
+//! index it last saw to [`Store::wait_for_change`] cannot miss a change made
+//! between two of its polls: the change raised the index above what it
+//! passed, so the next wait returns at once.
+//!
+//! ## Liveness and self-preservation
+//!
+//! Every registration and heartbeat stamps the instance with
+//! `tokio::time::Instant::now()`. [`Store::sweep`] (run every
+//! [`RegistryConfig::sweep_interval`] by the server, or directly in tests)
+//! finds the instances whose last heartbeat is older than their TTL and
+//! evicts them, unless more than
+//! [`RegistryConfig::self_preservation_share`] of all instances are expiring
+//! at once (expired, or running out of TTL within
+//! [`RegistryConfig::self_preservation_window`]). That pattern says the registry is the one cut off (a network
+//! partition, a paused VM), and evicting would wipe out healthy instances;
+//! so it keeps them all, marks the expired ones [`Health::Expired`], turns
+//! self-preservation on and logs a warning. When enough heartbeats return
+//! (the expiring share drops to or below the threshold), the next sweep evicts
+//! what is still expired and turns self-preservation off.
+//!
+//! ```
+//! use std::time::Duration;
+//! use switchboard_registry::{RegistryConfig, Store, model::RegisterRequest};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! let store = Store::new(RegistryConfig::default());
+//! let index = store.register(RegisterRequest::new("Arith", "a1", "127.0.0.1:9000")).unwrap();
+//! assert_eq!(store.instances("Arith").instances.len(), 1);
+//!
+//! tokio::time::advance(Duration::from_secs(7)).await; // past the 6 s TTL, no heartbeat
+//! let report = store.sweep();
+//! assert_eq!(report.evicted.len(), 1);
+//! assert!(store.instances("Arith").index > index);
+//! # }
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::RegistryConfig;
+use crate::model::{
+    Health, Instance, InstanceList, InvalidField, RegisterRequest, RegistryStatus, ServiceList, ServiceSummary,
+};
+
+/// Why a store operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The registration failed validation.
+    #[error(transparent)]
+    Invalid(#[from] InvalidField),
+    /// No such instance: for a heartbeat this means "register again".
+    #[error("unknown instance {id:?} of service {service:?}")]
+    UnknownInstance {
+        /// Service name asked for.
+        service: String,
+        /// Instance id asked for.
+        id: String,
+    },
+}
+
+/// What one [`Store::sweep`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SweepReport {
+    /// Instances in the store before the sweep.
+    pub total: usize,
+    /// Instances whose TTL had passed.
+    pub expired: usize,
+    /// Instances whose TTL had passed or runs out within the self-preservation window.
+    pub expiring: usize,
+    /// `(service, id)` of the instances removed.
+    pub evicted: Vec<(String, String)>,
+    /// Whether self-preservation is on after the sweep.
+    pub self_preservation: bool,
+}
+
+#[derive(Debug)]
+struct Entry {
+    instance: Instance,
+    ttl: Duration,
+    last_seen: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Service {
+    /// Index of the last change to this service (kept when it becomes empty).
+    index: u64,
+    instances: BTreeMap<String, Entry>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    index: u64,
+    services: BTreeMap<String, Service>,
+    self_preservation: bool,
+}
+
+impl Inner {
+    /// Bumps the global index and stamps `service` with it.
+    fn bump(&mut self, service: &str) -> u64 {
+        self.index += 1;
+        let index = self.index;
+        self.services.entry(service.to_owned()).or_default().index = index;
+        index
+    }
+
+    fn instance_count(&self) -> usize {
+        self.services.values().map(|s| s.instances.len()).sum()
+    }
+}
+
+/// The registry's state. Cheap to share behind an `Arc`; every method takes
+/// `&self`. The lock is a `std::sync::Mutex`, never held across an `.await`.
+#[derive(Debug)]
+pub struct Store {
+    config: RegistryConfig,
+    inner: Mutex<Inner>,
+    /// Carries the global index; every change sends, every waiter subscribes.
+    changes: watch::Sender<u64>,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Store {
+    /// An empty store; the index starts at 1.
+    pub fn new(config: RegistryConfig) -> Self {
+        let (changes, _) = watch::channel(1);
+        Store {
+            config,
+            inner: Mutex::new(Inner { index: 1, services: BTreeMap::new(), self_preservation: false }),
+            changes,
+        }
+    }
+
+    /// The configuration the store was built with.
+    pub fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the maps half-updated in
+        // a way later calls trip over, so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn publish(&self, index: u64) {
+        self.changes.send_replace(index);
+    }
+
+    /// Registers an instance, or updates it if `service`/`id` is known (which
+    /// also counts as a heartbeat). Returns the global index afterwards; an
+    /// identical re-registration leaves it unchanged.
+    pub fn register(&self, req: RegisterRequest) -> Result<u64, StoreError> {
+        req.validate()?;
+        let ttl = req.ttl_ms.map_or(self.config.default_ttl, Duration::from_millis);
+        let now = Instant::now();
+        let wall = unix_ms();
+        let mut inner = self.lock();
+        let existing = inner.services.get_mut(&req.service).and_then(|s| s.instances.get_mut(&req.id));
+        if let Some(entry) = existing {
+            let i = &mut entry.instance;
+            let unchanged = i.address == req.address
+                && i.metadata == req.metadata
+                && i.methods == req.methods
+                && entry.ttl == ttl
+                && i.health == Health::Passing;
+            entry.last_seen = now;
+            i.last_heartbeat_ms = wall;
+            if unchanged {
+                return Ok(inner.index);
+            }
+            i.address = req.address;
+            i.metadata = req.metadata;
+            i.methods = req.methods;
+            i.ttl_ms = millis(ttl);
+            i.health = Health::Passing;
+            entry.ttl = ttl;
+        } else {
+            let instance = Instance {
+                service: req.service.clone(),
+                id: req.id.clone(),
+                address: req.address,
+                metadata: req.metadata,
+                methods: req.methods,
+                ttl_ms: millis(ttl),
+                registered_at_ms: wall,
+                last_heartbeat_ms: wall,
+                health: Health::Passing,
+            };
+            let service = inner.services.entry(req.service.clone()).or_default();
+            service.instances.insert(req.id, Entry { instance, ttl, last_seen: now });
+        }
+        let index = inner.bump(&req.service);
+        drop(inner);
+        self.publish(index);
+        Ok(index)
+    }
+
+    /// Removes an instance. Returns the global index afterwards.
+    pub fn deregister(&self, service: &str, id: &str) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        let removed = inner.services.get_mut(service).and_then(|s| s.instances.remove(id));
+        if removed.is_none() {
+            return Err(StoreError::UnknownInstance { service: service.to_owned(), id: id.to_owned() });
+        }
+        let index = inner.bump(service);
+        drop(inner);
+        self.publish(index);
+        Ok(index)
+    }
+
+    /// Renews an instance's TTL. [`StoreError::UnknownInstance`] means the
+    /// registry does not know it (it was evicted, or the registry restarted):
+    /// the caller should register again at once. Returns the global index
+    /// (bumped only if the instance was marked expired and is passing again).
+    pub fn heartbeat(&self, service: &str, id: &str) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        let Some(entry) = inner.services.get_mut(service).and_then(|s| s.instances.get_mut(id)) else {
+            return Err(StoreError::UnknownInstance { service: service.to_owned(), id: id.to_owned() });
+        };
+        entry.last_seen = Instant::now();
+        entry.instance.last_heartbeat_ms = unix_ms();
+        if entry.instance.health == Health::Passing {
+            return Ok(inner.index);
+        }
+        entry.instance.health = Health::Passing;
+        let index = inner.bump(service);
+        drop(inner);
+        self.publish(index);
+        Ok(index)
+    }
+
+    /// The global modification index.
+    pub fn index(&self) -> u64 {
+        self.lock().index
+    }
+
+    /// The modification index of one service (0 if it was never registered).
+    pub fn service_index(&self, service: &str) -> u64 {
+        self.lock().services.get(service).map_or(0, |s| s.index)
+    }
+
+    /// Whether self-preservation is on.
+    pub fn self_preservation(&self) -> bool {
+        self.lock().self_preservation
+    }
+
+    /// Services with at least one instance, sorted by name.
+    pub fn services(&self) -> ServiceList {
+        let inner = self.lock();
+        let services = inner
+            .services
+            .iter()
+            .filter(|(_, s)| !s.instances.is_empty())
+            .map(|(name, s)| ServiceSummary { name: name.clone(), instances: s.instances.len(), index: s.index })
+            .collect();
+        ServiceList { index: inner.index, services, self_preservation: inner.self_preservation }
+    }
+
+    /// One service's instances, sorted by id, with the service's index. An
+    /// unknown service gives an empty list and index 0.
+    pub fn instances(&self, service: &str) -> InstanceList {
+        let inner = self.lock();
+        match inner.services.get(service) {
+            Some(s) => {
+                InstanceList { index: s.index, instances: s.instances.values().map(|e| e.instance.clone()).collect() }
+            }
+            None => InstanceList { index: 0, instances: Vec::new() },
+        }
+    }
+
+    /// Counters for `/v1/status`.
+    pub fn status(&self) -> RegistryStatus {
+        let inner = self.lock();
+        RegistryStatus {
+            index: inner.index,
+            instances: inner.instance_count(),
+            self_preservation: inner.self_preservation,
+            ttl_ms: millis(self.config.default_ttl),
+            heartbeat_ms: millis(self.config.heartbeat_interval),
+        }
+    }
+
+    /// Waits until the relevant index (the service's, or the global one for
+    /// `None`) is greater than `after_index`, or `timeout` passes; returns the
+    /// relevant index at that moment (equal to `after_index` on timeout).
+    ///
+    /// If `after_index` is greater than the global index, the caller's index
+    /// comes from an earlier life of the registry (it restarted and counts
+    /// from 1 again): this returns at once so the caller re-lists.
+    pub async fn wait_for_change(&self, service: Option<&str>, after_index: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        // Subscribe before looking, so a change between the look and the wait
+        // still wakes us.
+        let mut rx = self.changes.subscribe();
+        loop {
+            let (current, global) = {
+                let inner = self.lock();
+                let current = match service {
+                    Some(name) => inner.services.get(name).map_or(0, |s| s.index),
+                    None => inner.index,
+                };
+                (current, inner.index)
+            };
+            if current > after_index || after_index > global {
+                return current;
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue, // some change: is it ours?
+                Ok(Err(_)) | Err(_) => return current,
+            }
+        }
+    }
+
+    /// Evicts instances whose TTL passed, unless self-preservation applies
+    /// (see the module docs). Called by the server's background task.
+    pub fn sweep(&self) -> SweepReport {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let total = inner.instance_count();
+        let window = self.config.self_preservation_window;
+        let mut expired: Vec<(String, String)> = Vec::new();
+        let mut expiring = 0usize;
+        for (name, service) in &inner.services {
+            for (id, e) in &service.instances {
+                let silent = now.saturating_duration_since(e.last_seen);
+                if silent > e.ttl {
+                    expired.push((name.clone(), id.clone()));
+                }
+                if silent > e.ttl.saturating_sub(window.min(e.ttl / 2)) {
+                    expiring += 1;
+                }
+            }
+        }
+        let preserve = total >= self.config.self_preservation_min_instances
+            && !expired.is_empty()
+            && expiring as f64 > self.config.self_preservation_share * total as f64;
+        let mut last_index = None;
+        let mut evicted = Vec::new();
+        if preserve {
+            if !inner.self_preservation {
+                tracing::warn!(
+                    target: "switchboard_registry",
+                    expired = expired.len(),
+                    expiring,
+                    total,
+                    share = self.config.self_preservation_share,
+                    "self-preservation on: too many instances stopped heartbeating at once; \
+                     the registry assumes it is cut off and stops evicting"
+                );
+            }
+            inner.self_preservation = true;
+            for (service, id) in &expired {
+                let newly = inner
+                    .services
+                    .get_mut(service)
+                    .and_then(|s| s.instances.get_mut(id))
+                    .filter(|e| e.instance.health == Health::Passing)
+                    .map(|e| e.instance.health = Health::Expired)
+                    .is_some();
+                if newly {
+                    last_index = Some(inner.bump(service));
+                }
+            }
+        } else {
+            if inner.self_preservation {
+                tracing::info!(
+                    target: "switchboard_registry",
+                    expired = expired.len(),
+                    total,
+                    "self-preservation off: heartbeats are back; evicting expired instances again"
+                );
+            }
+            inner.self_preservation = false;
+            for (service, id) in expired.iter() {
+                if inner.services.get_mut(service).and_then(|s| s.instances.remove(id)).is_some() {
+                    tracing::info!(target: "switchboard_registry", %service, %id, "evicted: TTL passed without a heartbeat");
+                    last_index = Some(inner.bump(service));
+                    evicted.push((service.clone(), id.clone()));
+                }
+            }
+        }
+        let report = SweepReport {
+            total,
+            expired: expired.len(),
+            expiring,
+            evicted,
+            self_preservation: inner.self_preservation,
+        };
+        drop(inner);
+        if let Some(index) = last_index {
+            self.publish(index);
+        }
+        report
+    }
+}
