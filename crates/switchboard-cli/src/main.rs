@@ -3,9 +3,12 @@
 //! ```text
 //! switchboard call --addr 127.0.0.1:9000 Arith.Multiply '{"A":7,"B":8}'
 //! switchboard bench --addr 127.0.0.1:9001 --concurrency 64 --duration 5s Echo.Echo --payload-size 128
+//! switchboard registry --listen 127.0.0.1:7700
+//! switchboard list --registry http://127.0.0.1:7700
 //! ```
 
 mod bench;
+mod registry;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -72,10 +75,39 @@ enum Command {
         /// Service.Method, e.g. Echo.Echo.
         method: String,
     },
+    /// Run the built-in service registry (HTTP/JSON API; see docs/REGISTRY.md).
+    Registry {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7700")]
+        listen: String,
+        /// How often instances are told to heartbeat.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        heartbeat: Duration,
+        /// How long an instance lives without a heartbeat (default TTL).
+        #[arg(long, default_value = "6s", value_parser = parse_duration)]
+        ttl: Duration,
+    },
+    /// List the services a registry knows, with their instances.
+    List {
+        /// The registry, e.g. http://127.0.0.1:7700.
+        #[arg(long, default_value = "http://127.0.0.1:7700")]
+        registry: String,
+    },
 }
 
 fn parse_codec(s: &str) -> Result<Codec, String> {
     Codec::from_name(s).ok_or_else(|| format!("unknown codec {s:?} (json, binary, msgpack, protobuf)"))
+}
+
+/// Exit status for a command that either worked or failed with an error.
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -100,6 +132,8 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Call { addr, timeout, metadata, method, json } => call(addr, timeout, metadata, method, json).await,
+        Command::Registry { listen, heartbeat, ttl } => report(registry::serve(&listen, heartbeat, ttl).await),
+        Command::List { registry } => report(registry::list(&registry).await),
         Command::Bench {
             addr,
             concurrency,

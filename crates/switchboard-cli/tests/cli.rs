@@ -141,3 +141,56 @@ async fn bench_fails_fast_on_an_unknown_method() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("NotFound"), "{}", stderr(&out));
 }
+
+/// `switchboard list` shows each service with its instances' address,
+/// version, zone, weight and health, read from a real registry.
+#[tokio::test]
+async fn list_shows_services_and_instances_from_the_registry() {
+    use switchboard_registry::model::RegisterRequest;
+    use switchboard_registry::{RegistryClient, RegistryServer};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let handle = RegistryServer::builder().build().spawn(listener).unwrap();
+    let url = format!("http://{}", handle.local_addr());
+    let client = RegistryClient::new(&url).unwrap();
+
+    let out = run(&["list", "--registry", &url]).await;
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), "no services registered");
+
+    for (id, port, version, zone) in [("arith-1", 9001, "1.0", "eu-1"), ("arith-2", 9002, "2.0", "us-1")] {
+        let mut request = RegisterRequest::new("Arith", id, format!("127.0.0.1:{port}"));
+        request.metadata.version = version.into();
+        request.metadata.zone = zone.into();
+        request.methods = vec!["Multiply".into()];
+        client.register(&request).await.unwrap();
+    }
+    let out = run(&["list", "--registry", &url]).await;
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("Arith (2 instances)"), "{text}");
+    let row = |id: &str| text.lines().find(|l| l.trim_start().starts_with(id)).unwrap_or_default().to_owned();
+    for (id, addr, version, zone) in
+        [("arith-1", "127.0.0.1:9001", "1.0", "eu-1"), ("arith-2", "127.0.0.1:9002", "2.0", "us-1")]
+    {
+        let line = row(id);
+        for field in [addr, version, zone, "100", "passing"] {
+            assert!(line.contains(field), "{field:?} missing from {line:?}");
+        }
+    }
+    handle.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn list_reports_an_unreachable_registry() {
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let out = run(&["list", "--registry", &format!("http://{addr}")]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("unreachable"), "{}", stderr(&out));
+    let out = run(&["list", "--registry", "ftp://example"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("invalid registry URL"), "{}", stderr(&out));
+}

@@ -24,11 +24,13 @@
 
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod config;
 pub mod model;
 pub mod server;
 pub mod store;
 
+pub use client::RegistryClient;
 pub use config::RegistryConfig;
 pub use server::{RegistryHandle, RegistryServer, RegistryServerBuilder};
 pub use store::{Store, StoreError, SweepReport};

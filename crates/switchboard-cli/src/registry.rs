@@ -1,0 +1,97 @@
+//! `switchboard registry` (run the built-in registry) and `switchboard list`
+//! (show what a registry knows).
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use switchboard_registry::model::{Health, Instance};
+use switchboard_registry::{RegistryClient, RegistryConfig, RegistryServer};
+
+/// Run a registry on `listen` until Ctrl-C or SIGTERM.
+pub(crate) async fn serve(listen: &str, heartbeat: Duration, ttl: Duration) -> anyhow::Result<()> {
+    let config = RegistryConfig { heartbeat_interval: heartbeat, default_ttl: ttl, ..RegistryConfig::default() };
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let handle = RegistryServer::builder().config(config).build().spawn(listener)?;
+    // The one line of stdout: scripts read the bound address from it.
+    println!("registry listening on http://{}", handle.local_addr());
+    shutdown_signal().await;
+    handle.shutdown().await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Print every service and its instances.
+pub(crate) async fn list(registry: &str) -> anyhow::Result<()> {
+    let client = RegistryClient::new(registry)?;
+    let services = client.services().await?;
+    let mut out = String::new();
+    if services.self_preservation {
+        writeln!(out, "registry is in SELF-PRESERVATION: most heartbeats stopped at once; nothing is being evicted")?;
+    }
+    if services.services.is_empty() {
+        writeln!(out, "no services registered")?;
+    }
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    for service in &services.services {
+        let instances = client.instances(&service.name).await?;
+        writeln!(
+            out,
+            "{} ({} instance{})",
+            service.name,
+            instances.instances.len(),
+            plural(instances.instances.len())
+        )?;
+        writeln!(
+            out,
+            "  {:<24} {:<22} {:<10} {:<10} {:>6}  {:<8} {:>9}",
+            "ID", "ADDRESS", "VERSION", "ZONE", "WEIGHT", "HEALTH", "HEARTBEAT"
+        )?;
+        for instance in &instances.instances {
+            writeln!(out, "{}", row(instance, now_ms))?;
+        }
+    }
+    print!("{out}");
+    Ok(())
+}
+
+fn row(i: &Instance, now_ms: u64) -> String {
+    let health = match i.health {
+        Health::Passing => "passing",
+        Health::Expired => "expired",
+    };
+    let age = Duration::from_millis(now_ms.saturating_sub(i.last_heartbeat_ms));
+    let dash = |s: &str| if s.is_empty() { "-".to_owned() } else { s.to_owned() };
+    format!(
+        "  {:<24} {:<22} {:<10} {:<10} {:>6}  {:<8} {:>8.1}s",
+        i.id,
+        i.address,
+        dash(&i.metadata.version),
+        dash(&i.metadata.zone),
+        i.metadata.weight,
+        health,
+        age.as_secs_f64()
+    )
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}

@@ -1,0 +1,217 @@
+//! A typed client for the registry's HTTP API: what servers use to register
+//! and heartbeat, and what discovery and `switchboard list` use to read.
+//!
+//! Errors keep apart "the registry could not be reached" (retry with
+//! backoff, keep using cached data) from "the registry answered no" (an
+//! [`ApiError`] with its HTTP status and machine code, such as
+//! `unknown_instance`, which tells a server to register again).
+//!
+//! ```no_run
+//! use switchboard_registry::client::{Heartbeat, RegistryClient};
+//! use switchboard_registry::model::RegisterRequest;
+//!
+//! # async fn run() -> Result<(), switchboard_registry::client::ClientError> {
+//! let registry = RegistryClient::new("http://127.0.0.1:7700")?;
+//! registry.register(&RegisterRequest::new("Arith", "arith-1", "127.0.0.1:9000")).await?;
+//! if registry.heartbeat("Arith", "arith-1").await? == Heartbeat::Unknown {
+//!     // The registry restarted and forgot us: register again.
+//! }
+//! let arith = registry.instances("Arith").await?;
+//! println!("{} instances at index {}", arith.instances.len(), arith.index);
+//! # Ok(()) }
+//! ```
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::model::{IndexReply, InstanceList, RegisterRequest, RegistryStatus, ServiceList};
+
+/// Why a registry call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The base URL is not an `http://host:port` URL.
+    #[error("invalid registry URL {url:?}: {reason}")]
+    BadUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The registry could not be reached, or the exchange broke off.
+    #[error("registry at {url} unreachable: {source}")]
+    Unreachable {
+        /// The URL called.
+        url: String,
+        /// The transport error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The registry answered with an error.
+    #[error("registry refused: {0}")]
+    Api(ApiError),
+    /// The registry's answer was not the JSON expected.
+    #[error("unexpected answer from the registry at {url}: {reason}")]
+    BadAnswer {
+        /// The URL called.
+        url: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+impl ClientError {
+    /// Whether trying again later may help (the registry was unreachable or
+    /// answered with a server-side error).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Unreachable { .. } => true,
+            ClientError::Api(e) => e.status.is_server_error(),
+            ClientError::BadUrl { .. } | ClientError::BadAnswer { .. } => false,
+        }
+    }
+}
+
+/// An error answer from the registry: `{"error": ..., "code": ...}`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status}: {message} ({code})")]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The machine-readable code, e.g. `unknown_instance`.
+    pub code: String,
+    /// The message, for people.
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: String,
+    #[serde(default)]
+    code: String,
+}
+
+/// What a heartbeat found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// The registry knows the instance; its TTL was renewed.
+    Renewed,
+    /// The registry does not know the instance (it restarted, or evicted
+    /// us): register again.
+    Unknown,
+}
+
+/// A client of one registry. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RegistryClient {
+    base: Url,
+    http: reqwest::Client,
+}
+
+impl RegistryClient {
+    /// A client of the registry at `base` (`http://127.0.0.1:7700`).
+    pub fn new(base: &str) -> Result<RegistryClient, ClientError> {
+        let bad = |reason: &str| ClientError::BadUrl { url: base.to_owned(), reason: reason.to_owned() };
+        let base = Url::parse(base).map_err(|e| bad(&e.to_string()))?;
+        if base.scheme() != "http" {
+            return Err(bad("only http:// registries are supported"));
+        }
+        if base.host_str().is_none() {
+            return Err(bad("no host"));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| bad(&format!("cannot build the HTTP client: {e}")))?;
+        Ok(RegistryClient { base, http })
+    }
+
+    /// The registry's base URL.
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    fn url(&self, segments: &[&str]) -> Result<Url, ClientError> {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| ClientError::BadUrl { url: self.base.to_string(), reason: "cannot be a base".into() })?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&RegisterRequest>,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let mut request = self.http.request(method, url.clone()).timeout(timeout);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let unreachable = |source| ClientError::Unreachable { url: url.to_string(), source };
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(unreachable)?;
+        if !status.is_success() {
+            let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(body) => (body.code, body.error),
+                Err(_) => (String::new(), String::from_utf8_lossy(&bytes).into_owned()),
+            };
+            return Err(ClientError::Api(ApiError { status, code, message }));
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::BadAnswer { url: url.to_string(), reason: e.to_string() })
+    }
+
+    /// Register (or update) an instance.
+    pub async fn register(&self, request: &RegisterRequest) -> Result<IndexReply, ClientError> {
+        self.send(Method::PUT, self.url(&["v1", "instances"])?, Some(request), Duration::from_secs(5)).await
+    }
+
+    /// Remove an instance.
+    pub async fn deregister(&self, service: &str, id: &str) -> Result<IndexReply, ClientError> {
+        self.send(Method::DELETE, self.url(&["v1", "instances", service, id])?, None, Duration::from_secs(5)).await
+    }
+
+    /// Renew an instance's TTL.
+    pub async fn heartbeat(&self, service: &str, id: &str) -> Result<Heartbeat, ClientError> {
+        let url = self.url(&["v1", "instances", service, id, "heartbeat"])?;
+        match self.send::<IndexReply>(Method::PUT, url, None, Duration::from_secs(5)).await {
+            Ok(_) => Ok(Heartbeat::Renewed),
+            Err(ClientError::Api(e)) if e.code == "unknown_instance" => Ok(Heartbeat::Unknown),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every service, with instance counts.
+    pub async fn services(&self) -> Result<ServiceList, ClientError> {
+        self.send(Method::GET, self.url(&["v1", "services"])?, None, Duration::from_secs(5)).await
+    }
+
+    /// A service's instances now.
+    pub async fn instances(&self, service: &str) -> Result<InstanceList, ClientError> {
+        self.send(Method::GET, self.url(&["v1", "services", service])?, None, Duration::from_secs(5)).await
+    }
+
+    /// A service's instances once its index passes `after` (a blocking
+    /// query), or after `wait` with the same index.
+    pub async fn watch(&self, service: &str, after: u64, wait: Duration) -> Result<InstanceList, ClientError> {
+        let mut url = self.url(&["v1", "services", service])?;
+        url.query_pairs_mut()
+            .append_pair("index", &after.to_string())
+            .append_pair("wait", &format!("{}ms", wait.as_millis()));
+        // The registry answers at `wait` at the latest; allow for the trip.
+        self.send(Method::GET, url, None, wait + Duration::from_secs(5)).await
+    }
+
+    /// The registry's own status.
+    pub async fn status(&self) -> Result<RegistryStatus, ClientError> {
+        self.send(Method::GET, self.url(&["v1", "status"])?, None, Duration::from_secs(5)).await
+    }
+}
