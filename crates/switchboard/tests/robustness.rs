@@ -33,6 +33,14 @@ async fn start(server: &Server) -> (SocketAddr, JoinHandle<std::io::Result<()>>)
     (addr, serving)
 }
 
+/// A server answering `Svc.A`, started on a loopback port.
+async fn start_svc_a() -> (Server, SocketAddr, JoinHandle<std::io::Result<()>>) {
+    let server = Server::builder().build();
+    add_svc_a(&server);
+    let (addr, serving) = start(&server).await;
+    (server, addr, serving)
+}
+
 /// `Svc.A`: returns its argument plus one.
 fn add_svc_a(server: &Server) {
     server.router().add_method("Svc.A", handler_fn(|x: u64| async move { Ok::<_, Status>(x + 1) })).expect("register");
@@ -190,9 +198,7 @@ impl Drop for Proxy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn services_come_and_go_under_live_traffic() {
-    let server = Server::builder().build();
-    add_svc_a(&server);
-    let (addr, _serving) = start(&server).await;
+    let (server, addr, _serving) = start_svc_a().await;
     let client = client(addr).await;
 
     // Background traffic on Svc.A: 4 tasks, bounded in calls and time.
@@ -426,9 +432,7 @@ async fn client_reconnects_to_a_server_restarted_on_the_same_address() {
 
 #[tokio::test]
 async fn oversized_length_header_is_refused_with_resource_exhausted() {
-    let server = Server::builder().build();
-    add_svc_a(&server);
-    let (addr, _serving) = start(&server).await;
+    let (server, addr, _serving) = start_svc_a().await;
 
     // A header announcing a 1 GiB payload, then only a few bytes of it.
     let mut raw = Raw::connect(addr).await;
@@ -484,9 +488,7 @@ async fn oversized_frame_is_skipped_and_the_connection_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_closes_only_the_offending_connection() {
-    let server = Server::builder().build();
-    add_svc_a(&server);
-    let (addr, _serving) = start(&server).await;
+    let (_server, addr, _serving) = start_svc_a().await;
     let client = client(addr).await;
     assert_eq!(client.call::<_, u64>("Svc.A", &1u64).await.expect("before garbage"), 2);
 
@@ -504,9 +506,7 @@ async fn garbage_closes_only_the_offending_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_metadata_closes_only_the_offending_connection() {
-    let server = Server::builder().build();
-    add_svc_a(&server);
-    let (addr, _serving) = start(&server).await;
+    let (_server, addr, _serving) = start_svc_a().await;
     let client = client(addr).await;
 
     // tag METHOD, then a length varint whose continuation bits run past the
@@ -744,9 +744,7 @@ async fn connection_limit_closes_extra_connections_until_a_slot_frees() {
 
 #[tokio::test]
 async fn ping_gets_pong_and_unknown_codec_gets_unimplemented() {
-    let server = Server::builder().build();
-    add_svc_a(&server);
-    let (addr, _serving) = start(&server).await;
+    let (server, addr, _serving) = start_svc_a().await;
     let mut raw = Raw::connect(addr).await;
 
     let mut ping = BytesMut::new();
@@ -786,9 +784,7 @@ async fn ping_gets_pong_and_unknown_codec_gets_unimplemented() {
 #[tokio::test]
 async fn request_already_sent_when_shutdown_begins_is_answered_or_refused() {
     for attempt in 0..5 {
-        let server = Server::builder().build();
-        add_svc_a(&server);
-        let (addr, _serving) = start(&server).await;
+        let (server, addr, _serving) = start_svc_a().await;
         let mut raw = Raw::connect(addr).await;
         let mut ping = BytesMut::new();
         Head::new(Kind::Ping, 1).encode(&mut ping, &Metadata::default(), &[]).unwrap();
@@ -832,9 +828,7 @@ async fn request_already_sent_when_shutdown_begins_is_answered_or_refused() {
 /// `CallOptions::timeout(Duration::MAX)`.
 #[tokio::test]
 async fn huge_client_timeout_does_not_panic() {
-    let server = Server::builder().build();
-    add_svc_a(&server);
-    let (addr, _serving) = start(&server).await;
+    let (server, addr, _serving) = start_svc_a().await;
     let client = Client::builder(addr.to_string()).timeout(Some(Duration::MAX)).build();
     assert_eq!(client.call::<_, u64>("Svc.A", &1u64).await.expect("call with a huge timeout"), 2);
     server.shutdown().await;
