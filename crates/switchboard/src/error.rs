@@ -95,6 +95,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// Discovery knows no instance of the service that could take the call
+    /// (none registered, or every one was tried). Nothing was sent.
+    #[error("no instance of {service} available: {reason}")]
+    NoInstances {
+        /// The service called.
+        service: String,
+        /// Why none could take it.
+        reason: String,
+    },
+
     /// The request is larger than the frame limit; it was not sent.
     #[error("request of {len} bytes exceeds the frame limit of {max} bytes")]
     TooLarge {
@@ -110,7 +120,7 @@ impl Error {
     pub fn code(&self) -> Code {
         match self {
             Error::Status(s) | Error::Refused { status: s, .. } => s.code(),
-            Error::Connect { .. } | Error::ConnectionLost { .. } => Code::Unavailable,
+            Error::Connect { .. } | Error::ConnectionLost { .. } | Error::NoInstances { .. } => Code::Unavailable,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Codec(_) => Code::InvalidArgument,
             Error::Protocol { .. } => Code::Internal,
@@ -121,7 +131,7 @@ impl Error {
     /// Whether, and when, this call may be retried.
     pub fn retry(&self) -> Retry {
         match self {
-            Error::Refused { .. } | Error::Connect { .. } => Retry::Always,
+            Error::Refused { .. } | Error::Connect { .. } | Error::NoInstances { .. } => Retry::Always,
             Error::ConnectionLost { .. } => Retry::IfIdempotent,
             Error::Status(s) => match s.code() {
                 Code::Unavailable => Retry::IfIdempotent,

@@ -56,6 +56,16 @@ pub trait Channel: Send + Sync {
     }
 }
 
+impl<C: Channel + ?Sized> Channel for &C {
+    fn call_raw<'a>(&'a self, req: Request, opts: &'a CallOptions) -> BoxFuture<'a, Result<Response, Error>> {
+        (**self).call_raw(req, opts)
+    }
+
+    fn default_codec(&self) -> Codec {
+        (**self).default_codec()
+    }
+}
+
 impl<C: Channel + ?Sized> Channel for Arc<C> {
     fn call_raw<'a>(&'a self, req: Request, opts: &'a CallOptions) -> BoxFuture<'a, Result<Response, Error>> {
         (**self).call_raw(req, opts)
@@ -227,6 +237,12 @@ impl ClientBuilder {
         self
     }
 
+    /// [`ClientBuilder::layer`] for a middleware already shared.
+    pub fn layer_arc(mut self, middleware: Arc<dyn Middleware<Error>>) -> ClientBuilder {
+        self.middleware.push(middleware);
+        self
+    }
+
     /// A client that connects on its first call.
     pub fn build(self) -> Client {
         Client {
@@ -301,6 +317,12 @@ impl Client {
     /// The configuration.
     pub fn config(&self) -> &ClientConfig {
         &self.inner.transport.config
+    }
+
+    /// Whether `self` and `other` are clones of one client (share its
+    /// connection).
+    pub fn same_as(&self, other: &Client) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// Call `method` (`Service.Method`) with `req`, in the client's default

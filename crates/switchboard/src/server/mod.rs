@@ -8,6 +8,10 @@
 //! handler never holds up the others on the same connection; a writer task
 //! per connection coalesces responses (see [`crate::io`]).
 //!
+//! With a [`Registrar`] set ([`ServerBuilder::registrar`]), the server
+//! registers each service it serves when it starts serving, follows the
+//! router's changes, and deregisters first thing in [`Server::shutdown`].
+//!
 //! [`Server::shutdown`] stops accepting, tells every client (a go-away frame)
 //! to send new calls elsewhere, refuses requests that still arrive (marked
 //! refused, so clients retry them safely), waits for calls in flight up to the
@@ -28,6 +32,7 @@
 //! # Ok(()) }
 //! ```
 
+mod announce;
 mod conn;
 mod router;
 
@@ -41,9 +46,11 @@ use tokio_util::task::TaskTracker;
 
 pub use router::{handler_fn, raw_handler_fn, Handler, RegisterError, Router, Service, ServiceInfo};
 
+use crate::discovery::{Metadata, Registrar};
 use crate::frame::DEFAULT_MAX_FRAME;
 use crate::middleware::Middleware;
 use crate::status::Status;
+use announce::{AnnounceConfig, Announcer};
 
 /// Server settings. The defaults suit most services.
 #[derive(Debug, Clone)]
@@ -91,6 +98,10 @@ pub struct ServerBuilder {
     config: ServerConfig,
     router: Router,
     middleware: Vec<Arc<dyn Middleware<Status>>>,
+    registrar: Option<Arc<dyn Registrar>>,
+    advertise: Option<String>,
+    instance_id: Option<String>,
+    metadata: Metadata,
 }
 
 impl ServerBuilder {
@@ -130,8 +141,41 @@ impl ServerBuilder {
         self
     }
 
+    /// Register every service this server serves with `registrar` once it
+    /// serves, keep the registrations current as services are added and
+    /// removed, and withdraw them on [`Server::shutdown`] before draining.
+    pub fn registrar(mut self, registrar: Arc<dyn Registrar>) -> ServerBuilder {
+        self.registrar = Some(registrar);
+        self
+    }
+
+    /// The `host:port` to register (default: the listener's address, which
+    /// must then not be `0.0.0.0` or `[::]`).
+    pub fn advertise(mut self, address: impl Into<String>) -> ServerBuilder {
+        self.advertise = Some(address.into());
+        self
+    }
+
+    /// The instance id to register (default: the advertised address).
+    pub fn instance_id(mut self, id: impl Into<String>) -> ServerBuilder {
+        self.instance_id = Some(id.into());
+        self
+    }
+
+    /// Version, weight, zone, tags and key/values to register.
+    pub fn metadata(mut self, metadata: Metadata) -> ServerBuilder {
+        self.metadata = metadata;
+        self
+    }
+
     /// The server.
     pub fn build(self) -> Server {
+        let announce = self.registrar.map(|registrar| AnnounceConfig {
+            registrar,
+            advertise: self.advertise,
+            id: self.instance_id,
+            metadata: self.metadata,
+        });
         let limit = self.config.max_connections.min(Semaphore::MAX_PERMITS);
         Server {
             inner: Arc::new(Inner {
@@ -142,6 +186,8 @@ impl ServerBuilder {
                 draining: CancellationToken::new(),
                 stop: CancellationToken::new(),
                 connections: TaskTracker::new(),
+                announce,
+                announcer: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -157,6 +203,9 @@ pub(crate) struct Inner {
     /// Hard stop: cancel whatever still runs.
     pub(crate) stop: CancellationToken,
     connections: TaskTracker,
+    announce: Option<AnnounceConfig>,
+    /// Running once the first listener serves (if a registrar is set).
+    announcer: std::sync::Mutex<Option<Announcer>>,
 }
 
 /// A Switchboard server. Cheap to clone; all clones control the same server.
@@ -200,6 +249,12 @@ impl Server {
     pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
         let local = listener.local_addr()?;
         tracing::info!(%local, "switchboard server listening");
+        if let Some(config) = &self.inner.announce {
+            let mut announcer = self.inner.announcer.lock().unwrap_or_else(|p| p.into_inner());
+            if announcer.is_none() && !self.inner.draining.is_cancelled() {
+                *announcer = Some(Announcer::start(config, Arc::clone(&self.inner.router), local)?);
+            }
+        }
         loop {
             let accepted = tokio::select! {
                 biased;
@@ -236,6 +291,12 @@ impl Server {
     /// flight up to [`ServerConfig::shutdown_timeout`], cancel the rest, and
     /// close every connection. Returns when all connections are closed.
     pub async fn shutdown(&self) -> ShutdownReport {
+        // Leave the registry first, so callers stop choosing this server
+        // while it still answers what they already sent.
+        let announcer = self.inner.announcer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(announcer) = announcer {
+            announcer.stop(self.inner.config.shutdown_timeout.min(Duration::from_secs(5))).await;
+        }
         self.inner.draining.cancel();
         self.inner.connections.close();
         let drained =
