@@ -23,7 +23,7 @@ fi
 # --- build -------------------------------------------------------------------
 echo "bench.sh: building (release)" >&2
 cargo build --release --quiet -p switchboard-bench
-cargo build --release --quiet -p switchboard --example echo_server
+cargo build --release --quiet -p switchboard-examples --example echo_server
 bin=target/release
 if command -v go >/dev/null 2>&1; then
   # Standard library only: no module downloads, whatever the environment says.

@@ -1,33 +1,66 @@
 #!/usr/bin/env bash
-# The main job for now: start an Arith server on a free port, call it with the
-# Arith client and the CLI, then stop the server gracefully.
+# The main job for now: the built-in registry, three Arith servers that
+# register with it, and callers that find them by name. Shows the list, 300
+# calls spread over the three, and a caller riding through a SIGKILL.
 # (Issue 5 replaces this with `switchboard demo`.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --quiet -p switchboard --example arith_server --example arith_client
+cargo build --release --quiet -p switchboard-examples --example arith_server --example arith_client
 cargo build --release --quiet -p switchboard-cli
 bin=target/release
-out=$(mktemp)
-RUST_LOG=${RUST_LOG:-warn} "$bin/examples/arith_server" --listen 127.0.0.1:0 >"$out" &
-server=$!
-trap 'kill "$server" 2>/dev/null || true; rm -f "$out"' EXIT
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+  # Servers first (they deregister on the way out), the registry last.
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill "${pids[i]}" 2>/dev/null || true
+    while kill -0 "${pids[i]}" 2>/dev/null; do sleep 0.05; done
+  done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
 
-for _ in $(seq 50); do # wait up to 5 s for "listening on ADDR"
-  addr=$(sed -n 's/^listening on //p' "$out")
-  [ -n "$addr" ] && break
+# wait_for FILE SED-EXPR: print what the expression extracts once it appears (5 s at most).
+wait_for() {
+  for _ in $(seq 50); do
+    value=$(sed -n "$2" "$1")
+    [ -n "$value" ] && { echo "$value"; return 0; }
+    sleep 0.1
+  done
+  echo "demo: nothing matching $2 in $1" >&2
+  return 1
+}
+
+RUST_LOG=${RUST_LOG:-warn} "$bin/switchboard" registry --listen 127.0.0.1:0 >"$tmp/registry.out" &
+pids+=($!)
+registry=$(wait_for "$tmp/registry.out" 's/^registry listening on //p')
+echo "registry at $registry"
+
+for i in 1 2 3; do
+  RUST_LOG=${RUST_LOG:-warn} "$bin/examples/arith_server" --listen 127.0.0.1:0 --registry "$registry" >"$tmp/s$i.out" &
+  pids+=($!)
+  disown # no "Killed" notice from the shell when one is killed below
+  echo "arith_server $i listening on $(wait_for "$tmp/s$i.out" 's/^listening on //p')"
+done
+for _ in $(seq 50); do # registration is asynchronous: wait for all three
+  [ "$("$bin/switchboard" list --registry "$registry" | grep -c passing)" = 3 ] && break
   sleep 0.1
 done
-[ -n "$addr" ] || { echo "demo: the server did not start" >&2; exit 1; }
 
-echo "arith_server is listening on $addr"
-echo "\$ arith_client --addr $addr 7 8"
-"$bin/examples/arith_client" --addr "$addr" 7 8
-echo "\$ switchboard call --addr $addr Arith.Divide '{\"A\":7,\"B\":2}'"
-"$bin/switchboard" call --addr "$addr" Arith.Divide '{"A":7,"B":2}'
-echo "\$ switchboard call --addr $addr Arith.Divide '{\"A\":7,\"B\":0}'   # an application error"
-"$bin/switchboard" call --addr "$addr" Arith.Divide '{"A":7,"B":0}' || true
-kill -TERM "$server"
-wait "$server"
-trap 'rm -f "$out"' EXIT
-echo "server stopped gracefully"
+echo; echo "\$ switchboard list --registry $registry"
+"$bin/switchboard" list --registry "$registry"
+echo; echo "\$ arith_client --registry $registry"
+"$bin/examples/arith_client" --registry "$registry"
+echo; echo "\$ arith_client --registry $registry --calls 300"
+"$bin/examples/arith_client" --registry "$registry" --calls 300
+echo; echo "\$ switchboard call --registry $registry Arith.Divide '{\"A\":7,\"B\":2}'"
+"$bin/switchboard" call --registry "$registry" Arith.Divide '{"A":7,"B":2}'
+
+echo; echo "\$ arith_client --registry $registry --calls 400 --interval 5ms   # server 2 gets SIGKILL after 0.5 s"
+victim=${pids[2]}
+(sleep 0.5 && kill -KILL "$victim") &
+"$bin/examples/arith_client" --registry "$registry" --calls 400 --interval 5ms
+echo; echo "the registry evicts it once its TTL (6 s) passes without a heartbeat:"
+sleep 7
+"$bin/switchboard" list --registry "$registry"

@@ -54,7 +54,7 @@ pub(crate) fn source_revision() -> Option<String> {
         out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
     };
     let head = git(&["rev-parse", "--short", "HEAD"])?;
-    let paths = ["crates/switchboard/src", "crates/switchboard/examples", "bench", "Cargo.toml", "Cargo.lock"];
+    let paths = ["crates/switchboard/src", "crates/switchboard-examples", "bench", "Cargo.toml", "Cargo.lock"];
     let status = git(&[&["status", "--porcelain", "--"][..], &paths[..]].concat()).unwrap_or_default();
     let changed: Vec<&str> = status.lines().filter_map(|l| l.get(3..)).collect();
     Some(match changed.len() {

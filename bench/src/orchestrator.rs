@@ -69,7 +69,7 @@ pub(crate) fn run(opts: &Options) -> anyhow::Result<bool> {
     };
     if opts.systems.iter().any(|s| s.role() == Role::Subject) && !programs.echo_server.is_file() {
         bail!(
-            "{} not found: build it with `cargo build --release -p switchboard --example echo_server` \
+            "{} not found: build it with `cargo build --release -p switchboard-examples --example echo_server` \
              (scripts/bench.sh does), or pass --echo-server",
             programs.echo_server.display()
         );

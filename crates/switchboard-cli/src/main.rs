@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! switchboard call --addr 127.0.0.1:9000 Arith.Multiply '{"A":7,"B":8}'
+//! switchboard call --registry http://127.0.0.1:7700 Arith.Multiply '{"A":7,"B":8}'
 //! switchboard bench --addr 127.0.0.1:9001 --concurrency 64 --duration 5s Echo.Echo --payload-size 128
 //! switchboard registry --listen 127.0.0.1:7700
 //! switchboard list --registry http://127.0.0.1:7700
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use serde_json::Value;
+use switchboard::balance::Balanced;
 use switchboard::{CallOptions, Client, Codec};
 
 #[derive(Parser)]
@@ -29,8 +31,12 @@ enum Command {
     /// Call a method with a JSON argument and print the JSON reply.
     Call {
         /// Server address, HOST:PORT.
+        #[arg(long, required_unless_present = "registry", conflicts_with = "registry")]
+        addr: Option<String>,
+        /// Find the service through this registry (http://HOST:PORT for the
+        /// built-in one) instead of --addr.
         #[arg(long)]
-        addr: String,
+        registry: Option<String>,
         /// Give up after this long (e.g. 500ms, 5s, 1m).
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         timeout: Duration,
@@ -95,6 +101,14 @@ enum Command {
     },
 }
 
+/// Log to stderr for long-running commands; `RUST_LOG` overrides the
+/// default `info`.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
 fn parse_codec(s: &str) -> Result<Codec, String> {
     Codec::from_name(s).ok_or_else(|| format!("unknown codec {s:?} (json, binary, msgpack, protobuf)"))
 }
@@ -131,8 +145,18 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Call { addr, timeout, metadata, method, json } => call(addr, timeout, metadata, method, json).await,
-        Command::Registry { listen, heartbeat, ttl } => report(registry::serve(&listen, heartbeat, ttl).await),
+        Command::Call { addr, registry, timeout, metadata, method, json } => {
+            let target = match (addr, registry) {
+                (_, Some(url)) => Target::Registry(url),
+                (Some(addr), None) => Target::Addr(addr),
+                (None, None) => unreachable!("clap requires --addr or --registry"),
+            };
+            call(target, timeout, metadata, method, json).await
+        }
+        Command::Registry { listen, heartbeat, ttl } => {
+            init_logging();
+            report(registry::serve(&listen, heartbeat, ttl).await)
+        }
         Command::List { registry } => report(registry::list(&registry).await),
         Command::Bench {
             addr,
@@ -174,8 +198,14 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Where `switchboard call` sends its call.
+enum Target {
+    Addr(String),
+    Registry(String),
+}
+
 async fn call(
-    addr: String,
+    target: Target,
     timeout: Duration,
     metadata: Vec<(String, String)>,
     method: String,
@@ -188,10 +218,31 @@ async fn call(
             return ExitCode::from(2);
         }
     };
-    let client = Client::builder(addr).codec(Codec::Json).timeout(Some(timeout)).build();
     let mut opts = CallOptions::new();
     opts.metadata = metadata;
-    match client.call_with::<Value, Value>(&method, &arg, &opts).await {
+    let result = match target {
+        Target::Addr(addr) => {
+            let client = Client::builder(addr).codec(Codec::Json).timeout(Some(timeout)).build();
+            client.call_with::<Value, Value>(&method, &arg, &opts).await
+        }
+        Target::Registry(url) => {
+            let backend = match switchboard_registry::from_url(&url) {
+                Ok(backend) => backend,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let Some((service, _)) = method.rsplit_once('.') else {
+                eprintln!("error: {method:?} is not Service.Method");
+                return ExitCode::from(2);
+            };
+            let channel =
+                Balanced::builder(service, backend.discover).codec(Codec::Json).timeout(Some(timeout)).build();
+            channel.call_with::<Value, Value>(&method, &arg, &opts).await
+        }
+    };
+    match result {
         Ok(reply) => {
             let text = if reply.is_object() || reply.is_array() {
                 serde_json::to_string_pretty(&reply)

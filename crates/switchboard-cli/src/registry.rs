@@ -56,6 +56,13 @@ pub(crate) async fn list(registry: &str) -> anyhow::Result<()> {
             instances.instances.len(),
             plural(instances.instances.len())
         )?;
+        // The union of what the instances serve; during a rolling upgrade
+        // they may differ, which the marker shows.
+        let all: std::collections::BTreeSet<&str> =
+            instances.instances.iter().flat_map(|i| i.methods.iter().map(String::as_str)).collect();
+        let uniform = instances.instances.iter().all(|i| i.methods.len() == all.len());
+        let methods = if all.is_empty() { "-".to_owned() } else { all.into_iter().collect::<Vec<_>>().join(", ") };
+        writeln!(out, "  methods: {methods}{}", if uniform { "" } else { " (not on every instance)" })?;
         writeln!(
             out,
             "  {:<24} {:<22} {:<10} {:<10} {:>6}  {:<8} {:>9}",

@@ -1,30 +1,33 @@
-//! Serves `Arith.Multiply` and `Arith.Divide`.
+//! Serves `Arith.Multiply` and `Arith.Divide`, optionally registered with a
+//! registry.
 //!
 //! ```text
 //! cargo run --release --example arith_server -- --listen 127.0.0.1:9000
+//! cargo run --release --example arith_server -- --listen 127.0.0.1:0 --registry http://127.0.0.1:7700
 //! ```
 
-#![allow(unreachable_pub)] // an example binary: `pub` marks what a library would export
-
-mod common;
-
 use clap::Parser;
-use common::arith::{ArithServer, Calculator};
 use switchboard::middleware::Logging;
 use switchboard::Server;
+use switchboard_examples::arith::{ArithServer, Calculator};
+use switchboard_examples::Announce;
 
 #[derive(Parser)]
 #[command(about = "Serve the Arith service")]
 struct Cli {
-    /// Address to listen on (port 0 picks a free port).
+    /// Address to listen on (port 0 picks a free port, which is what gets
+    /// registered).
     #[arg(long, default_value = "127.0.0.1:9000")]
     listen: String,
+    #[command(flatten)]
+    announce: Announce,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    common::init_logging();
+    switchboard_examples::init_logging();
     let cli = Cli::parse();
-    let server = Server::builder().layer(Logging).service(ArithServer::new(Calculator)).build();
-    common::serve_until_signal(server, &cli.listen).await
+    let builder = Server::builder().layer(Logging).service(ArithServer::new(Calculator));
+    let server = cli.announce.apply(builder)?.build();
+    switchboard_examples::serve_until_signal(server, &cli.listen).await
 }

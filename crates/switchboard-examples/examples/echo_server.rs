@@ -5,10 +5,6 @@
 //! cargo run --release --example echo_server -- --listen 127.0.0.1:9001 --log   # with the logging middleware
 //! ```
 
-#![allow(unreachable_pub)] // an example binary: `pub` marks what a library would export
-
-mod common;
-
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 use switchboard::middleware::Logging;
@@ -55,12 +51,12 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    common::init_logging();
+    switchboard_examples::init_logging();
     let cli = Cli::parse();
     let mut builder = Server::builder().service(EchoServer::new(Echoer));
     if cli.log {
         builder = builder.layer(Logging);
     }
     let server = builder.build();
-    common::serve_until_signal(server, &cli.listen).await
+    switchboard_examples::serve_until_signal(server, &cli.listen).await
 }

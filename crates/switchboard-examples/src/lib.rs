@@ -1,11 +1,15 @@
-//! Helpers shared by the examples.
-#![allow(dead_code)]
+//! Helpers shared by the example programs (`cargo run --example NAME`):
+//! the `Arith` service, logging set-up, serving until a signal, and the
+//! `--registry` options.
 
 pub mod arith;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard::Server;
+use switchboard::balance::Balanced;
+use switchboard::discovery::Metadata;
+use switchboard::{Client, Server};
 
 /// Log to stderr; `RUST_LOG` overrides the default `info`.
 pub fn init_logging() {
@@ -14,15 +18,104 @@ pub fn init_logging() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
-/// Serve on `listen` until Ctrl-C or SIGTERM, then shut down gracefully.
+/// Where a server announces itself: `--registry` and the instance metadata.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Announce {
+    /// Register with this registry (http://HOST:PORT for the built-in one).
+    #[arg(long)]
+    pub registry: Option<String>,
+    /// The address to register (default: the one the listener got).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Version to register (metadata, for version routing).
+    #[arg(long = "app-version", default_value = "")]
+    pub version: String,
+    /// Zone to register (metadata, for zone-aware balancing).
+    #[arg(long, default_value = "")]
+    pub zone: String,
+    /// Weight to register (metadata, for weighted balancing).
+    #[arg(long, default_value_t = 100)]
+    pub weight: u32,
+}
+
+impl Announce {
+    /// `builder` with the registrar and metadata set, if `--registry` was
+    /// given.
+    pub fn apply(
+        &self,
+        mut builder: switchboard::server::ServerBuilder,
+    ) -> anyhow::Result<switchboard::server::ServerBuilder> {
+        let Some(url) = &self.registry else { return Ok(builder) };
+        let backend = switchboard_registry::from_url(url)?;
+        let metadata = Metadata {
+            version: self.version.clone(),
+            zone: self.zone.clone(),
+            weight: self.weight,
+            ..Metadata::default()
+        };
+        builder = builder.registrar(backend.registrar).metadata(metadata);
+        if let Some(address) = &self.advertise {
+            builder = builder.advertise(address.clone());
+        }
+        Ok(builder)
+    }
+}
+
+/// A channel to `service`: through discovery if `registry` is set, else
+/// straight to `addr`.
+pub enum Target {
+    /// One server.
+    Direct(Client),
+    /// Every instance the registry lists.
+    Discovered(Balanced),
+}
+
+impl Target {
+    /// The channel for `--registry` (if given) or `--addr`.
+    pub fn new(service: &str, registry: Option<&str>, addr: &str) -> anyhow::Result<Target> {
+        Ok(match registry {
+            Some(url) => {
+                let backend = switchboard_registry::from_url(url)?;
+                Target::Discovered(Balanced::builder(service, Arc::clone(&backend.discover)).build())
+            }
+            None => Target::Direct(Client::builder(addr).build()),
+        })
+    }
+}
+
+impl switchboard::Channel for Target {
+    fn call_raw<'a>(
+        &'a self,
+        req: switchboard::Request,
+        opts: &'a switchboard::CallOptions,
+    ) -> switchboard::BoxFuture<'a, Result<switchboard::Response, switchboard::Error>> {
+        match self {
+            Target::Direct(c) => c.call_raw(req, opts),
+            Target::Discovered(b) => b.call_raw(req, opts),
+        }
+    }
+}
+
+/// Serve on `listen` until Ctrl-C or SIGTERM, then shut down gracefully
+/// (deregistering first when a registrar is set).
 pub async fn serve_until_signal(server: Server, listen: &str) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr()?;
     // The one line of stdout: scripts read the bound address from it.
     println!("listening on {addr}");
-    let serving = tokio::spawn(server.clone().serve(listener));
-    shutdown_signal().await;
+    let mut serving = tokio::spawn(server.clone().serve(listener));
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        result = &mut serving => {
+            // Serving ended on its own: it could not start (say, nothing to advertise).
+            return match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(anyhow::anyhow!("serving on {addr} failed: {e}")),
+                Err(e) => Err(anyhow::anyhow!("serving on {addr} failed: {e}")),
+            };
+        }
+    }
     tracing::info!("shutting down");
     let report = tokio::time::timeout(Duration::from_secs(35), server.shutdown()).await;
     tracing::info!(?report, "stopped");

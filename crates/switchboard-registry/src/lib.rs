@@ -13,6 +13,13 @@
 //! | [`config`] | [`RegistryConfig`]: heartbeat interval, TTL, sweep interval, self-preservation, limits |
 //! | [`store`] | [`Store`]: the instances, the modification index, blocking waits, TTL sweep and self-preservation; no HTTP |
 //! | [`server`] | [`RegistryServer`]: the axum HTTP/JSON API over a store, the background sweeper, graceful shutdown |
+//! | [`client`] | [`RegistryClient`]: a typed client of that API |
+//! | [`registrar`] | [`BuiltinRegistrar`]: keeps a server's registrations alive (heartbeats, re-register when forgotten) |
+//! | [`discover`] | [`BuiltinDiscover`]: follows a service with blocking queries, cache, diff, backoff |
+//!
+//! [`from_url`] turns a `--registry` URL into the [`Backend`] (a discovery
+//! source and a registrar) for it: `http://host:port` is the built-in
+//! registry; `etcd://` comes with the etcd backend.
 //!
 //! How a registration flows: `PUT /v1/instances` → [`server`] reads the body
 //! (64 KiB limit) and parses it → [`Store::register`] validates it, stores it
@@ -26,11 +33,59 @@
 
 pub mod client;
 pub mod config;
+pub mod discover;
 pub mod model;
+pub mod registrar;
 pub mod server;
 pub mod store;
 
-pub use client::RegistryClient;
+use std::sync::Arc;
+
+use switchboard::discovery::{Discover, Registrar};
+
+pub use client::{ClientError, RegistryClient};
 pub use config::RegistryConfig;
+pub use discover::BuiltinDiscover;
+pub use registrar::BuiltinRegistrar;
 pub use server::{RegistryHandle, RegistryServer, RegistryServerBuilder};
 pub use store::{Store, StoreError, SweepReport};
+
+/// A registry backend: where callers discover instances and servers
+/// register.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// The discovery source (give it to `Balanced::builder`).
+    pub discover: Arc<dyn Discover>,
+    /// The registrar (give it to `ServerBuilder::registrar`).
+    pub registrar: Arc<dyn Registrar>,
+}
+
+/// The backend a `--registry` URL names.
+///
+/// | URL | backend |
+/// |-----|---------|
+/// | `http://127.0.0.1:7700` | the built-in registry (`switchboard registry`) |
+///
+/// Anything else is a [`ClientError::BadUrl`] naming the schemes supported.
+///
+/// ```
+/// let backend = switchboard_registry::from_url("http://127.0.0.1:7700").unwrap();
+/// # drop(backend);
+/// assert!(switchboard_registry::from_url("ftp://127.0.0.1").is_err());
+/// ```
+pub fn from_url(url: &str) -> Result<Backend, ClientError> {
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("http") => {
+            let client = RegistryClient::new(url)?;
+            Ok(Backend {
+                discover: Arc::new(BuiltinDiscover::new(client.clone())),
+                registrar: Arc::new(BuiltinRegistrar::new(client)),
+            })
+        }
+        _ => Err(ClientError::BadUrl {
+            url: url.to_owned(),
+            reason: "unsupported registry; use http://HOST:PORT for the built-in registry".to_owned(),
+        }),
+    }
+}

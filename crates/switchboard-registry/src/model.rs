@@ -22,7 +22,6 @@
 //! assert_eq!(req.ttl_ms, None); // the registry's default TTL applies
 //! ```
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -35,27 +34,9 @@ pub const MAX_TTL: Duration = Duration::from_secs(3600);
 /// Longest service name, instance id, address, method name or tag, in bytes.
 pub const MAX_NAME_LEN: usize = 256;
 
-/// Descriptive data about an instance, used by balancers and humans.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Metadata {
-    /// Version of the software the instance runs (free form, default empty).
-    pub version: String,
-    /// Relative weight for weighted balancing (default 100; 0 means "send nothing new").
-    pub weight: u32,
-    /// Zone or rack, for zone-aware balancing (default empty).
-    pub zone: String,
-    /// Free-form tags.
-    pub tags: Vec<String>,
-    /// Free key/value pairs.
-    pub kv: BTreeMap<String, String>,
-}
-
-impl Default for Metadata {
-    fn default() -> Self {
-        Metadata { version: String::new(), weight: 100, zone: String::new(), tags: Vec::new(), kv: BTreeMap::new() }
-    }
-}
+/// Version, weight, zone, tags and key/values: the same type discovery hands
+/// to balancers, so nothing is lost between the registry and the caller.
+pub use switchboard::discovery::Metadata;
 
 /// What a server sends to register (or re-register) one instance of a service.
 ///
@@ -219,6 +200,33 @@ pub struct Instance {
     pub last_heartbeat_ms: u64,
     /// Passing, or expired but kept by self-preservation.
     pub health: Health,
+}
+
+impl From<Instance> for switchboard::discovery::Instance {
+    fn from(i: Instance) -> Self {
+        switchboard::discovery::Instance {
+            id: i.id,
+            address: i.address,
+            metadata: i.metadata,
+            methods: i.methods,
+            healthy: i.health == Health::Passing,
+        }
+    }
+}
+
+impl RegisterRequest {
+    /// The request registering `r`, with the TTL left to the registry
+    /// (`None`) or set.
+    pub fn from_registration(r: &switchboard::discovery::Registration, ttl: Option<Duration>) -> RegisterRequest {
+        RegisterRequest {
+            service: r.service.clone(),
+            id: r.id.clone(),
+            address: r.address.clone(),
+            metadata: r.metadata.clone(),
+            methods: r.methods.clone(),
+            ttl_ms: ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        }
+    }
 }
 
 /// One service in the [`ServiceList`].
