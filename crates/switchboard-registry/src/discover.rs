@@ -11,7 +11,14 @@
 //!    A registry whose index went backwards (it restarted) answers at once.
 //! 3. Diffs each answer against its cache and reports only the differences
 //!    (added, updated, removed); an answer with nothing new reports nothing.
-//! 4. If the registry cannot be reached, the consumer keeps the last list
+//! 4. A registry that has just started (restarted, say) only knows the
+//!    instances that have heartbeated since, so its answers carry
+//!    `warming_up_ms` for one TTL. Meanwhile the task takes additions and
+//!    updates but keeps instances the registry does not list yet, and asks
+//!    again when the warm-up ends, when the list is trusted whole. Without
+//!    this, every caller would drop every instance the moment a restarted
+//!    registry answered, and calls would fail until servers re-registered.
+//! 5. If the registry cannot be reached, the consumer keeps the last list
 //!    (nothing is reported), and the task retries with exponential backoff
 //!    (100 ms doubling to 5 s), each wait randomised anywhere between none
 //!    and twice the step, so clients that lost the
@@ -85,10 +92,19 @@ impl BuiltinDiscover {
         // a change past index `i`.
         let mut index: Option<u64> = None;
         let mut failures: u32 = 0;
+        let mut warm_up_ends: Option<tokio::time::Instant> = None;
         loop {
             let answer = match index {
                 None => self.client.instances(service).await,
-                Some(after) => self.client.watch(service, after, self.wait).await,
+                Some(after) => {
+                    // While the registry warms up, ask again as soon as it is
+                    // over, so removals it held back get through.
+                    let wait = match warm_up_ends {
+                        Some(at) => self.wait.min(at.saturating_duration_since(tokio::time::Instant::now())),
+                        None => self.wait,
+                    };
+                    self.client.watch(service, after, wait).await
+                }
             };
             let list = match answer {
                 Ok(list) => list,
@@ -109,7 +125,19 @@ impl BuiltinDiscover {
                 failures = 0;
             }
             index = Some(list.index);
-            let changes = diff(&mut known, list.instances.into_iter().map(Instance::from).collect());
+            let mut now: Vec<Instance> = list.instances.into_iter().map(Instance::from).collect();
+            if list.warming_up_ms > 0 {
+                // A registry that just started does not know every live
+                // instance yet: take what it adds, keep what it lacks. The
+                // wait below ends with the warm-up, and the list after it
+                // is trusted whole.
+                let listed: std::collections::HashSet<String> = now.iter().map(|i| i.id.clone()).collect();
+                now.extend(known.values().filter(|i| !listed.contains(&i.id)).cloned());
+                warm_up_ends = Some(tokio::time::Instant::now() + Duration::from_millis(list.warming_up_ms));
+            } else {
+                warm_up_ends = None;
+            }
+            let changes = diff(&mut known, now);
             if first || !changes.is_empty() {
                 first = false;
                 if tx.send(changes).await.is_err() {

@@ -249,6 +249,11 @@ pub struct ServiceList {
     pub services: Vec<ServiceSummary>,
     /// Whether the registry is currently refusing to evict (see the store docs).
     pub self_preservation: bool,
+    /// Milliseconds the registry is still warming up after a start (0 when
+    /// warm): instances alive but not yet re-registered may be missing, so
+    /// treat a missing instance as "not seen yet", not as "gone".
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub warming_up_ms: u64,
 }
 
 /// Answer of `GET /v1/services/{service}`.
@@ -259,6 +264,11 @@ pub struct InstanceList {
     pub index: u64,
     /// Instances sorted by id (empty for a service nobody registered).
     pub instances: Vec<Instance>,
+    /// Milliseconds the registry is still warming up after a start (0 when
+    /// warm): instances alive but not yet re-registered may be missing, so
+    /// treat a missing instance as "not seen yet", not as "gone".
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub warming_up_ms: u64,
 }
 
 /// Answer of `GET /v1/status`.
@@ -274,6 +284,15 @@ pub struct RegistryStatus {
     pub ttl_ms: u64,
     /// Heartbeat interval servers should use, in milliseconds.
     pub heartbeat_ms: u64,
+    /// Milliseconds the registry is still warming up after a start (0 when
+    /// warm): instances alive but not yet re-registered may be missing, so
+    /// treat a missing instance as "not seen yet", not as "gone".
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub warming_up_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Answer of the mutating routes: the index after the change.

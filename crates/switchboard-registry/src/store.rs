@@ -131,6 +131,9 @@ pub struct Store {
     inner: Mutex<Inner>,
     /// Carries the global index; every change sends, every waiter subscribes.
     changes: watch::Sender<u64>,
+    /// When the store was created: for one default TTL after this, live
+    /// instances may not have re-registered yet (see [`Store::warming_up`]).
+    started: Instant,
 }
 
 fn unix_ms() -> u64 {
@@ -149,7 +152,18 @@ impl Store {
             config,
             inner: Mutex::new(Inner { index: 1, services: BTreeMap::new(), self_preservation: false }),
             changes,
+            started: Instant::now(),
         }
+    }
+
+    /// How much longer the store is warming up: for one default TTL after
+    /// it starts, a live instance may simply not have heartbeated yet (a
+    /// restarted registry learns who is alive from the heartbeats it answers
+    /// "unknown", which make servers register again). Lists served meanwhile
+    /// carry `warming_up_ms`; discovery clients add what they see but hold
+    /// back removals until it is over. Zero once warm.
+    pub fn warming_up(&self) -> Duration {
+        self.config.default_ttl.saturating_sub(self.started.elapsed())
     }
 
     /// The configuration the store was built with.
@@ -274,18 +288,26 @@ impl Store {
             .filter(|(_, s)| !s.instances.is_empty())
             .map(|(name, s)| ServiceSummary { name: name.clone(), instances: s.instances.len(), index: s.index })
             .collect();
-        ServiceList { index: inner.index, services, self_preservation: inner.self_preservation }
+        ServiceList {
+            index: inner.index,
+            services,
+            self_preservation: inner.self_preservation,
+            warming_up_ms: millis(self.warming_up()),
+        }
     }
 
     /// One service's instances, sorted by id, with the service's index. An
     /// unknown service gives an empty list and index 0.
     pub fn instances(&self, service: &str) -> InstanceList {
+        let warming_up_ms = millis(self.warming_up());
         let inner = self.lock();
         match inner.services.get(service) {
-            Some(s) => {
-                InstanceList { index: s.index, instances: s.instances.values().map(|e| e.instance.clone()).collect() }
-            }
-            None => InstanceList { index: 0, instances: Vec::new() },
+            Some(s) => InstanceList {
+                index: s.index,
+                instances: s.instances.values().map(|e| e.instance.clone()).collect(),
+                warming_up_ms,
+            },
+            None => InstanceList { index: 0, instances: Vec::new(), warming_up_ms },
         }
     }
 
@@ -298,6 +320,7 @@ impl Store {
             self_preservation: inner.self_preservation,
             ttl_ms: millis(self.config.default_ttl),
             heartbeat_ms: millis(self.config.heartbeat_interval),
+            warming_up_ms: millis(self.warming_up()),
         }
     }
 

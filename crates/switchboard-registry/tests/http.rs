@@ -25,7 +25,15 @@ impl Registry {
         format!("{}{path}", self.base)
     }
 
+    /// GET `path`, without the warm-up countdown (it moves on its own;
+    /// `warm_up_is_announced_for_one_ttl` checks it).
     async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let (status, mut body) = self.get_raw(path).await;
+        body.as_object_mut().map(|o| o.remove("warming_up_ms"));
+        (status, body)
+    }
+
+    async fn get_raw(&self, path: &str) -> (StatusCode, Value) {
         let resp = self.http.get(self.url(path)).send().await.unwrap();
         (resp.status(), resp.json().await.unwrap())
     }
@@ -474,4 +482,19 @@ async fn shutdown_answers_waiting_blocking_queries() {
     tokio::time::timeout(Duration::from_secs(5), reg.handle.shutdown()).await.unwrap().unwrap();
     assert_eq!(watcher.await.unwrap(), StatusCode::OK);
     assert!(start.elapsed() < Duration::from_secs(2), "shutdown took {:?}", start.elapsed());
+}
+
+#[tokio::test]
+async fn warm_up_is_announced_for_one_ttl() {
+    let ttl = Duration::from_millis(1000);
+    let reg = start(RegistryConfig { default_ttl: ttl, ..RegistryConfig::default() }).await;
+    for path in ["/v1/services", "/v1/services/Arith", "/v1/status"] {
+        let left = reg.get_raw(path).await.1["warming_up_ms"].as_u64().unwrap_or(0);
+        assert!(left > 0 && left <= 1000, "{path}: warming_up_ms = {left}");
+    }
+    tokio::time::sleep(ttl).await;
+    for path in ["/v1/services", "/v1/services/Arith", "/v1/status"] {
+        let body = reg.get_raw(path).await.1;
+        assert!(body.get("warming_up_ms").is_none(), "{path}: still warming up after the TTL: {body}");
+    }
 }
