@@ -15,7 +15,11 @@ struct Args {
 }
 
 async fn start_server() -> (Server, String) {
-    let server = Server::builder().build();
+    start_server_with(Server::builder()).await
+}
+
+async fn start_server_with(builder: switchboard::server::ServerBuilder) -> (Server, String) {
+    let server = builder.build();
     let router = server.router();
     router.add_method("Arith.Multiply", handler_fn(|x: Args| async move { Ok::<_, Status>(x.a * x.b) })).unwrap();
     router
@@ -193,4 +197,46 @@ async fn list_reports_an_unreachable_registry() {
     let out = run(&["list", "--registry", "ftp://example"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("invalid registry URL"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_through_the_registry_and_list_methods_added_at_run_time() {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    use switchboard_registry::{BuiltinRegistrar, RegistryClient, RegistryServer};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let handle = RegistryServer::builder().build().spawn(listener).unwrap();
+    let url = format!("http://{}", handle.local_addr());
+    let registrar = Arc::new(BuiltinRegistrar::new(RegistryClient::new(&url).unwrap()));
+    let (server, _addr) = start_server_with(Server::builder().registrar(registrar)).await;
+
+    let out = run(&["call", "--registry", &url, "Arith.Multiply", r#"{"A":7,"B":8}"#]).await;
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), "56");
+
+    // A method added while serving appears in `list` with the others.
+    server.router().add_method("Arith.Add", handler_fn(|x: Args| async move { Ok::<_, Status>(x.a + x.b) })).unwrap();
+    let began = Instant::now();
+    loop {
+        let out = run(&["list", "--registry", &url]).await;
+        if stdout(&out).contains("methods: Arith.Add, Arith.Divide, Arith.Multiply") {
+            break;
+        }
+        assert!(began.elapsed() < Duration::from_secs(5), "list never showed Arith.Add: {}", stdout(&out));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = run(&["call", "--registry", &url, "Arith.Add", r#"{"A":7,"B":8}"#]).await;
+    assert_eq!(stdout(&out), "15", "stderr: {}", stderr(&out));
+
+    // A service nobody registered: a clear error, exit code 1.
+    let out = run(&["call", "--registry", &url, "Nope.Nothing", "{}"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no instance of Nope available"), "{}", stderr(&out));
+    // Neither --addr nor --registry: a usage error.
+    let out = run(&["call", "Arith.Add", "{}"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
+    server.shutdown().await;
+    handle.shutdown().await.unwrap();
 }
