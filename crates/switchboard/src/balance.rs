@@ -54,6 +54,7 @@ pub struct BalancedBuilder {
     middleware: Vec<Arc<dyn Middleware<Error>>>,
     max_attempts: usize,
     eject_for: Duration,
+    first_list_timeout: Duration,
 }
 
 impl BalancedBuilder {
@@ -97,6 +98,15 @@ impl BalancedBuilder {
         self
     }
 
+    /// How long a call waits for discovery's first list (a registry that
+    /// cannot be reached at start-up) before failing with
+    /// [`Error::NoInstances`]. Default 5 s; the call's deadline still
+    /// applies.
+    pub fn first_list_timeout(mut self, timeout: Duration) -> BalancedBuilder {
+        self.first_list_timeout = timeout;
+        self
+    }
+
     /// The channel. Starts following discovery at once; must be called
     /// within a Tokio runtime.
     pub fn build(self) -> Balanced {
@@ -111,6 +121,7 @@ impl BalancedBuilder {
             middleware: self.middleware,
             max_attempts: self.max_attempts,
             eject_for: self.eject_for,
+            first_list_timeout: self.first_list_timeout,
             epoch: Instant::now(),
             departed: Default::default(),
         });
@@ -147,6 +158,7 @@ struct Inner {
     middleware: Vec<Arc<dyn Middleware<Error>>>,
     max_attempts: usize,
     eject_for: Duration,
+    first_list_timeout: Duration,
     /// Origin of the millisecond clock `Member::ejected_until` counts on.
     epoch: Instant,
     /// Stats of instances that left discovery (bounded).
@@ -224,6 +236,7 @@ impl Balanced {
             middleware: Vec::new(),
             max_attempts: 3,
             eject_for: Duration::from_secs(1),
+            first_list_timeout: Duration::from_secs(5),
         }
     }
 
@@ -310,8 +323,16 @@ impl Inner {
     async fn attempts(&self, req: Request, opts: &CallOptions, deadline: Option<Instant>) -> Result<Response, Error> {
         if !*self.ready.borrow() {
             let mut ready = self.ready.clone();
-            // Bounded by the caller's deadline (the timeout around us).
-            let _ = ready.wait_for(|r| *r).await;
+            // Also bounded by the caller's deadline (the timeout around us).
+            if tokio::time::timeout(self.first_list_timeout, ready.wait_for(|r| *r)).await.is_err() {
+                return Err(Error::NoInstances {
+                    service: self.service.clone(),
+                    reason: format!(
+                        "discovery has listed nothing yet after {:?} (is the registry reachable?)",
+                        self.first_list_timeout
+                    ),
+                });
+            }
         }
         let mut tried: Vec<Arc<Member>> = Vec::new();
         let mut last_error: Option<Error> = None;
@@ -499,6 +520,30 @@ mod tests {
         let c = inner.members.load().iter().find(|m| m.instance.id == "c").cloned().expect("c");
         assert_eq!(inner.pick(&[b.clone(), c.clone()]).expect("a").instance.id, "a");
         assert!(inner.pick(&[a, b, c]).is_none());
+    }
+
+    /// A source that never answers, like a registry unreachable at start-up.
+    #[derive(Debug)]
+    struct Silent(std::sync::Mutex<Vec<crate::discovery::ChangeSender>>);
+
+    impl Discover for Silent {
+        fn discover(&self, _service: &str) -> Changes {
+            let (tx, rx) = Changes::channel(1);
+            self.0.lock().expect("lock").push(tx);
+            rx
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_fails_clearly_when_discovery_never_answers() {
+        // Kept alive: a dropped source ends its streams, which is "no more news".
+        let silent = Arc::new(Silent(Default::default()));
+        let balanced = Balanced::builder("S", silent.clone()).first_list_timeout(Duration::from_secs(2)).build();
+        let began = Instant::now();
+        let err = balanced.call::<_, ()>("S.M", &()).await.expect_err("no instance");
+        assert!(matches!(&err, Error::NoInstances { reason, .. } if reason.contains("listed nothing")), "{err}");
+        assert_eq!(err.retry(), Retry::Always, "nothing was sent");
+        assert!(began.elapsed() >= Duration::from_secs(2) && began.elapsed() < Duration::from_secs(3));
     }
 
     #[tokio::test]
