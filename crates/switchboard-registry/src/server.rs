@@ -26,26 +26,30 @@
 //! # }
 //! ```
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::net::TcpListener;
+use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RegistryConfig;
-use crate::model::{IndexReply, RegisterRequest};
+use crate::model::{IndexReply, InstanceList, RegisterRequest};
 use crate::store::{Store, StoreError};
 
 /// Response header carrying the index of a service listing (as Consul's `X-Consul-Index`).
@@ -53,6 +57,9 @@ pub const INDEX_HEADER: &str = "x-switchboard-index";
 
 /// Shortest sweep interval the background task uses, whatever the config says.
 const MIN_SWEEP_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How long an encoded blocking-query answer may be reused (see [`ListingCache`]).
+const LISTING_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// Builds a [`RegistryServer`].
 #[derive(Debug, Default)]
@@ -94,6 +101,7 @@ struct AppState {
     store: Arc<Store>,
     config: RegistryConfig,
     shutdown: CancellationToken,
+    listings: Arc<ListingCache>,
 }
 
 impl RegistryServer {
@@ -108,7 +116,12 @@ impl RegistryServer {
     }
 
     fn router(&self, shutdown: CancellationToken) -> Router {
-        let state = AppState { store: self.store.clone(), config: self.config.clone(), shutdown };
+        let state = AppState {
+            store: self.store.clone(),
+            config: self.config.clone(),
+            shutdown,
+            listings: Arc::new(ListingCache::default()),
+        };
         Router::new()
             .route("/v1/instances", put(register))
             .route("/v1/instances/{service}/{id}", delete(deregister))
@@ -339,9 +352,112 @@ async fn instances(
             _ = st.store.wait_for_change(Some(&service), after, wait) => {}
             () = st.shutdown.cancelled() => {}
         }
+        // Every watcher a change wakes asks for the same list: encode it once.
+        if let Some(answer) = st.listings.answer(&st.store, &service).await {
+            return Ok(answer);
+        }
     }
+    // Plain GETs are always built fresh (`switchboard list` shows heartbeat ages).
     let list = st.store.instances(&service);
     Ok(with_index(list.index, Json(list)))
+}
+
+/// Encoded blocking-query answers, one per service, so that the watchers one
+/// change wakes share one snapshot and one JSON encoding of the list instead
+/// of each cloning it under the store lock and encoding it again.
+///
+/// An entry is reused only while the service's index is the one it was made
+/// for (every change to the list, health included, bumps it) and for at most
+/// [`LISTING_MAX_AGE`]: heartbeats do not bump the index, so an older entry's
+/// `last_heartbeat_ms` could be stale by more than a wake-up's worth. The body
+/// is encoded with `warming_up_ms` left out (as when warm); during warm-up the
+/// current value is spliced in per answer, giving the same bytes
+/// `Json(store.instances(..))` would. Memory: at most one entry per service;
+/// entries past their age are dropped whenever a new one is made and the last
+/// pruning is older than [`LISTING_MAX_AGE`].
+#[derive(Default)]
+struct ListingCache {
+    slots: Mutex<Slots>,
+}
+
+#[derive(Default)]
+struct Slots {
+    by_service: HashMap<String, Arc<Slot>>,
+    pruned: Option<Instant>,
+}
+
+struct Slot {
+    /// The service's index when the slot was made.
+    index: u64,
+    made: Instant,
+    /// Filled by the first watcher to get here; the others wait for it.
+    listing: OnceCell<Encoded>,
+}
+
+/// One service's list, encoded as JSON without `warming_up_ms`.
+struct Encoded {
+    /// The list's own index: at least the slot's (the snapshot is taken after
+    /// the slot is made, so a change in between makes it newer, never older).
+    index: u64,
+    body: Bytes,
+}
+
+impl ListingCache {
+    /// The answer for a blocking query on `service` that is done waiting, or
+    /// `None` to build it fresh (a service never registered, or an encoding
+    /// error, which the fresh path reports).
+    async fn answer(&self, store: &Store, service: &str) -> Option<Response> {
+        let index = store.service_index(service);
+        if index == 0 {
+            return None; // nothing worth caching, and the name is the caller's
+        }
+        let slot = self.slot(service, index);
+        let encoded = slot.listing.get_or_try_init(|| async { Encoded::new(store.instances(service)) }).await.ok()?;
+        let warming_up_ms = u64::try_from(store.warming_up().as_millis()).unwrap_or(u64::MAX);
+        let body = encoded.body_with(warming_up_ms);
+        let mut response = ([(CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
+        response.headers_mut().insert(HeaderName::from_static(INDEX_HEADER), HeaderValue::from(encoded.index));
+        Some(response)
+    }
+
+    /// The slot for `service` at `index`: the current one if it was made for
+    /// that index less than [`LISTING_MAX_AGE`] ago, otherwise a new one.
+    fn slot(&self, service: &str, index: u64) -> Arc<Slot> {
+        let now = Instant::now();
+        let fresh = |slot: &Slot| now.saturating_duration_since(slot.made) < LISTING_MAX_AGE;
+        let mut slots = self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(slot) = slots.by_service.get(service).filter(|s| s.index == index && fresh(s)) {
+            return slot.clone();
+        }
+        if slots.pruned.is_none_or(|at| now.saturating_duration_since(at) >= LISTING_MAX_AGE) {
+            slots.by_service.retain(|_, s| fresh(s));
+            slots.pruned = Some(now);
+        }
+        let slot = Arc::new(Slot { index, made: now, listing: OnceCell::new() });
+        slots.by_service.insert(service.to_owned(), slot.clone());
+        slot
+    }
+}
+
+impl Encoded {
+    fn new(mut list: InstanceList) -> serde_json::Result<Self> {
+        list.warming_up_ms = 0; // left out of the JSON; `body_with` adds it back
+        Ok(Encoded { index: list.index, body: Bytes::from(serde_json::to_vec(&list)?) })
+    }
+
+    /// The body as `Json(list)` encodes it when `list.warming_up_ms` is
+    /// `warming_up_ms`: the field is the last one of [`InstanceList`] and only
+    /// present when non-zero, so it goes just before the closing brace.
+    fn body_with(&self, warming_up_ms: u64) -> Bytes {
+        if warming_up_ms == 0 {
+            return self.body.clone(); // shared, not copied
+        }
+        let open = self.body.strip_suffix(b"}").unwrap_or(&self.body);
+        let mut body = Vec::with_capacity(self.body.len() + 40);
+        body.extend_from_slice(open);
+        body.extend_from_slice(format!(",\"warming_up_ms\":{warming_up_ms}}}").as_bytes());
+        Bytes::from(body)
+    }
 }
 
 fn with_index(index: u64, body: impl IntoResponse) -> Response {
@@ -400,5 +516,85 @@ mod tests {
             assert!(parse_wait(bad).is_err(), "{bad}");
         }
         assert!(parse_wait("99999999999999h").is_ok(), "huge values saturate, then get capped");
+    }
+
+    fn store_with(service: &str, n: usize) -> Store {
+        let store = Store::new(RegistryConfig::default());
+        for i in 0..n {
+            let mut req = RegisterRequest::new(service, format!("i{i}"), format!("127.0.0.1:{}", 9000 + i));
+            req.methods = vec![format!("{service}.Multiply")];
+            req.metadata.version = "1.2.0".to_owned();
+            req.metadata.kv.insert("k}".to_owned(), "{\"v\"}\\".to_owned());
+            store.register(req).unwrap();
+        }
+        store
+    }
+
+    #[test]
+    fn cached_bodies_are_byte_for_byte_what_json_of_the_list_gives() {
+        let lists = [store_with("Arith", 3).instances("Arith"), store_with("Empty", 0).instances("Empty")];
+        for list in lists {
+            let encoded = Encoded::new(list.clone()).unwrap();
+            assert_eq!(encoded.index, list.index);
+            for warming_up_ms in [0, 1, 5999, u64::MAX] {
+                let expected = serde_json::to_vec(&InstanceList { warming_up_ms, ..list.clone() }).unwrap();
+                let body = encoded.body_with(warming_up_ms);
+                assert_eq!(
+                    std::str::from_utf8(&body).unwrap(),
+                    std::str::from_utf8(&expected).unwrap(),
+                    "warming_up_ms = {warming_up_ms}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_is_reused_only_for_the_same_index_and_for_at_most_a_second() {
+        let cache = ListingCache::default();
+        let first = cache.slot("A", 7);
+        assert!(Arc::ptr_eq(&first, &cache.slot("A", 7)), "same change, same slot");
+        assert!(!Arc::ptr_eq(&first, &cache.slot("B", 7)), "one slot per service");
+        let changed = cache.slot("A", 8);
+        assert!(!Arc::ptr_eq(&first, &changed), "a new index gets a new slot");
+        assert!(Arc::ptr_eq(&changed, &cache.slot("A", 8)));
+
+        tokio::time::advance(LISTING_MAX_AGE - Duration::from_millis(1)).await;
+        assert!(Arc::ptr_eq(&changed, &cache.slot("A", 8)), "still fresh");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let aged = cache.slot("A", 8);
+        assert!(!Arc::ptr_eq(&changed, &aged), "too old: heartbeats may have moved on");
+
+        // Making that slot pruned B's stale one; A's is the only one left.
+        let slots = cache.slots.lock().unwrap();
+        assert_eq!(slots.by_service.keys().collect::<Vec<_>>(), ["A"]);
+        assert!(Arc::ptr_eq(&slots.by_service["A"], &aged));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn watchers_of_one_change_share_one_encoding_and_a_change_gets_a_new_one() {
+        let store = store_with("Arith", 3);
+        let cache = ListingCache::default();
+        let body = |r: Response| async move { axum::body::to_bytes(r.into_body(), usize::MAX).await.unwrap() };
+
+        assert!(cache.answer(&store, "Nobody").await.is_none(), "never registered: built fresh");
+        let a1 = cache.answer(&store, "Arith").await.unwrap();
+        assert_eq!(a1.headers()[CONTENT_TYPE], "application/json");
+        assert_eq!(a1.headers()[INDEX_HEADER], store.service_index("Arith").to_string().as_str());
+        let a2 = cache.answer(&store, "Arith").await.unwrap();
+        let (a1, a2) = (body(a1).await, body(a2).await);
+        assert_eq!(a1, a2);
+        tokio::time::advance(store.warming_up()).await; // warm: the very same buffer
+        let (w1, w2) = (
+            body(cache.answer(&store, "Arith").await.unwrap()).await,
+            body(cache.answer(&store, "Arith").await.unwrap()).await,
+        );
+        assert_eq!(w1.as_ptr(), w2.as_ptr(), "shared, not re-encoded");
+
+        store.deregister("Arith", "i1").unwrap();
+        let b = cache.answer(&store, "Arith").await.unwrap();
+        assert_eq!(b.headers()[INDEX_HEADER], store.service_index("Arith").to_string().as_str());
+        let b: InstanceList = serde_json::from_slice(&body(b).await).unwrap();
+        assert_eq!(b, store.instances("Arith"));
+        assert_eq!(b.instances.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["i0", "i2"]);
     }
 }

@@ -107,15 +107,39 @@ struct Inner {
     index: u64,
     services: BTreeMap<String, Service>,
     self_preservation: bool,
+    /// One channel per service that has waiters right now, carrying that
+    /// service's index: a change wakes only the waiters of its own service.
+    /// Created by the first waiter, removed by the last one to leave (see
+    /// [`Subscription`]), so names nobody waits on cost nothing. Kept apart
+    /// from `services` because a waiter may wait for a service that does not
+    /// exist yet.
+    watchers: BTreeMap<String, watch::Sender<u64>>,
 }
 
 impl Inner {
-    /// Bumps the global index and stamps `service` with it.
+    /// Bumps the global index and stamps `service` with it, waking the
+    /// service's waiters (the global channel is [`Store::publish`]ed by the
+    /// caller once the lock is released).
     fn bump(&mut self, service: &str) -> u64 {
         self.index += 1;
         let index = self.index;
         self.services.entry(service.to_owned()).or_default().index = index;
+        if let Some(tx) = self.watchers.get(service) {
+            // Only marks the channel changed and wakes the parked tasks; they
+            // run (and take the lock) after this returns.
+            tx.send_replace(index);
+        }
         index
+    }
+
+    /// The index `wait_for_change` compares (the service's, or the global
+    /// one for `None`), and the global index.
+    fn look(&self, service: Option<&str>) -> (u64, u64) {
+        let current = match service {
+            Some(name) => self.services.get(name).map_or(0, |s| s.index),
+            None => self.index,
+        };
+        (current, self.index)
     }
 
     fn instance_count(&self) -> usize {
@@ -129,11 +153,33 @@ impl Inner {
 pub struct Store {
     config: RegistryConfig,
     inner: Mutex<Inner>,
-    /// Carries the global index; every change sends, every waiter subscribes.
+    /// Carries the global index; every change sends, and waiters for the
+    /// global index (`service = None`) subscribe.
     changes: watch::Sender<u64>,
     /// When the store was created: for one default TTL after this, live
     /// instances may not have re-registered yet (see [`Store::warming_up`]).
     started: Instant,
+}
+
+/// A [`Store::wait_for_change`] waiter's receiver. Dropping it (the wait
+/// returned, or its future was dropped) removes the service's channel if this
+/// was its last waiter.
+struct Subscription<'a> {
+    store: &'a Store,
+    service: Option<&'a str>,
+    rx: watch::Receiver<u64>,
+}
+
+impl Drop for Subscription<'_> {
+    fn drop(&mut self) {
+        let Some(name) = self.service else { return };
+        let mut inner = self.store.lock();
+        // Waiters subscribe under this lock, so nobody joins between the count
+        // and the removal; the one receiver left is this waiter's own.
+        if inner.watchers.get(name).is_some_and(|tx| tx.receiver_count() <= 1) {
+            inner.watchers.remove(name);
+        }
+    }
 }
 
 fn unix_ms() -> u64 {
@@ -150,7 +196,12 @@ impl Store {
         let (changes, _) = watch::channel(1);
         Store {
             config,
-            inner: Mutex::new(Inner { index: 1, services: BTreeMap::new(), self_preservation: false }),
+            inner: Mutex::new(Inner {
+                index: 1,
+                services: BTreeMap::new(),
+                self_preservation: false,
+                watchers: BTreeMap::new(),
+            }),
             changes,
             started: Instant::now(),
         }
@@ -331,28 +382,38 @@ impl Store {
     /// If `after_index` is greater than the global index, the caller's index
     /// comes from an earlier life of the registry (it restarted and counts
     /// from 1 again): this returns at once so the caller re-lists.
+    ///
+    /// Only a change to `service` wakes a waiter for `service` (a waiter for
+    /// `None` wakes on every change).
     pub async fn wait_for_change(&self, service: Option<&str>, after_index: u64, timeout: Duration) -> u64 {
         let deadline = Instant::now() + timeout;
-        // Subscribe before looking, so a change between the look and the wait
-        // still wakes us.
-        let mut rx = self.changes.subscribe();
-        loop {
-            let (current, global) = {
-                let inner = self.lock();
-                let current = match service {
-                    Some(name) => inner.services.get(name).map_or(0, |s| s.index),
-                    None => inner.index,
-                };
-                (current, inner.index)
+        // Subscribe under the same lock as the first look (every bump holds
+        // it too), so a change between the look and the wait still wakes us.
+        let (rx, mut seen) = {
+            let mut inner = self.lock();
+            let rx = match service {
+                Some(name) => inner.watchers.entry(name.to_owned()).or_insert_with(|| watch::channel(0).0).subscribe(),
+                None => self.changes.subscribe(),
             };
+            (rx, inner.look(service))
+        };
+        let mut sub = Subscription { store: self, service, rx };
+        loop {
+            let (current, global) = seen;
             if current > after_index || after_index > global {
                 return current;
             }
-            match tokio::time::timeout_at(deadline, rx.changed()).await {
-                Ok(Ok(())) => continue, // some change: is it ours?
+            match tokio::time::timeout_at(deadline, sub.rx.changed()).await {
+                Ok(Ok(())) => seen = self.lock().look(service), // past `after_index` yet?
                 Ok(Err(_)) | Err(_) => return current,
             }
         }
+    }
+
+    /// How many services have a waiter right now (for tests).
+    #[cfg(test)]
+    fn watched_services(&self) -> usize {
+        self.lock().watchers.len()
     }
 
     /// Evicts instances whose TTL passed, unless self-preservation applies
@@ -435,5 +496,70 @@ impl Store {
             self.publish(index);
         }
         report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_service_channel_lives_only_while_someone_waits_on_it() {
+        let store = Arc::new(Store::new(RegistryConfig::default()));
+        let index = store.register(RegisterRequest::new("A", "a", "127.0.0.1:1")).unwrap();
+        let wait = |service: Option<&'static str>, after: u64| {
+            let store = store.clone();
+            tokio::spawn(async move { store.wait_for_change(service, after, Duration::from_secs(60)).await })
+        };
+
+        // Two waiters on A share one channel; a global waiter needs none.
+        let (w1, w2, global) = (wait(Some("A"), index), wait(Some("A"), index), wait(None, index));
+        // A waiter on a service nobody registered yet gets one too.
+        let later = wait(Some("B"), index);
+        tokio::task::yield_now().await;
+        assert_eq!(store.watched_services(), 2);
+
+        // A change to A wakes its waiters (and the global one), not B's; the
+        // channel goes when its last waiter returns.
+        let changed = store.register(RegisterRequest::new("A", "a2", "127.0.0.1:2")).unwrap();
+        assert_eq!((w1.await.unwrap(), w2.await.unwrap(), global.await.unwrap()), (changed, changed, changed));
+        tokio::task::yield_now().await;
+        assert!(!later.is_finished());
+        assert_eq!(store.watched_services(), 1);
+
+        // A waiter whose future is dropped (a client that went away) leaves no channel behind...
+        later.abort();
+        assert!(later.await.unwrap_err().is_cancelled());
+        assert_eq!(store.watched_services(), 0);
+        // ...nor does one that timed out, or one that returned at once.
+        assert_eq!(store.wait_for_change(Some("C"), changed, Duration::from_secs(1)).await, 0);
+        assert_eq!(store.wait_for_change(Some("A"), index, Duration::from_secs(1)).await, changed);
+        assert_eq!(store.watched_services(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sweep_wakes_the_waiters_of_the_services_it_changes() {
+        let store = Arc::new(Store::new(RegistryConfig::default()));
+        let mut short = RegisterRequest::new("A", "a", "127.0.0.1:1");
+        short.ttl_ms = Some(1000);
+        store.register(short).unwrap();
+        let mut long = RegisterRequest::new("B", "b", "127.0.0.1:2");
+        long.ttl_ms = Some(3_600_000);
+        store.register(long).unwrap();
+        let (a, b) = (store.service_index("A"), store.service_index("B"));
+        let wait = |service: &'static str, after: u64| {
+            let store = store.clone();
+            tokio::spawn(async move { store.wait_for_change(Some(service), after, Duration::from_secs(60)).await })
+        };
+        let (wa, wb) = (wait("A", a), wait("B", b));
+        tokio::task::yield_now().await;
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        assert_eq!(store.sweep().evicted, [("A".to_owned(), "a".to_owned())]);
+        assert_eq!(wa.await.unwrap(), store.service_index("A"));
+        tokio::task::yield_now().await;
+        assert!(!wb.is_finished(), "B did not change");
+        wb.abort();
     }
 }

@@ -1,0 +1,182 @@
+//! Blocking-query answers are encoded once per change and shared by the
+//! watchers it wakes; the sharing must never serve stale content: not across
+//! a change, not in plain GETs, not for longer than a wake-up.
+
+use std::time::Duration;
+
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+use switchboard_registry::model::InstanceList;
+use switchboard_registry::server::INDEX_HEADER;
+use switchboard_registry::{RegistryConfig, RegistryHandle, RegistryServer};
+use tokio::task::JoinHandle;
+
+struct Registry {
+    handle: RegistryHandle,
+    base: String,
+    http: Client,
+}
+
+/// What one GET of a service listing returned.
+struct Answer {
+    index_header: u64,
+    content_type: String,
+    body: axum::body::Bytes,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+
+    fn ids(&self) -> Vec<String> {
+        let list: InstanceList = serde_json::from_slice(&self.body).unwrap();
+        list.instances.into_iter().map(|i| i.id).collect()
+    }
+
+    fn heartbeat_ms(&self, id: &str) -> u64 {
+        let json = self.json();
+        let instance = json["instances"].as_array().unwrap().iter().find(|i| i["id"] == id).unwrap();
+        instance["last_heartbeat_ms"].as_u64().unwrap()
+    }
+}
+
+async fn start(config: RegistryConfig) -> Registry {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let handle = RegistryServer::builder().config(config).build().spawn(listener).unwrap();
+    let base = format!("http://{}", handle.local_addr());
+    let http = Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap();
+    Registry { handle, base, http }
+}
+
+async fn get(http: &Client, url: &str) -> Answer {
+    let resp = http.get(url).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let index_header = resp.headers()[INDEX_HEADER].to_str().unwrap().parse().unwrap();
+    let content_type = resp.headers()[reqwest::header::CONTENT_TYPE].to_str().unwrap().to_owned();
+    let body = resp.bytes().await.unwrap();
+    Answer { index_header, content_type, body }
+}
+
+impl Registry {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn register(&self, id: &str, port: u16) -> u64 {
+        let body = json!({
+            "service": "Arith",
+            "id": id,
+            "address": format!("127.0.0.1:{port}"),
+            "metadata": {"version": "1.2.0", "zone": "eu-1", "tags": ["blue"], "kv": {"k": "v"}},
+            "methods": ["Arith.Multiply"],
+            "ttl_ms": 3_600_000,
+        });
+        let resp = self.http.put(self.url("/v1/instances")).json(&body).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.json::<Value>().await.unwrap()["index"].as_u64().unwrap()
+    }
+
+    async fn list(&self) -> Answer {
+        get(&self.http, &self.url("/v1/services/Arith")).await
+    }
+
+    async fn blocking(&self, index: u64) -> Answer {
+        get(&self.http, &self.url(&format!("/v1/services/Arith?index={index}&wait=10s"))).await
+    }
+
+    /// A blocking query on a task, parked before this returns.
+    async fn watcher(&self, index: u64) -> JoinHandle<Answer> {
+        let (http, url) = (self.http.clone(), self.url(&format!("/v1/services/Arith?index={index}&wait=10s")));
+        let task = tokio::spawn(async move { get(&http, &url).await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!task.is_finished(), "the query must block while nothing changes");
+        task
+    }
+}
+
+/// The shape every answer must have: the header matches the body's index,
+/// and the body is exactly what serde gives for the list it holds.
+fn assert_well_formed(answer: &Answer) {
+    assert_eq!(answer.content_type, "application/json");
+    let list: InstanceList = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(answer.index_header, list.index);
+    assert_eq!(serde_json::to_vec(&list).unwrap(), answer.body, "byte for byte the plain JSON encoding");
+}
+
+#[tokio::test]
+async fn shared_answers_follow_every_change_and_heartbeats_show_in_plain_gets() {
+    // A 1 s default TTL ends the warm-up after 1 s (the instances ask for 1 h).
+    let ttl = Duration::from_secs(1);
+    let reg = start(RegistryConfig { default_ttl: ttl, ..RegistryConfig::default() }).await;
+    let seen = reg.register("a1", 9001).await;
+    tokio::time::sleep(ttl).await;
+    assert!(reg.list().await.json().get("warming_up_ms").is_none(), "warm");
+
+    // Change A: both watchers get the same bytes, listing it.
+    let (w1, w2) = (reg.watcher(seen).await, reg.watcher(seen).await);
+    let a = reg.register("a2", 9002).await;
+    let (w1, w2) = (w1.await.unwrap(), w2.await.unwrap());
+    assert_well_formed(&w1);
+    assert_eq!(w1.body, w2.body);
+    assert_eq!(w1.index_header, a);
+    assert_eq!(w1.ids(), ["a1", "a2"]);
+
+    // A heartbeat does not change the index, but a plain GET shows it at once.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let resp = reg.http.put(reg.url("/v1/instances/Arith/a1/heartbeat")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let plain = reg.list().await;
+    assert_well_formed(&plain);
+    assert_eq!(plain.index_header, a);
+    assert!(plain.heartbeat_ms("a1") > w1.heartbeat_ms("a1"), "plain GETs are built fresh");
+    // Blocking answers may share the wake-up's encoding for a moment, not longer.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let later = reg.blocking(seen).await;
+    assert_well_formed(&later);
+    assert_eq!(later.index_header, a);
+    assert_eq!(later.heartbeat_ms("a1"), plain.heartbeat_ms("a1"), "no encoding older than a second");
+
+    // Change B, right after A's encoding was shared: the watchers get B's list, not A's.
+    let w3 = reg.watcher(a).await;
+    let again = reg.blocking(seen).await; // answered at once, from the cache
+    assert_eq!(again.body, later.body);
+    let b = reg.register("a3", 9003).await;
+    let w3 = w3.await.unwrap();
+    assert_well_formed(&w3);
+    assert_eq!((w3.index_header, w3.ids()), (b, vec!["a1".to_owned(), "a2".to_owned(), "a3".to_owned()]));
+    let caught_up = reg.blocking(a).await; // a watcher that was busy during B
+    assert_eq!((caught_up.index_header, caught_up.ids()), (b, w3.ids()));
+
+    // A removal is a change too.
+    let w4 = reg.watcher(b).await;
+    let resp = reg.http.delete(reg.url("/v1/instances/Arith/a2")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let w4 = w4.await.unwrap();
+    assert_well_formed(&w4);
+    assert!(w4.index_header > b);
+    assert_eq!(w4.ids(), ["a1", "a3"]);
+    assert_eq!(reg.list().await.ids(), ["a1", "a3"]);
+    reg.handle.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn shared_answers_during_warm_up_carry_the_current_countdown() {
+    let reg = start(RegistryConfig::default()).await; // warming up for 6 s
+    let seen = reg.register("a1", 9001).await;
+    let watchers = [reg.watcher(seen).await, reg.watcher(seen).await];
+    let changed = reg.register("a2", 9002).await;
+    let mut countdowns = Vec::new();
+    for watcher in watchers {
+        let answer = watcher.await.unwrap();
+        assert_well_formed(&answer);
+        assert_eq!((answer.index_header, answer.ids()), (changed, vec!["a1".to_owned(), "a2".to_owned()]));
+        countdowns.push(answer.json()["warming_up_ms"].as_u64().unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let again = reg.blocking(seen).await; // answered at once, sharing the encoding
+    assert_well_formed(&again);
+    let left = again.json()["warming_up_ms"].as_u64().unwrap();
+    assert!(left > 0 && countdowns.iter().all(|&c| c <= 6000 && left < c), "{left} after {countdowns:?}");
+    reg.handle.shutdown().await.unwrap();
+}
