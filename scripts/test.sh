@@ -33,6 +33,8 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== unit, integration and example tests (nextest)"
+# The process-level tests run the example binaries (target/debug/examples/NAME).
+cargo build --workspace --examples --locked --quiet
 cargo nextest run --workspace --all-targets --locked --no-fail-fast
 
 echo "== doctests"
