@@ -16,17 +16,30 @@ use tokio::process::{Child, Command};
 
 const TTL: Duration = Duration::from_millis(1500);
 
-/// `target/<profile>/examples/NAME`, built alongside this test.
+/// The example binary `NAME`: `target/<profile>/examples/NAME` as
+/// `cargo build --examples` leaves it (scripts/test.sh does), else the
+/// newest `NAME-<hash>` that `cargo test --all-targets` built.
 fn example(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
-    let path = profile_dir.join("examples").join(name);
-    assert!(
-        path.exists(),
-        "{} missing: build it with `cargo build -p switchboard-examples --examples`",
-        path.display()
-    );
-    path
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>").join("examples");
+    let plain = dir.join(name);
+    if plain.exists() {
+        return plain;
+    }
+    let prefix = format!("{name}-");
+    let hashed = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let file = p.file_name().and_then(|f| f.to_str()).unwrap_or_default();
+            file.starts_with(&prefix) && p.extension().is_none()
+        })
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok());
+    hashed.unwrap_or_else(|| {
+        panic!("{} missing: build it with `cargo build -p switchboard-examples --examples`", plain.display())
+    })
 }
 
 /// Starts `arith_server --listen 127.0.0.1:0 --registry URL`; returns the
