@@ -292,12 +292,7 @@ impl Channel for Balanced {
         let inner = &self.inner;
         // One budget for every attempt: the call's timeout, capped by what is
         // left of the caller's own deadline inside a handler.
-        let own = opts.timeout.or(inner.config.timeout);
-        let inherited = Context::current().as_ref().and_then(Context::remaining);
-        let budget = match (own, inherited) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let budget = crate::client::budget(opts.timeout.or(inner.config.timeout), Context::current().as_ref());
         let deadline = budget.and_then(|b| Instant::now().checked_add(b));
         Box::pin(async move {
             let attempts = inner.attempts(req, opts, deadline);

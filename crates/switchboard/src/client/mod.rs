@@ -99,6 +99,15 @@ where
     Ok(Resp::decode_bytes(response.codec, response.payload)?)
 }
 
+/// A call's time budget: its own timeout, capped by what is left of the
+/// handler's deadline when called from inside one (`ctx`).
+pub(crate) fn budget(own: Option<Duration>, ctx: Option<&Context>) -> Option<Duration> {
+    match (own, ctx.and_then(Context::remaining)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Per-call settings. Unset fields fall back to the client's defaults.
 #[derive(Debug, Clone, Default)]
 pub struct CallOptions {
@@ -357,12 +366,7 @@ impl Channel for Client {
         // The deadline: this call's timeout, capped by what is left of the
         // handler's own deadline when called from inside one.
         let ctx = Context::current();
-        let own = opts.timeout.or(config.timeout);
-        let inherited = ctx.as_ref().and_then(Context::remaining);
-        let budget = match (own, inherited) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let budget = budget(opts.timeout.or(config.timeout), ctx.as_ref());
         if let Some(trace) = ctx.as_ref().and_then(|c| c.metadata().trace_context()) {
             if req.metadata.trace_context().is_none() {
                 req.metadata.set_trace_context(trace.to_owned());
