@@ -119,6 +119,10 @@ pub struct CallOptions {
     pub idempotent: bool,
     /// User key/values sent with the request.
     pub metadata: Vec<(String, String)>,
+    /// Affinity key for consistent-hash balancing: calls with the same key go
+    /// to the same instance while it is available (say, a user or session
+    /// id). Ignored by other balancers and by a plain [`Client`].
+    pub key: Option<String>,
 }
 
 impl CallOptions {
@@ -148,6 +152,12 @@ impl CallOptions {
     /// Add a metadata key/value.
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> CallOptions {
         self.metadata.push((key.into(), value.into()));
+        self
+    }
+
+    /// Set the affinity key for consistent-hash balancing.
+    pub fn key(mut self, key: impl Into<String>) -> CallOptions {
+        self.key = Some(key.into());
         self
     }
 }

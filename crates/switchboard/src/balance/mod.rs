@@ -30,8 +30,14 @@
 //! breakers; they slot in here, between the deadline and the per-instance
 //! clients.
 
+mod balancer;
+mod member;
+
+pub use balancer::{Balancer, PickInfo, RoundRobin};
+pub use member::Member;
+
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,9 +61,35 @@ pub struct BalancedBuilder {
     max_attempts: usize,
     eject_for: Duration,
     first_list_timeout: Duration,
+    balancer: Arc<dyn Balancer>,
+    connections_per_instance: usize,
+    latency_decay: Duration,
 }
 
 impl BalancedBuilder {
+    /// The balancer choosing among candidate instances. Default
+    /// [`RoundRobin`].
+    pub fn balancer(mut self, balancer: impl Balancer) -> BalancedBuilder {
+        self.balancer = Arc::new(balancer);
+        self
+    }
+
+    /// Connections opened to each instance (calls are spread over them
+    /// round-robin). Default 1: one multiplexed connection carries any
+    /// number of concurrent calls; more help only when one connection's
+    /// reads and writes are the bottleneck.
+    pub fn connections_per_instance(mut self, n: usize) -> BalancedBuilder {
+        self.connections_per_instance = n.max(1);
+        self
+    }
+
+    /// Time constant of the per-instance latency estimate (peak EWMA) that
+    /// latency-aware balancers read. Default 10 s.
+    pub fn latency_decay(mut self, decay: Duration) -> BalancedBuilder {
+        self.latency_decay = decay;
+        self
+    }
+
     /// Settings for the per-instance clients (codec, frame limit, connect
     /// timeout, reconnect backoff) and the default call timeout, which
     /// covers every attempt of a call together.
@@ -116,7 +148,9 @@ impl BalancedBuilder {
             service: self.service,
             members: ArcSwap::from_pointee(Vec::new()),
             ready,
-            next: AtomicUsize::new(0),
+            balancer: self.balancer,
+            connections_per_instance: self.connections_per_instance,
+            latency_decay: self.latency_decay,
             config: self.config,
             middleware: self.middleware,
             max_attempts: self.max_attempts,
@@ -153,7 +187,9 @@ struct Inner {
     members: ArcSwap<Vec<Arc<Member>>>,
     /// True once discovery delivered its first list.
     ready: watch::Receiver<bool>,
-    next: AtomicUsize,
+    balancer: Arc<dyn Balancer>,
+    connections_per_instance: usize,
+    latency_decay: Duration,
     config: ClientConfig,
     middleware: Vec<Arc<dyn Middleware<Error>>>,
     max_attempts: usize,
@@ -175,31 +211,13 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Member {
-    fn stats(&self, listed: bool) -> InstanceStats {
-        InstanceStats {
-            instance: self.instance.clone(),
-            answered: self.counts.answered.load(Ordering::Relaxed),
-            failed: self.counts.failed.load(Ordering::Relaxed),
-            listed,
-        }
+fn stats_of(m: &Member, listed: bool) -> InstanceStats {
+    InstanceStats {
+        instance: m.instance().clone(),
+        answered: m.state.answered.load(Ordering::Relaxed),
+        failed: m.state.failed.load(Ordering::Relaxed),
+        listed,
     }
-}
-
-/// One instance and its client.
-struct Member {
-    instance: Instance,
-    client: Client,
-    /// Out of rotation until this many ms after `Inner::epoch` (0: in).
-    ejected_until: AtomicU64,
-    /// Kept across metadata updates, like the client.
-    counts: Arc<Counts>,
-}
-
-#[derive(Default)]
-struct Counts {
-    answered: AtomicU64,
-    failed: AtomicU64,
 }
 
 /// What one instance did for this channel: see [`Balanced::stats`].
@@ -220,7 +238,7 @@ pub struct InstanceStats {
 impl std::fmt::Debug for Balanced {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let members = self.inner.members.load();
-        let addrs: Vec<&str> = members.iter().map(|m| m.instance.address.as_str()).collect();
+        let addrs: Vec<&str> = members.iter().map(|m| m.instance().address.as_str()).collect();
         f.debug_struct("Balanced").field("service", &self.inner.service).field("instances", &addrs).finish()
     }
 }
@@ -237,6 +255,9 @@ impl Balanced {
             max_attempts: 3,
             eject_for: Duration::from_secs(1),
             first_list_timeout: Duration::from_secs(5),
+            balancer: Arc::new(RoundRobin::new()),
+            connections_per_instance: 1,
+            latency_decay: Duration::from_secs(10),
         }
     }
 
@@ -247,14 +268,14 @@ impl Balanced {
 
     /// The instances known now, sorted by id.
     pub fn instances(&self) -> Vec<Instance> {
-        self.inner.members.load().iter().map(|m| m.instance.clone()).collect()
+        self.inner.members.load().iter().map(|m| m.instance().clone()).collect()
     }
 
     /// Per instance: attempts answered and failed, for every instance this
     /// channel has known (listed ones first, sorted by id; then those that
     /// left, most recent last, at most 64).
     pub fn stats(&self) -> Vec<InstanceStats> {
-        let mut out: Vec<InstanceStats> = self.inner.members.load().iter().map(|m| m.stats(true)).collect();
+        let mut out: Vec<InstanceStats> = self.inner.members.load().iter().map(|m| stats_of(m, true)).collect();
         out.extend(lock(&self.inner.departed).iter().cloned());
         out
     }
@@ -332,21 +353,28 @@ impl Inner {
         let mut tried: Vec<Arc<Member>> = Vec::new();
         let mut last_error: Option<Error> = None;
         while tried.len() < self.max_attempts {
-            let Some(member) = self.pick(&tried) else { break };
+            let Some(member) = self.pick(&tried, opts.key.as_deref()) else { break };
             let mut attempt = opts.clone();
             if let Some(at) = deadline {
                 attempt.timeout = Some(at.saturating_duration_since(Instant::now()));
             }
-            match member.client.call_raw(req.clone(), &attempt).await {
+            let began = Instant::now();
+            let result = {
+                let _outstanding = member.start();
+                member.client().call_raw(req.clone(), &attempt).await
+            };
+            match result {
                 Ok(response) => {
-                    member.counts.answered.fetch_add(1, Ordering::Relaxed);
-                    member.ejected_until.store(0, Ordering::Relaxed);
+                    member.observe(began.elapsed());
+                    member.state.answered.fetch_add(1, Ordering::Relaxed);
+                    member.state.ejected_until.store(0, Ordering::Relaxed);
                     return Ok(response);
                 }
                 Err(error @ Error::Status(_)) => {
                     // The instance answered; whether the application error
                     // may be retried elsewhere is `retry()`'s call.
-                    member.counts.answered.fetch_add(1, Ordering::Relaxed);
+                    member.observe(began.elapsed());
+                    member.state.answered.fetch_add(1, Ordering::Relaxed);
                     if !(error.retry() == Retry::IfIdempotent && opts.idempotent) {
                         return Err(error);
                     }
@@ -354,10 +382,10 @@ impl Inner {
                     last_error = Some(error);
                 }
                 Err(error) => {
-                    member.counts.failed.fetch_add(1, Ordering::Relaxed);
+                    member.state.failed.fetch_add(1, Ordering::Relaxed);
                     if matches!(error, Error::Connect { .. } | Error::ConnectionLost { .. } | Error::Refused { .. }) {
                         let until = self.now_ms().saturating_add(self.eject_for.as_millis() as u64);
-                        member.ejected_until.store(until, Ordering::Relaxed);
+                        member.state.ejected_until.store(until, Ordering::Relaxed);
                     }
                     let may_retry = match error.retry() {
                         Retry::Always => true,
@@ -367,7 +395,7 @@ impl Inner {
                     if !may_retry {
                         return Err(error);
                     }
-                    tracing::debug!(service = %self.service, instance = %member.instance.address, %error,
+                    tracing::debug!(service = %self.service, instance = %member.instance().address, %error,
                         "call failed; trying another instance");
                     tried.push(member);
                     last_error = Some(error);
@@ -384,67 +412,63 @@ impl Inner {
         }))
     }
 
-    /// Round-robin over the instances not yet tried, preferring those that
-    /// are healthy and in rotation; failing that, any untried one (an
-    /// ejected instance may have come back, and trying beats failing).
-    fn pick(&self, tried: &[Arc<Member>]) -> Option<Arc<Member>> {
+    /// The balancer's choice among the instances not yet tried, preferring
+    /// those that are healthy and in rotation; failing that, any untried
+    /// one (an ejected instance may have come back, and trying beats
+    /// failing).
+    fn pick(&self, tried: &[Arc<Member>], key: Option<&str>) -> Option<Arc<Member>> {
         let members = self.members.load();
-        let n = members.len();
-        if n == 0 {
+        if members.is_empty() {
             return None;
         }
         let now = self.now_ms();
-        let turn = self.next.fetch_add(1, Ordering::Relaxed);
         let untried = |m: &Arc<Member>| !tried.iter().any(|t| Arc::ptr_eq(t, m));
-        let in_rotation = |m: &Arc<Member>| m.ejected_until.load(Ordering::Relaxed) <= now;
-        // Round-robin within the best non-empty tier. Counting the tier
-        // first (rather than walking the ring from `turn` and taking the
-        // first eligible) keeps shares equal: with a skip-ahead walk, the
-        // instance after an ejected one would take its share too.
-        let best = |m: &Arc<Member>| untried(m) && in_rotation(m) && m.instance.healthy;
+        let in_rotation = |m: &Arc<Member>| m.state.ejected_until.load(Ordering::Relaxed) <= now;
+        // The balancer picks within the best non-empty tier, so shares stay
+        // as it intends among the instances that may take the call.
+        let best = |m: &Arc<Member>| untried(m) && in_rotation(m) && m.instance().healthy;
         let any_in_rotation = |m: &Arc<Member>| untried(m) && in_rotation(m);
         let tiers: [&Tier<'_>; 2] = [&best, &any_in_rotation];
+        let info = PickInfo { key, attempt: tried.len() as u32 + 1 };
         for tier in tiers {
-            let eligible = members.iter().filter(|m| tier(m)).count();
-            if eligible > 0 {
-                return members.iter().filter(|m| tier(m)).nth(turn % eligible).cloned();
+            let candidates: Vec<&Member> = members.iter().filter(|m| tier(m)).map(|m| &**m).collect();
+            if !candidates.is_empty() {
+                let chosen = self.balancer.pick(&candidates, &info);
+                let id = candidates.get(chosen).unwrap_or(&candidates[0]).id();
+                return members.iter().find(|m| m.id() == id).cloned();
             }
         }
-        members.iter().filter(|m| untried(m)).min_by_key(|m| m.ejected_until.load(Ordering::Relaxed)).cloned()
+        members.iter().filter(|m| untried(m)).min_by_key(|m| m.state.ejected_until.load(Ordering::Relaxed)).cloned()
     }
 
     fn member(&self, instance: Instance) -> Arc<Member> {
-        let mut builder = Client::builder(instance.address.clone()).config(self.config.clone());
-        for layer in &self.middleware {
-            builder = builder.layer_arc(Arc::clone(layer));
-        }
-        Arc::new(Member {
-            instance,
-            client: builder.build(),
-            ejected_until: AtomicU64::new(0),
-            counts: Arc::new(Counts::default()),
-        })
+        let clients = (0..self.connections_per_instance)
+            .map(|_| {
+                let mut builder = Client::builder(instance.address.clone()).config(self.config.clone());
+                for layer in &self.middleware {
+                    builder = builder.layer_arc(Arc::clone(layer));
+                }
+                builder.build()
+            })
+            .collect();
+        Arc::new(Member::new(instance, clients, Arc::new(member::MemberState::new(self.latency_decay))))
     }
 
     fn apply(&self, batch: Vec<Change>) {
         let current = self.members.load();
         let mut by_id: HashMap<String, Arc<Member>> =
-            current.iter().map(|m| (m.instance.id.clone(), Arc::clone(m))).collect();
+            current.iter().map(|m| (m.id().to_owned(), Arc::clone(m))).collect();
         for change in batch {
             match change {
                 Change::Added(instance) | Change::Updated(instance) => {
-                    let keep = by_id.get(&instance.id).filter(|m| m.instance.address == instance.address);
+                    let keep = by_id.get(&instance.id).filter(|m| m.instance().address == instance.address);
                     let member = match keep {
-                        // Same address: keep the client (and its connection), take the new metadata.
-                        Some(old) => Arc::new(Member {
-                            instance,
-                            client: old.client.clone(),
-                            ejected_until: AtomicU64::new(old.ejected_until.load(Ordering::Relaxed)),
-                            counts: Arc::clone(&old.counts),
-                        }),
+                        // Same address: keep the clients (and connections) and
+                        // what was learned; take the new metadata.
+                        Some(old) => Arc::new(Member::new(instance, old.clients.clone(), Arc::clone(&old.state))),
                         None => self.member(instance),
                     };
-                    by_id.insert(member.instance.id.clone(), member);
+                    by_id.insert(member.id().to_owned(), member);
                 }
                 Change::Removed(id) => {
                     if let Some(gone) = by_id.remove(&id) {
@@ -452,14 +476,15 @@ impl Inner {
                         if departed.len() == MAX_DEPARTED {
                             departed.pop_front();
                         }
-                        departed.push_back(gone.stats(false));
+                        departed.push_back(stats_of(&gone, false));
                     }
                 }
             }
         }
         let mut members: Vec<Arc<Member>> = by_id.into_values().collect();
-        members.sort_by(|a, b| a.instance.id.cmp(&b.instance.id));
+        members.sort_by(|a, b| a.id().cmp(b.id()));
         tracing::debug!(service = %self.service, instances = members.len(), "instances changed");
+        self.balancer.update(&members);
         self.members.store(Arc::new(members));
     }
 }
@@ -498,23 +523,23 @@ mod tests {
             Change::Added(instance("b", true)),
             Change::Added(instance("c", false)),
         ]);
-        let picks: Vec<String> = (0..6).map(|_| inner.pick(&[]).expect("a member").instance.id.clone()).collect();
+        let picks: Vec<String> = (0..6).map(|_| inner.pick(&[], None).expect("a member").id().to_owned()).collect();
         assert_eq!(picks.iter().filter(|id| *id == "a").count(), 3, "{picks:?}");
         assert_eq!(picks.iter().filter(|id| *id == "b").count(), 3, "{picks:?}");
 
         // Eject a: only b is healthy and in rotation.
-        let a = inner.members.load().iter().find(|m| m.instance.id == "a").cloned().expect("a");
-        a.ejected_until.store(u64::MAX, Ordering::Relaxed);
+        let a = inner.members.load().iter().find(|m| m.id() == "a").cloned().expect("a");
+        a.state.ejected_until.store(u64::MAX, Ordering::Relaxed);
         for _ in 0..4 {
-            assert_eq!(inner.pick(&[]).expect("b").instance.id, "b");
+            assert_eq!(inner.pick(&[], None).expect("b").id(), "b");
         }
         // b tried already: the unhealthy but reachable c beats the ejected a.
-        let b = inner.pick(&[]).expect("b");
-        assert_eq!(inner.pick(std::slice::from_ref(&b)).expect("c").instance.id, "c");
+        let b = inner.pick(&[], None).expect("b");
+        assert_eq!(inner.pick(std::slice::from_ref(&b), None).expect("c").id(), "c");
         // Everything tried but a: the ejected a is still better than nothing.
-        let c = inner.members.load().iter().find(|m| m.instance.id == "c").cloned().expect("c");
-        assert_eq!(inner.pick(&[b.clone(), c.clone()]).expect("a").instance.id, "a");
-        assert!(inner.pick(&[a, b, c]).is_none());
+        let c = inner.members.load().iter().find(|m| m.id() == "c").cloned().expect("c");
+        assert_eq!(inner.pick(&[b.clone(), c.clone()], None).expect("a").id(), "a");
+        assert!(inner.pick(&[a, b, c], None).is_none());
     }
 
     /// A source that never answers, like a registry unreachable at start-up.
@@ -546,15 +571,15 @@ mod tests {
         let balanced = Balanced::builder("S", Arc::new(Static::from_instances(vec![]))).build();
         let inner = &balanced.inner;
         inner.apply(vec![Change::Added(instance("a", true))]);
-        let before = inner.members.load()[0].client.clone();
+        let before = inner.members.load()[0].clients[0].clone();
         let mut updated = instance("a", false);
         updated.metadata.zone = "z2".into();
         inner.apply(vec![Change::Updated(updated)]);
         let members = inner.members.load();
         assert_eq!(members.len(), 1);
-        assert!(!members[0].instance.healthy);
-        assert_eq!(members[0].instance.metadata.zone, "z2");
-        assert!(members[0].client.same_as(&before), "the connection survives a metadata update");
+        assert!(!members[0].instance().healthy);
+        assert_eq!(members[0].instance().metadata.zone, "z2");
+        assert!(members[0].clients[0].same_as(&before), "the connection survives a metadata update");
         inner.apply(vec![Change::Removed("a".into())]);
         assert!(inner.members.load().is_empty());
         let stats = balanced.stats();
