@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use switchboard_examples::arith::{Args, ArithClient};
+use switchboard_examples::arith::{multiply_checked, Args, ArithClient};
 use switchboard_examples::load::{micros, OpenLoop, Tally};
 use switchboard_examples::Target;
 
@@ -132,15 +132,7 @@ async fn at_rate(cli: &Cli, target: Target, rate: u64, duration: Duration) -> an
     let progress = tokio::spawn(progress(Arc::clone(&tally)));
     plan.run(Arc::clone(&tally), move |i| {
         let arith = arith.clone();
-        // Varied operands, so a mixed-up answer cannot pass for a right one.
-        let (a, b) = ((i % 1009) as i64 + 1, (i % 997) as i64 + 2);
-        async move {
-            match arith.multiply(Args { a, b }).await {
-                Ok(p) if p == a * b => Ok(()),
-                Ok(p) => Err(format!("wrong answer: {a} × {b} came back as {p}")),
-                Err(e) => Err(format!("{}: {e}", e.code())),
-            }
-        }
+        async move { multiply_checked(&arith, i).await }
     })
     .await;
     progress.abort();
