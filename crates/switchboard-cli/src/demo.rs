@@ -250,7 +250,7 @@ impl Fleet {
 
     /// Per instance: (attempts answered, attempts failed), from the client's
     /// stats (an instance that left and came back has two entries).
-    fn tally(&self, stats: &[InstanceStats]) -> Vec<(u64, u64)> {
+    fn per_instance(&self, stats: &[InstanceStats]) -> Vec<(u64, u64)> {
         let mut out = vec![(0, 0); self.instances.len()];
         for s in stats {
             if let Some(slot) = self.owner(&s.instance.address).and_then(|i| out.get_mut(i)) {
@@ -311,7 +311,7 @@ struct Window {
 fn status_line(fleet: &Fleet, balanced: &Balanced, tally: &Tally, window: &mut Window) -> String {
     let now = Instant::now();
     let counts = tally.counts();
-    let per_instance = fleet.tally(&balanced.stats());
+    let per_instance = fleet.per_instance(&balanced.stats());
     let answered: Vec<u64> = per_instance.iter().map(|(a, _)| *a).collect();
     let deltas: Vec<u64> = answered
         .iter()
@@ -421,7 +421,7 @@ async fn demo(fleet: &mut Fleet, url: &str, opts: &Options) -> anyhow::Result<bo
             killed = true;
         }
         if killed && !restarted && elapsed >= restart_at {
-            answered_before_restart = fleet.tally(&balanced.stats()).get(VICTIM).map_or(0, |t| t.0);
+            answered_before_restart = fleet.per_instance(&balanced.stats()).get(VICTIM).map_or(0, |t| t.0);
             let same = fleet.restart(VICTIM).await?;
             let victim = fleet.instances.get(VICTIM).context("no victim")?;
             let how = if same { "the same address: it rejoins under the same id" } else { "a new port" };
@@ -479,7 +479,7 @@ async fn demo(fleet: &mut Fleet, url: &str, opts: &Options) -> anyhow::Result<bo
 }
 
 fn summary(fleet: &Fleet, balanced: &Balanced, tally: &Tally, opts: &Options, took: Duration, before_restart: u64) {
-    let per_instance = fleet.tally(&balanced.stats());
+    let per_instance = fleet.per_instance(&balanced.stats());
     let listed: BTreeSet<String> = balanced.instances().into_iter().map(|i| i.address).collect();
     let answered_total: u64 = per_instance.iter().map(|t| t.0).sum();
     let counts = tally.counts();
