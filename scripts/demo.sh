@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# The main job for now: the built-in registry, three Arith servers that
-# register with it, and callers that find them by name. Shows the list, 300
-# calls spread over the three, and a caller riding through a SIGKILL.
-# (Issue 5 replaces this with `switchboard demo`.)
+# The longer walkthrough, with every part a separate program as users run
+# them: `switchboard registry`, three `arith_server` processes that register
+# with it, and callers that find them by name. Shows the list, 300 calls
+# spread over the three, a call from the command line, and `arith_client
+# --rate` riding through a SIGKILL. The main job in one command is
+# `cargo run --release -p switchboard-cli -- demo` (README, "Two commands").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --quiet -p switchboard-examples --example arith_server --example arith_client
 cargo build --release --quiet -p switchboard-cli
-bin=target/release
+bin=${CARGO_TARGET_DIR:-target}/release
 tmp=$(mktemp -d)
 pids=()
 cleanup() {
@@ -57,10 +59,10 @@ echo; echo "\$ arith_client --registry $registry --calls 300"
 echo; echo "\$ switchboard call --registry $registry Arith.Divide '{\"A\":7,\"B\":2}'"
 "$bin/switchboard" call --registry "$registry" Arith.Divide '{"A":7,"B":2}'
 
-echo; echo "\$ arith_client --registry $registry --calls 400 --interval 5ms   # server 2 gets SIGKILL after 0.5 s"
+echo; echo "\$ arith_client --registry $registry --rate 2000 --duration 5s   # server 2 gets SIGKILL after 2 s"
 victim=${pids[2]}
-(sleep 0.5 && kill -KILL "$victim") &
-"$bin/examples/arith_client" --registry "$registry" --calls 400 --interval 5ms
+(sleep 2 && kill -KILL "$victim") &
+"$bin/examples/arith_client" --registry "$registry" --rate 2000 --duration 5s
 echo; echo "the registry evicts it once its TTL (6 s) passes without a heartbeat:"
 sleep 7
 "$bin/switchboard" list --registry "$registry"

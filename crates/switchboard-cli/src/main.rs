@@ -6,9 +6,11 @@
 //! switchboard bench --addr 127.0.0.1:9001 --concurrency 64 --duration 5s Echo.Echo --payload-size 128
 //! switchboard registry --listen 127.0.0.1:7700
 //! switchboard list --registry http://127.0.0.1:7700
+//! switchboard demo                      # the main job: registry, three instances, a SIGKILL, 0 failed calls
 //! ```
 
 mod bench;
+mod demo;
 mod registry;
 
 use std::process::ExitCode;
@@ -99,6 +101,27 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:7700")]
         registry: String,
     },
+    /// The main job, nothing to install: a registry, three Arith instances
+    /// (child processes), a client calling them through discovery; one
+    /// instance gets SIGKILL and comes back; exits 0 only if no call failed.
+    Demo {
+        /// How long to run; the kill comes at 30 %, the restart at 60 %.
+        #[arg(long, default_value = "20s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Calls per second (open loop).
+        #[arg(long, default_value_t = 2000)]
+        rate: u64,
+    },
+    /// One instance of `switchboard demo` (started by it): serves Arith,
+    /// registered, until stdin closes.
+    #[command(hide = true)]
+    DemoInstance {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        #[command(flatten)]
+        announce: switchboard_examples::Announce,
+    },
 }
 
 /// Log to stderr for long-running commands; `RUST_LOG` overrides the
@@ -106,6 +129,14 @@ enum Command {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// Log to stderr, errors only unless `RUST_LOG` says otherwise (the demo's
+/// screen is its output).
+fn init_logging_quiet() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
@@ -158,6 +189,24 @@ async fn main() -> ExitCode {
             report(registry::serve(&listen, heartbeat, ttl).await)
         }
         Command::List { registry } => report(registry::list(&registry).await),
+        Command::Demo { duration, rate } => {
+            init_logging_quiet();
+            match demo::run(demo::Options { duration, rate }).await {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => {
+                    eprintln!("error: calls failed (see the summary)");
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::DemoInstance { listen, announce } => {
+            init_logging_quiet();
+            report(demo::instance(listen, announce).await)
+        }
         Command::Bench {
             addr,
             concurrency,

@@ -240,3 +240,67 @@ async fn call_through_the_registry_and_list_methods_added_at_run_time() {
     server.shutdown().await;
     handle.shutdown().await.unwrap();
 }
+
+/// `[  4.0s] text`: the seconds and the text, for a demo timeline line.
+fn stamped(line: &str) -> Option<(f64, &str)> {
+    let rest = line.strip_prefix('[')?;
+    let (secs, text) = rest.split_once("s]")?;
+    Some((secs.trim().parse().ok()?, text.trim()))
+}
+
+/// The main job: `switchboard demo` runs a registry and three instances,
+/// SIGKILLs one under load and restarts it; no call fails, the killed
+/// instance's share goes to the others and comes back after the restart.
+#[tokio::test]
+async fn demo_rides_through_a_sigkill_and_a_restart_with_no_failed_call() {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    cmd.args(["demo", "--duration", "8s", "--rate", "500"]).kill_on_drop(true);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), cmd.output())
+        .await
+        .expect("the demo finished within 60 s")
+        .expect("the demo ran");
+    let text = stdout(&out);
+    let shown = format!("stdout:\n{text}\nstderr:\n{}", stderr(&out));
+    assert!(out.status.success(), "{shown}");
+
+    let events: Vec<(f64, &str)> = text.lines().filter_map(stamped).collect();
+    let at = |prefix: &str| events.iter().find(|(_, t)| t.starts_with(prefix)).map(|(s, _)| *s);
+    let killed = at(">>> SIGKILL instance #3").unwrap_or_else(|| panic!("no kill event: {shown}"));
+    let restarted = at(">>> restarted instance #3").unwrap_or_else(|| panic!("no restart event: {shown}"));
+    assert!(killed < restarted, "{shown}");
+
+    // Status lines wholly after the kill and before the restart: #3 answers nothing.
+    let share_of_3 = |t: &str| {
+        let words: Vec<&str> = t.split_whitespace().collect();
+        let i = words.iter().position(|w| *w == "#3")?;
+        words.get(i + 1)?.strip_suffix('%')?.parse::<f64>().ok()
+    };
+    let between: Vec<f64> = events
+        .iter()
+        .filter(|(s, t)| *s >= killed + 1.5 && *s <= restarted && t.contains("calls/s"))
+        .filter_map(|(_, t)| share_of_3(t))
+        .collect();
+    assert!(!between.is_empty(), "no status line between the kill and the restart: {shown}");
+    assert!(between.iter().all(|s| *s == 0.0), "#3 still answered after its SIGKILL: {shown}");
+
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.trim_start().strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {name:?} in the summary: {shown}"))
+    };
+    assert_eq!(field("failed calls"), 0, "{shown}");
+    assert_eq!(field("calls made"), 4000, "{shown}");
+    assert_eq!(field("answered right"), 4000, "{shown}");
+    // The restarted instance took calls again.
+    let since = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("#3"))
+        .and_then(|l| l.split("restarted; ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no '#3 ... N answered since the restart' row: {shown}"));
+    assert!(since > 100, "the restarted instance answered only {since} calls: {shown}");
+    assert!(text.contains("PASS: 0 of 4000 calls failed"), "{shown}");
+}

@@ -52,3 +52,20 @@ impl Arith for Calculator {
         }
     }
 }
+
+/// Operands for the `i`th call of a load run: varied, so a reply meant for
+/// another call cannot pass for the right one.
+pub fn operands(i: u64) -> Args {
+    Args { a: (i % 1009) as i64 + 1, b: (i % 997) as i64 + 2 }
+}
+
+/// Multiply the `i`th [`operands`] and check the product; `Err` says what
+/// went wrong (the error code and message, or the wrong product).
+pub async fn multiply_checked<C: switchboard::Channel>(arith: &ArithClient<C>, i: u64) -> Result<(), String> {
+    let args = operands(i);
+    match arith.multiply(args).await {
+        Ok(p) if Some(p) == args.a.checked_mul(args.b) => Ok(()),
+        Ok(p) => Err(format!("wrong answer: {} × {} came back as {p}", args.a, args.b)),
+        Err(e) => Err(format!("{}: {e}", e.code())),
+    }
+}

@@ -1,8 +1,9 @@
 //! Helpers shared by the example programs (`cargo run --example NAME`):
 //! the `Arith` service, logging set-up, serving until a signal, and the
-//! `--registry` options.
+//! `--registry` options, and the open-loop load generator ([`load`]).
 
 pub mod arith;
+pub mod load;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +64,7 @@ impl Announce {
 
 /// A channel to `service`: through discovery if `registry` is set, else
 /// straight to `addr`.
+#[derive(Clone)]
 pub enum Target {
     /// One server.
     Direct(Client),
@@ -71,14 +73,17 @@ pub enum Target {
 }
 
 impl Target {
-    /// The channel for `--registry` (if given) or `--addr`.
-    pub fn new(service: &str, registry: Option<&str>, addr: &str) -> anyhow::Result<Target> {
+    /// The channel for `--registry` (if given) or `--addr`; `timeout` covers
+    /// a whole call (every failover attempt together).
+    pub fn new(service: &str, registry: Option<&str>, addr: &str, timeout: Duration) -> anyhow::Result<Target> {
         Ok(match registry {
             Some(url) => {
                 let backend = switchboard_registry::from_url(url)?;
-                Target::Discovered(Balanced::builder(service, Arc::clone(&backend.discover)).build())
+                Target::Discovered(
+                    Balanced::builder(service, Arc::clone(&backend.discover)).timeout(Some(timeout)).build(),
+                )
             }
-            None => Target::Direct(Client::builder(addr).build()),
+            None => Target::Direct(Client::builder(addr).timeout(Some(timeout)).build()),
         })
     }
 }
@@ -99,6 +104,17 @@ impl switchboard::Channel for Target {
 /// Serve on `listen` until Ctrl-C or SIGTERM, then shut down gracefully
 /// (deregistering first when a registrar is set).
 pub async fn serve_until_signal(server: Server, listen: &str) -> anyhow::Result<()> {
+    serve_until(server, listen, std::future::pending()).await
+}
+
+/// Serve on `listen` until `stop` completes (or Ctrl-C / SIGTERM), then shut
+/// down gracefully (deregistering first when a registrar is set). Prints
+/// `listening on ADDR` on stdout once bound.
+pub async fn serve_until(
+    server: Server,
+    listen: &str,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr()?;
@@ -106,6 +122,7 @@ pub async fn serve_until_signal(server: Server, listen: &str) -> anyhow::Result<
     println!("listening on {addr}");
     let mut serving = tokio::spawn(server.clone().serve(listener));
     tokio::select! {
+        _ = stop => {}
         _ = shutdown_signal() => {}
         result = &mut serving => {
             // Serving ended on its own: it could not start (say, nothing to advertise).
