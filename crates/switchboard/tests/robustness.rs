@@ -638,6 +638,83 @@ async fn graceful_shutdown_drains_calls_in_flight() {
     assert!(matches!(err, Error::Connect { .. }), "{err:?}");
 }
 
+/// A request the server reads after shutdown began is refused, also on a
+/// connection whose task has not yet been woken by the shutdown. Before the
+/// fix such a request ran (and here would never answer): that was
+/// `graceful_shutdown_drains_calls_in_flight`'s rare DeadlineExceeded, when
+/// the client's connection task was not scheduled between the shutdown and
+/// the client's next request.
+///
+/// Deterministic: the shutdown begins inside a call, which the connection's
+/// task runs inline, and the next request was sent in the same write, so the
+/// task decodes it right after, before it can have seen the shutdown token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_read_after_shutdown_began_is_refused() {
+    let server = Server::builder().build();
+    // The handler takes the server out of this slot (rather than owning a
+    // clone), so the router does not keep its own server alive.
+    let slot = Arc::new(std::sync::Mutex::new(None::<Server>));
+    let handler_slot = Arc::clone(&slot);
+    server
+        .router()
+        .add_method(
+            "Admin.Shutdown",
+            handler_fn(move |_: ()| {
+                let server = handler_slot.lock().unwrap().take();
+                async move {
+                    if let Some(server) = server {
+                        // Its first poll begins the shutdown; waiting for it to
+                        // finish is not this call's business.
+                        let mut shutdown = std::pin::pin!(server.shutdown());
+                        std::future::poll_fn(|cx| {
+                            let _ = std::future::Future::poll(shutdown.as_mut(), cx);
+                            std::task::Poll::Ready(())
+                        })
+                        .await;
+                    }
+                    Ok::<_, Status>(())
+                }
+            }),
+        )
+        .expect("register");
+    let ran = Arc::new(AtomicBool::new(false));
+    let hold_ran = Arc::clone(&ran);
+    server
+        .router()
+        .add_method(
+            "Slow.Hold",
+            handler_fn(move |_: u32| {
+                hold_ran.store(true, Ordering::SeqCst);
+                std::future::pending::<Result<u32, Status>>()
+            }),
+        )
+        .expect("register");
+    *slot.lock().unwrap() = Some(server.clone());
+    let (addr, serving) = start(&server).await;
+
+    let mut raw = Raw::connect(addr).await;
+    let mut frames = request_frame(1, "Admin.Shutdown", Codec::Binary.id(), &encode(&()));
+    frames.extend_from_slice(&request_frame(2, "Slow.Hold", Codec::Binary.id(), &encode(&7u32)));
+    raw.send(&frames).await;
+
+    let done = raw.next_frame().await.expect("answer to the shutdown call");
+    assert_eq!((done.head.kind, done.head.id, done.head.status), (Kind::Response, 1, 0));
+    let go_away = raw.next_frame().await.expect("go-away");
+    assert_eq!(go_away.head.kind, Kind::GoAway);
+    assert_eq!(go_away.head.id, 1, "the server accepted request 2, read after shutdown began");
+    let refused = raw.next_reply().await;
+    assert_eq!((refused.head.kind, refused.head.id), (Kind::Response, 2));
+    assert_eq!(refused.head.status, Code::Unavailable.as_u16());
+    assert_ne!(refused.head.flags & FLAG_REFUSED, 0, "refusal not marked refused");
+    assert!(!ran.load(Ordering::SeqCst), "the handler ran for a request refused during shutdown");
+
+    // Nothing runs, and the pong came back: the connection closes at once.
+    assert!(raw.next_frame().await.is_none(), "connection not closed after shutdown");
+    let report = wait("shutdown to finish", server.shutdown()).await;
+    assert!(report.drained, "{report:?}");
+    wait("serve() to return", serving).await.expect("join").expect("serve result");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_timeout_cancels_calls_that_never_finish() {
     let server = Server::builder().shutdown_timeout(Duration::from_millis(200)).build();

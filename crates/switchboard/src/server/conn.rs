@@ -91,6 +91,18 @@ pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr
             // Decode what is already buffered before reading again.
             match decoder.decode(&mut buf) {
                 Ok(Some(Decoded::Frame(frame))) => {
+                    let is_call = matches!(frame.head.kind, Kind::Request | Kind::OneWay);
+                    if is_call && !draining && conn.inner.shutting_down.load(Ordering::Acquire) {
+                        // Shutdown began, but this task has not seen the token
+                        // yet: it was not scheduled in between, or select!
+                        // below polled the read first. Go away now, so this
+                        // request is refused like any other that arrives
+                        // during shutdown: run, it would hold the drain up and
+                        // its caller would wait for it (tests/robustness.rs,
+                        // `a_request_read_after_shutdown_began_is_refused`).
+                        draining = true;
+                        drain_grace.as_mut().reset(tokio::time::Instant::now() + conn.go_away(last_id));
+                    }
                     match frame.head.kind {
                         Kind::Request | Kind::OneWay if !draining => last_id = last_id.max(frame.head.id),
                         Kind::Pong if frame.head.id == DRAIN_PING_ID => drain_acked = true,
@@ -121,13 +133,7 @@ pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr
             },
             _ = conn.inner.draining.cancelled(), if !draining => {
                 draining = true;
-                let _ = conn.queue.push_deferred(|b| {
-                    encode_or_log(b, Head::new(Kind::GoAway, last_id), &Metadata::default(), &[]);
-                    encode_or_log(b, Head::new(Kind::Ping, DRAIN_PING_ID), &Metadata::default(), &[]);
-                });
-                conn.tasks.close();
-                let grace = DRAIN_PONG_GRACE.min(conn.inner.config.shutdown_timeout);
-                drain_grace.as_mut().reset(tokio::time::Instant::now() + grace);
+                drain_grace.as_mut().reset(tokio::time::Instant::now() + conn.go_away(last_id));
             }
             _ = &mut drain_grace, if draining && !drain_acked => drain_acked = true,
             _ = conn.tasks.wait(), if draining && drain_acked => break "server shut down".to_owned(),
@@ -200,6 +206,19 @@ impl Conn {
         let config = &self.inner.config;
         self.running.load(Ordering::Relaxed) >= config.max_calls_per_connection
             || self.queue.len() > config.max_queued_bytes
+    }
+
+    /// Start draining: tell the client (a go-away carrying `last_id`, the
+    /// last request accepted) and ping it to learn when it has seen that;
+    /// start no more calls. Returns how long to wait for the pong. The
+    /// caller flushes.
+    fn go_away(&self, last_id: u64) -> Duration {
+        let _ = self.queue.push_deferred(|b| {
+            encode_or_log(b, Head::new(Kind::GoAway, last_id), &Metadata::default(), &[]);
+            encode_or_log(b, Head::new(Kind::Ping, DRAIN_PING_ID), &Metadata::default(), &[]);
+        });
+        self.tasks.close();
+        DRAIN_PONG_GRACE.min(self.inner.config.shutdown_timeout)
     }
 
     fn on_frame(self: &Arc<Self>, frame: Frame, draining: bool) {

@@ -36,6 +36,7 @@ mod announce;
 mod conn;
 mod router;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -184,6 +185,7 @@ impl ServerBuilder {
                 connection_slots: Arc::new(Semaphore::new(limit)),
                 config: self.config,
                 draining: CancellationToken::new(),
+                shutting_down: AtomicBool::new(false),
                 stop: CancellationToken::new(),
                 connections: TaskTracker::new(),
                 announce,
@@ -200,6 +202,12 @@ pub(crate) struct Inner {
     connection_slots: Arc<Semaphore>,
     /// Graceful phase: no new connections or calls; calls in flight finish.
     pub(crate) draining: CancellationToken,
+    /// Set just before `draining` is cancelled. Connection tasks check it
+    /// for every request they decode (a load, where the token's own check
+    /// takes a lock shared by every connection), so a task that has not yet
+    /// been woken by the token still refuses a request read after shutdown
+    /// began instead of running it.
+    pub(crate) shutting_down: AtomicBool,
     /// Hard stop: cancel whatever still runs.
     pub(crate) stop: CancellationToken,
     connections: TaskTracker,
@@ -297,6 +305,7 @@ impl Server {
         if let Some(announcer) = announcer {
             announcer.stop(self.inner.config.shutdown_timeout.min(Duration::from_secs(5))).await;
         }
+        self.inner.shutting_down.store(true, Ordering::Release);
         self.inner.draining.cancel();
         self.inner.connections.close();
         let drained =
