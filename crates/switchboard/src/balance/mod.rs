@@ -33,7 +33,10 @@
 mod balancer;
 mod member;
 
-pub use balancer::{Balancer, PickInfo, RoundRobin};
+pub use balancer::{
+    by_name, Balancer, ConsistentHash, LeastOutstanding, PeakEwma, PickInfo, Random, RoundRobin, WeightedRoundRobin,
+    NAMES,
+};
 pub use member::Member;
 
 use std::collections::HashMap;
