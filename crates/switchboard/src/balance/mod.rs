@@ -31,12 +31,14 @@
 //! clients.
 
 mod balancer;
+mod budget;
 mod member;
 
 pub use balancer::{
     by_name, Balancer, ConsistentHash, LeastOutstanding, PeakEwma, PickInfo, Random, RoundRobin, WeightedRoundRobin,
     NAMES,
 };
+pub use budget::RetryBudget;
 pub use member::Member;
 
 use std::collections::HashMap;
