@@ -1,5 +1,6 @@
 //! Retry budgets: [`RetryBudget`] (the idea and the why are on the type,
-//! which is what rustdoc shows), and the time-bucket window it counts in.
+//! which is what rustdoc shows), and the time-bucket window it and the
+//! circuit breaker count in.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -45,6 +46,11 @@ impl<T: Default + Copy> TimeWindow<T> {
     pub(super) fn live(&self, now: Instant) -> impl Iterator<Item = &T> {
         let index = self.index(now);
         self.slots.iter().filter(move |(i, _)| index - *i < BUCKETS as u64).map(|(_, t)| t)
+    }
+
+    /// Forget everything.
+    pub(super) fn clear(&mut self) {
+        self.slots = [(0, T::default()); BUCKETS];
     }
 }
 

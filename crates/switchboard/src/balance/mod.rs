@@ -31,6 +31,7 @@
 //! clients.
 
 mod balancer;
+mod breaker;
 mod budget;
 mod member;
 
@@ -38,6 +39,7 @@ pub use balancer::{
     by_name, Balancer, ConsistentHash, LeastOutstanding, PeakEwma, PickInfo, Random, RoundRobin, WeightedRoundRobin,
     NAMES,
 };
+pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Permit};
 pub use budget::RetryBudget;
 pub use member::Member;
 
