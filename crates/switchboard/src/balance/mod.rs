@@ -31,9 +31,16 @@
 //! clients.
 
 mod balancer;
+mod breaker;
+mod budget;
 mod member;
 
-pub use balancer::{Balancer, PickInfo, RoundRobin};
+pub use balancer::{
+    by_name, Balancer, ConsistentHash, LeastOutstanding, PeakEwma, PickInfo, Random, RoundRobin, WeightedRoundRobin,
+    NAMES,
+};
+pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Permit};
+pub use budget::RetryBudget;
 pub use member::Member;
 
 use std::collections::HashMap;
