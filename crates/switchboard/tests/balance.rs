@@ -87,3 +87,153 @@ async fn application_unavailable_is_retried_elsewhere_only_when_idempotent() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+mod common;
+
+use common::{instance, Manual, Node};
+use switchboard::balance::{Rule, Selector};
+use switchboard::discovery::Change;
+
+/// Calls `n` times and counts the answers per address.
+async fn spread(balanced: &Balanced, n: usize, opts: &CallOptions) -> std::collections::HashMap<String, usize> {
+    let mut served = std::collections::HashMap::new();
+    for _ in 0..n {
+        let at: String = balanced.call_with("Node.Where", &(), opts).await.expect("call");
+        *served.entry(at).or_default() += 1;
+    }
+    served
+}
+
+#[tokio::test]
+async fn gray_release_sends_the_set_share_to_version_2() {
+    let (a, b, c) = (Node::start(), Node::start(), Node::start());
+    let source = Arc::new(Static::from_instances(vec![
+        instance(&a.addr, "1", ""),
+        instance(&b.addr, "1", ""),
+        instance(&c.addr, "2", ""),
+    ]));
+    let balanced =
+        Balanced::builder("Node", source).route(Rule::Share { to: Selector::version("2"), share: 0.1 }).build();
+    let served = spread(&balanced, 2_000, &CallOptions::new()).await;
+    let v2 = served.get(&c.addr).copied().unwrap_or(0);
+    // Binomial(2000, 0.1): mean 200, sd 13.4; ±5 sd.
+    assert!((133..=267).contains(&v2), "version 2 took {v2} of 2,000 calls: {served:?}");
+    let (va, vb) = (served[&a.addr], served[&b.addr]);
+    assert!(va.abs_diff(vb) < 200, "the rest spread over version 1: {served:?}");
+}
+
+#[tokio::test]
+async fn only_calls_carrying_the_canary_key_reach_the_canary() {
+    let (stable, canary) = (Node::start(), Node::start());
+    let source =
+        Arc::new(Static::from_instances(vec![instance(&stable.addr, "1", ""), instance(&canary.addr, "2", "")]));
+    let balanced = Balanced::builder("Node", source)
+        .route(Rule::Match { key: "x-canary".into(), value: Some("1".into()), to: Selector::version("2") })
+        .route(Rule::Share { to: Selector::version("2"), share: 0.0 })
+        .build();
+    let plain = spread(&balanced, 100, &CallOptions::new()).await;
+    assert_eq!(plain.get(&stable.addr), Some(&100), "{plain:?}");
+    let marked = spread(&balanced, 100, &CallOptions::new().metadata("x-canary", "1")).await;
+    assert_eq!(marked.get(&canary.addr), Some(&100), "{marked:?}");
+}
+
+#[tokio::test]
+async fn zone_preference_keeps_calls_local_until_the_zone_has_none() {
+    let (mut local, remote) = (Node::start(), Node::start());
+    let source =
+        Arc::new(Static::from_instances(vec![instance(&local.addr, "1", "z1"), instance(&remote.addr, "1", "z2")]));
+    let balanced = Balanced::builder("Node", source).zone("z1").build();
+    assert_eq!(spread(&balanced, 50, &CallOptions::new().idempotent(true)).await.get(&local.addr), Some(&50));
+    local.kill();
+    // The local instance is gone: calls fail over to the other zone (the
+    // first may have been sent on the dead connection before its close was
+    // seen: only an idempotent call may be repeated then).
+    assert_eq!(spread(&balanced, 50, &CallOptions::new().idempotent(true)).await.get(&remote.addr), Some(&50));
+}
+
+#[tokio::test]
+async fn an_ejected_instance_returns_once_a_reconnect_succeeds() {
+    let (mut a, b) = (Node::start(), Node::start());
+    let balanced = Balanced::builder("Node", Arc::new(Static::new([a.addr.clone(), b.addr.clone()]))).build();
+    spread(&balanced, 10, &CallOptions::new().idempotent(true)).await;
+    let behaviour = a.behaviour.clone();
+    let addr = a.addr.clone();
+    a.kill();
+    // Idempotent: a call sent as the connection died may be repeated.
+    spread(&balanced, 10, &CallOptions::new().idempotent(true)).await;
+    let in_rotation = |b: &Balanced| b.stats().into_iter().find(|s| s.instance.address == addr).expect("a").in_rotation;
+    assert!(!in_rotation(&balanced), "out of rotation after its connection failed");
+    // While it is out, calls go elsewhere without failed attempts on it.
+    let failed_before = balanced.stats().into_iter().find(|s| s.instance.address == addr).expect("a").failed;
+    spread(&balanced, 50, &CallOptions::new().idempotent(true)).await;
+    let failed_after = balanced.stats().into_iter().find(|s| s.instance.address == addr).expect("a").failed;
+    assert_eq!(failed_before, failed_after, "no call was sent to the ejected instance");
+    // It comes back on the same address: the probe reconnects within the
+    // client's backoff and puts it back.
+    let _a = Node::start_on(&addr, behaviour).expect("rebind the same port");
+    let began = std::time::Instant::now();
+    while !in_rotation(&balanced) {
+        assert!(began.elapsed() < Duration::from_secs(10), "never came back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let served = spread(&balanced, 20, &CallOptions::new().idempotent(true)).await;
+    assert_eq!(served.get(&addr), Some(&10), "{served:?}");
+}
+
+#[tokio::test]
+async fn consistent_hashing_keeps_a_key_on_one_instance() {
+    let nodes = [Node::start(), Node::start(), Node::start()];
+    let balanced = Balanced::builder("Node", Arc::new(Static::new(nodes.iter().map(|n| n.addr.clone()))))
+        .balancer(switchboard::balance::ConsistentHash::new())
+        .build();
+    let mut owners = std::collections::HashSet::new();
+    for user in 0..30 {
+        let opts = CallOptions::new().key(format!("user-{user}"));
+        let served = spread(&balanced, 5, &opts).await;
+        assert_eq!(served.len(), 1, "user-{user} moved: {served:?}");
+        owners.extend(served.into_keys());
+    }
+    assert_eq!(owners.len(), 3, "keys spread over every instance");
+}
+
+/// A TCP relay in front of `target` that counts its open connections, to
+/// see connections close from outside the client.
+async fn counting_relay(target: String) -> (String, Arc<AtomicU32>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let open = Arc::new(AtomicU32::new(0));
+    let count = open.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else { continue };
+            let count = count.clone();
+            count.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                count.fetch_sub(1, Ordering::Relaxed);
+            });
+        }
+    });
+    (addr, open)
+}
+
+#[tokio::test]
+async fn connections_open_lazily_and_close_when_the_instance_leaves() {
+    let node = Node::start();
+    let (relay, open) = counting_relay(node.addr.clone()).await;
+    let manual = Arc::new(Manual::default());
+    let balanced = Balanced::builder("Node", manual.clone()).connections_per_instance(2).build();
+    manual.send(vec![Change::Added(switchboard::discovery::Instance::new(relay.clone()))]).await;
+    assert_eq!(balanced.ready(Duration::from_secs(5)).await, 1);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(open.load(Ordering::Relaxed), 0, "no connection before the first call");
+    spread(&balanced, 10, &CallOptions::new()).await;
+    assert_eq!(open.load(Ordering::Relaxed), 2, "two connections per instance, as configured");
+    manual.send(vec![Change::Removed(relay.clone())]).await;
+    let began = std::time::Instant::now();
+    while open.load(Ordering::Relaxed) > 0 {
+        assert!(began.elapsed() < Duration::from_secs(5), "connections still open after the instance left");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(balanced.stats().iter().all(|s| !s.listed));
+}

@@ -48,6 +48,14 @@ impl Default for BreakerConfig {
     }
 }
 
+impl BreakerConfig {
+    /// A breaker that never opens (for callers that want every attempt to
+    /// reach the instances, say to measure them).
+    pub fn disabled() -> BreakerConfig {
+        BreakerConfig { consecutive_failures: 0, failure_rate: f64::INFINITY, ..BreakerConfig::default() }
+    }
+}
+
 /// Where a [`CircuitBreaker`] stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState {

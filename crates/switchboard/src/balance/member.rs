@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::CircuitBreaker;
 use crate::client::Client;
 use crate::discovery::Instance;
 
@@ -33,19 +34,22 @@ pub(super) struct MemberState {
     next_client: AtomicUsize,
     pub(super) answered: AtomicU64,
     pub(super) failed: AtomicU64,
-    /// Out of rotation until this many ms after the balancer's epoch (0: in).
-    pub(super) ejected_until: AtomicU64,
+    /// When it was taken out of rotation, in ms after the channel's epoch;
+    /// 0 while in rotation. A reconnect probe puts it back.
+    pub(super) ejected_at: AtomicU64,
+    pub(super) breaker: CircuitBreaker,
 }
 
 impl MemberState {
-    pub(super) fn new(latency_decay: Duration) -> MemberState {
+    pub(super) fn new(latency_decay: Duration, breaker: CircuitBreaker) -> MemberState {
         MemberState {
             outstanding: AtomicUsize::new(0),
             latency: Mutex::new(PeakEwma::new(latency_decay)),
             next_client: AtomicUsize::new(0),
             answered: AtomicU64::new(0),
             failed: AtomicU64::new(0),
-            ejected_until: AtomicU64::new(0),
+            ejected_at: AtomicU64::new(0),
+            breaker,
         }
     }
 }
@@ -75,7 +79,8 @@ impl Member {
     #[cfg(test)]
     pub(crate) fn for_test(instance: Instance) -> Member {
         let client = Client::builder(instance.address.clone()).build();
-        Member::new(instance, Box::new([client]), Arc::new(MemberState::new(Duration::from_secs(10))))
+        let breaker = CircuitBreaker::new(super::BreakerConfig::default());
+        Member::new(instance, Box::new([client]), Arc::new(MemberState::new(Duration::from_secs(10), breaker)))
     }
 
     /// The instance, as discovery last described it.

@@ -1,39 +1,55 @@
 //! Calling a service by name: instances from discovery, calls balanced over
-//! them, failover when one dies.
+//! them, failover, retries within a budget, circuit breakers.
 //!
-//! A [`Balanced`] channel follows one service through a
-//! [`Discover`] source. It keeps a [`Client`] (one multiplexed connection,
-//! opened lazily) per instance, and picks instances round-robin, preferring
-//! healthy ones. When a call fails in a way that says the request never ran
-//! (could not connect, refused by a draining server) it moves on to the next
-//! instance; when the connection broke after the request left (the instance
-//! died mid-call), it moves on only if the call is idempotent. An instance
-//! whose connection failed is ejected from rotation for a short while, so
-//! later calls do not queue behind a dead address while the registry is
-//! still listing it.
+//! A [`Balanced`] channel follows one service through a [`Discover`]
+//! source and keeps a [`Member`] per instance: a [`Client`] (one
+//! multiplexed connection, opened lazily on the first call; optionally
+//! several), the instance's load and latency, its circuit breaker, and
+//! whether it is in rotation. Each call passes through these layers, in
+//! this order:
 //!
-//! The whole call, every attempt included, runs under one deadline.
+//! ```text
+//! deadline → fail mode / retry → routing, zone → balancer → circuit breaker → connection
+//! ```
+//!
+//! 1. **Deadline**: one budget (the call's timeout, capped by the caller's
+//!    own deadline inside a handler) for every attempt and backoff wait.
+//! 2. **Fail mode and retry** ([`FailMode`], [`RetryPolicy`]): failover to
+//!    another instance, fail fast, fail try, or backup requests; what may be
+//!    retried is decided by the error ([`Error::retry`]) and the call's
+//!    idempotency; retries that add load spend from a [`RetryBudget`].
+//! 3. **Routing and zone** ([`Rule`], [`BalancedBuilder::zone`]): version
+//!    routing, gray shares, then the caller's zone while it has instances.
+//! 4. **Balancer** ([`Balancer`]): round robin, random, smooth weighted
+//!    round robin, least outstanding, P2C on peak-EWMA latency, consistent
+//!    hashing with bounded load.
+//! 5. **Health**: instances whose circuit is open are skipped
+//!    ([`CircuitBreaker`]); an instance whose connection was refused or
+//!    lost is out of rotation until a reconnect succeeds (passive
+//!    ejection), and optionally pinged in the background (active probing).
+//! 6. **Connection**: the instance's [`Client`], whose own middleware runs
+//!    per attempt.
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use switchboard::balance::Balanced;
+//! use switchboard::balance::{Balanced, FailMode, PeakEwma};
 //! use switchboard::discovery::Static;
 //!
 //! # async fn run() -> Result<(), switchboard::Error> {
-//! let arith = Balanced::builder("Arith", Arc::new(Static::new(["127.0.0.1:9000", "127.0.0.1:9001"]))).build();
+//! let source = Arc::new(Static::new(["127.0.0.1:9000", "127.0.0.1:9001"]));
+//! let arith = Balanced::builder("Arith", source).balancer(PeakEwma::new()).fail_mode(FailMode::failover(3)).build();
 //! let product: i64 = arith.call("Arith.Multiply", &serde_json::json!({"A": 7, "B": 8})).await?;
 //! # Ok(()) }
 //! ```
-//!
-//! Issue 5 adds the other balancers (weighted, least-outstanding, P2C on
-//! latency, consistent hashing), fail modes, retry budgets and circuit
-//! breakers; they slot in here, between the deadline and the per-instance
-//! clients.
 
 mod balancer;
 mod breaker;
 mod budget;
+mod call;
+mod health;
 mod member;
+mod policy;
+mod route;
 
 pub use balancer::{
     by_name, Balancer, ConsistentHash, LeastOutstanding, PeakEwma, PickInfo, Random, RoundRobin, WeightedRoundRobin,
@@ -42,10 +58,12 @@ pub use balancer::{
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Permit};
 pub use budget::RetryBudget;
 pub use member::Member;
+pub use policy::{BackupDelay, FailMode, RetryPolicy, BACKUP_DELAY_BEFORE_SAMPLES};
+pub use route::{Rule, Selector};
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -56,28 +74,111 @@ use crate::call::{BoxFuture, Context, Request, Response};
 use crate::client::{call_typed, CallOptions, Channel, Client, ClientConfig};
 use crate::codec::{Codec, Decode, Encode};
 use crate::discovery::{Change, Changes, Discover, Instance};
-use crate::error::{Error, Retry};
+use crate::error::Error;
 use crate::middleware::Middleware;
 
 /// Builds a [`Balanced`] channel.
 pub struct BalancedBuilder {
     service: String,
     discover: Arc<dyn Discover>,
+    settings: Settings,
+}
+
+/// Everything a channel was built with.
+struct Settings {
     config: ClientConfig,
     middleware: Vec<Arc<dyn Middleware<Error>>>,
-    max_attempts: usize,
-    eject_for: Duration,
-    first_list_timeout: Duration,
     balancer: Arc<dyn Balancer>,
+    fail_mode: FailMode,
+    retry: RetryPolicy,
+    breaker: BreakerConfig,
+    rules: Vec<Rule>,
+    zone: Option<String>,
     connections_per_instance: usize,
+    max_connections: usize,
     latency_decay: Duration,
+    probe_every: Option<Duration>,
+    first_list_timeout: Duration,
 }
 
 impl BalancedBuilder {
+    /// Settings for the per-instance clients (codec, frame limit, connect
+    /// timeout, reconnect backoff) and the default call timeout, which
+    /// covers every attempt of a call together.
+    pub fn config(mut self, config: ClientConfig) -> BalancedBuilder {
+        self.settings.config = config;
+        self
+    }
+
+    /// Set the default call timeout (`None`: no deadline).
+    pub fn timeout(mut self, timeout: Option<Duration>) -> BalancedBuilder {
+        self.settings.config.timeout = timeout;
+        self
+    }
+
+    /// Set the default codec.
+    pub fn codec(mut self, codec: Codec) -> BalancedBuilder {
+        self.settings.config.codec = codec;
+        self
+    }
+
+    /// Add a middleware to every instance's client (it sees each attempt);
+    /// the first added runs outermost.
+    pub fn layer(mut self, middleware: impl Middleware<Error>) -> BalancedBuilder {
+        self.settings.middleware.push(Arc::new(middleware));
+        self
+    }
+
     /// The balancer choosing among candidate instances. Default
     /// [`RoundRobin`].
     pub fn balancer(mut self, balancer: impl Balancer) -> BalancedBuilder {
-        self.balancer = Arc::new(balancer);
+        self.settings.balancer = Arc::new(balancer);
+        self
+    }
+
+    /// [`BalancedBuilder::balancer`] for one already shared (say, from
+    /// `balance::by_name`).
+    pub fn balancer_arc(mut self, balancer: Arc<dyn Balancer>) -> BalancedBuilder {
+        self.settings.balancer = balancer;
+        self
+    }
+
+    /// What to do when an attempt fails or is slow, for calls whose options
+    /// name no fail mode. Default [`FailMode::Failover`] with 3 attempts.
+    pub fn fail_mode(mut self, mode: FailMode) -> BalancedBuilder {
+        self.settings.fail_mode = mode;
+        self
+    }
+
+    /// Shorthand for `fail_mode(FailMode::failover(attempts))`.
+    pub fn max_attempts(self, attempts: usize) -> BalancedBuilder {
+        self.fail_mode(FailMode::failover(u32::try_from(attempts).unwrap_or(u32::MAX)))
+    }
+
+    /// Retry backoff and budget.
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> BalancedBuilder {
+        self.settings.retry = policy;
+        self
+    }
+
+    /// Settings of every instance's circuit breaker.
+    pub fn breaker(mut self, config: BreakerConfig) -> BalancedBuilder {
+        self.settings.breaker = config;
+        self
+    }
+
+    /// Add a routing rule (version routing, gray share); rules apply in the
+    /// order added. See [`Rule`].
+    pub fn route(mut self, rule: Rule) -> BalancedBuilder {
+        self.settings.rules.push(rule);
+        self
+    }
+
+    /// The caller's zone: calls prefer instances whose metadata names the
+    /// same zone while any of them can take the call.
+    pub fn zone(mut self, zone: impl Into<String>) -> BalancedBuilder {
+        let zone = zone.into();
+        self.settings.zone = (!zone.is_empty()).then_some(zone);
         self
     }
 
@@ -86,54 +187,34 @@ impl BalancedBuilder {
     /// number of concurrent calls; more help only when one connection's
     /// reads and writes are the bottleneck.
     pub fn connections_per_instance(mut self, n: usize) -> BalancedBuilder {
-        self.connections_per_instance = n.max(1);
+        self.settings.connections_per_instance = n.max(1);
+        self
+    }
+
+    /// The most connections this channel keeps (default 1,024). When
+    /// discovery lists more instances than fit, the channel uses a subset
+    /// of them, chosen by a hash of its own random seed and each instance's
+    /// id, so different callers use different subsets and the load still
+    /// spreads over all instances; a flapping registry cannot make a caller
+    /// open thousands of connections.
+    pub fn max_connections(mut self, n: usize) -> BalancedBuilder {
+        self.settings.max_connections = n.max(1);
         self
     }
 
     /// Time constant of the per-instance latency estimate (peak EWMA) that
     /// latency-aware balancers read. Default 10 s.
     pub fn latency_decay(mut self, decay: Duration) -> BalancedBuilder {
-        self.latency_decay = decay;
+        self.settings.latency_decay = decay;
         self
     }
 
-    /// Settings for the per-instance clients (codec, frame limit, connect
-    /// timeout, reconnect backoff) and the default call timeout, which
-    /// covers every attempt of a call together.
-    pub fn config(mut self, config: ClientConfig) -> BalancedBuilder {
-        self.config = config;
-        self
-    }
-
-    /// Set the default call timeout (`None`: no deadline).
-    pub fn timeout(mut self, timeout: Option<Duration>) -> BalancedBuilder {
-        self.config.timeout = timeout;
-        self
-    }
-
-    /// Set the default codec.
-    pub fn codec(mut self, codec: Codec) -> BalancedBuilder {
-        self.config.codec = codec;
-        self
-    }
-
-    /// Add a middleware to every instance's client (it sees each attempt);
-    /// the first added runs outermost.
-    pub fn layer(mut self, middleware: impl Middleware<Error>) -> BalancedBuilder {
-        self.middleware.push(Arc::new(middleware));
-        self
-    }
-
-    /// Most instances one call is sent to (failover included). Default 3.
-    pub fn max_attempts(mut self, attempts: usize) -> BalancedBuilder {
-        self.max_attempts = attempts.max(1);
-        self
-    }
-
-    /// How long an instance whose connection failed stays out of rotation
-    /// (while another is available). Default 1 s.
-    pub fn eject_for(mut self, duration: Duration) -> BalancedBuilder {
-        self.eject_for = duration;
+    /// Ping every instance in rotation this often (active probing): one
+    /// that does not answer within the connect timeout is taken out of
+    /// rotation until a reconnect succeeds. Default off: passive ejection
+    /// (on a refused or lost connection) alone.
+    pub fn probe_every(mut self, interval: Duration) -> BalancedBuilder {
+        self.settings.probe_every = Some(interval.max(Duration::from_millis(10)));
         self
     }
 
@@ -142,7 +223,7 @@ impl BalancedBuilder {
     /// [`Error::NoInstances`]. Default 5 s; the call's deadline still
     /// applies.
     pub fn first_list_timeout(mut self, timeout: Duration) -> BalancedBuilder {
-        self.first_list_timeout = timeout;
+        self.settings.first_list_timeout = timeout;
         self
     }
 
@@ -151,65 +232,101 @@ impl BalancedBuilder {
     pub fn build(self) -> Balanced {
         let changes = self.discover.discover(&self.service);
         let (ready_tx, ready) = watch::channel(false);
+        let retry = &self.settings.retry;
         let inner = Arc::new(Inner {
             service: self.service,
             members: ArcSwap::from_pointee(Vec::new()),
+            known: std::sync::Mutex::new(HashMap::new()),
             ready,
-            balancer: self.balancer,
-            connections_per_instance: self.connections_per_instance,
-            latency_decay: self.latency_decay,
-            config: self.config,
-            middleware: self.middleware,
-            max_attempts: self.max_attempts,
-            eject_for: self.eject_for,
-            first_list_timeout: self.first_list_timeout,
+            budget: RetryBudget::new(retry.budget_ratio, retry.budget_min_per_sec, Duration::from_secs(10)),
+            latencies: policy::LatencyWindow::new(),
+            counters: Counters::default(),
+            seed: fastrand::u64(..),
             epoch: Instant::now(),
             departed: Default::default(),
+            settings: self.settings,
         });
-        let follower = tokio::spawn(follow(Arc::downgrade(&inner), changes, ready_tx));
-        Balanced { inner, _follower: Arc::new(AbortOnDrop(follower)) }
+        let mut tasks = vec![tokio::spawn(follow(Arc::downgrade(&inner), changes, ready_tx))];
+        if let Some(every) = inner.settings.probe_every {
+            tasks.push(tokio::spawn(health::probe_all(Arc::downgrade(&inner), every)));
+        }
+        Balanced { inner, _tasks: Arc::new(AbortOnDrop(tasks)) }
     }
 }
 
-/// A channel to every instance of one service, with round-robin balancing
-/// and failover. Cheap to clone; clones share instances and connections.
-/// Typed stubs work over it (`ArithClient::new(balanced)`).
+/// A channel to every instance of one service: balancing, failover,
+/// retries, circuit breaking (see the [module docs](self)). Cheap to clone;
+/// clones share instances, connections and state. Typed stubs work over it
+/// (`ArithClient::new(balanced)`).
 #[derive(Clone)]
 pub struct Balanced {
     inner: Arc<Inner>,
-    _follower: Arc<AbortOnDrop>,
+    _tasks: Arc<AbortOnDrop>,
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.0.abort();
+        for task in &self.0 {
+            task.abort();
+        }
     }
 }
 
 struct Inner {
     service: String,
-    /// Sorted by instance id; replaced whole on every change batch.
+    /// The instances in use, sorted by id; replaced whole on every change.
     members: ArcSwap<Vec<Arc<Member>>>,
+    /// Every instance discovery lists (more than `members` when the
+    /// connection cap makes the channel use a subset).
+    known: std::sync::Mutex<HashMap<String, Instance>>,
     /// True once discovery delivered its first list.
     ready: watch::Receiver<bool>,
-    balancer: Arc<dyn Balancer>,
-    connections_per_instance: usize,
-    latency_decay: Duration,
-    config: ClientConfig,
-    middleware: Vec<Arc<dyn Middleware<Error>>>,
-    max_attempts: usize,
-    eject_for: Duration,
-    first_list_timeout: Duration,
-    /// Origin of the millisecond clock `Member::ejected_until` counts on.
+    budget: RetryBudget,
+    latencies: policy::LatencyWindow,
+    counters: Counters,
+    /// This channel's subsetting seed.
+    seed: u64,
+    /// Origin of the millisecond clock ejection times count on.
     epoch: Instant,
     /// Stats of instances that left discovery (bounded).
     departed: std::sync::Mutex<std::collections::VecDeque<InstanceStats>>,
+    settings: Settings,
 }
 
-/// A filter over members: one preference level of [`Inner::pick`].
-type Tier<'a> = dyn Fn(&Arc<Member>) -> bool + 'a;
+/// Channel-wide counts, see [`CallStats`].
+#[derive(Default)]
+struct Counters {
+    calls: AtomicU64,
+    failed: AtomicU64,
+    retries: AtomicU64,
+    transparent: AtomicU64,
+    backups: AtomicU64,
+    backup_wins: AtomicU64,
+    budget_exhausted: AtomicU64,
+}
+
+/// What a channel did with its calls: see [`Balanced::call_stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallStats {
+    /// Calls made.
+    pub calls: u64,
+    /// Calls that ended in an error (any kind, application errors included).
+    pub failed: u64,
+    /// Extra attempts after an error that may have reached a server
+    /// (backoff, budget).
+    pub retries: u64,
+    /// Extra attempts after an error that says nothing was sent (could not
+    /// connect, refused): immediate, outside the budget.
+    pub transparent: u64,
+    /// Backup requests sent.
+    pub backups: u64,
+    /// Backup requests that answered first.
+    pub backup_wins: u64,
+    /// Retries or backup requests not sent because the budget was spent.
+    pub budget_exhausted: u64,
+}
 
 /// Most departed instances whose stats are kept.
 const MAX_DEPARTED: usize = 64;
@@ -219,16 +336,21 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn stats_of(m: &Member, listed: bool) -> InstanceStats {
+    let state = &m.state;
     InstanceStats {
         instance: m.instance().clone(),
-        answered: m.state.answered.load(Ordering::Relaxed),
-        failed: m.state.failed.load(Ordering::Relaxed),
+        answered: state.answered.load(Ordering::Relaxed),
+        failed: state.failed.load(Ordering::Relaxed),
+        outstanding: m.outstanding(),
+        latency: m.latency(),
+        in_rotation: state.ejected_at.load(Ordering::Relaxed) == 0,
+        breaker: state.breaker.state(),
         listed,
     }
 }
 
 /// What one instance did for this channel: see [`Balanced::stats`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct InstanceStats {
     /// The instance, as discovery last described it.
     pub instance: Instance,
@@ -237,6 +359,14 @@ pub struct InstanceStats {
     /// Attempts that failed in transport (could not connect, connection
     /// lost, refused, deadline).
     pub failed: u64,
+    /// Calls on it now.
+    pub outstanding: usize,
+    /// Its latency estimate (peak EWMA), if it answered yet.
+    pub latency: Option<Duration>,
+    /// Whether it is in rotation (not ejected after a connection failure).
+    pub in_rotation: bool,
+    /// Its circuit breaker.
+    pub breaker: BreakerState,
     /// Whether discovery still lists it (`false`: it left; its counts are
     /// kept so totals add up).
     pub listed: bool,
@@ -257,14 +387,21 @@ impl Balanced {
         BalancedBuilder {
             service: service.into(),
             discover,
-            config: ClientConfig::default(),
-            middleware: Vec::new(),
-            max_attempts: 3,
-            eject_for: Duration::from_secs(1),
-            first_list_timeout: Duration::from_secs(5),
-            balancer: Arc::new(RoundRobin::new()),
-            connections_per_instance: 1,
-            latency_decay: Duration::from_secs(10),
+            settings: Settings {
+                config: ClientConfig::default(),
+                middleware: Vec::new(),
+                balancer: Arc::new(RoundRobin::new()),
+                fail_mode: FailMode::default(),
+                retry: RetryPolicy::default(),
+                breaker: BreakerConfig::default(),
+                rules: Vec::new(),
+                zone: None,
+                connections_per_instance: 1,
+                max_connections: 1024,
+                latency_decay: Duration::from_secs(10),
+                probe_every: None,
+                first_list_timeout: Duration::from_secs(5),
+            },
         }
     }
 
@@ -273,22 +410,37 @@ impl Balanced {
         &self.inner.service
     }
 
-    /// The instances known now, sorted by id.
+    /// The instances in use now, sorted by id.
     pub fn instances(&self) -> Vec<Instance> {
         self.inner.members.load().iter().map(|m| m.instance().clone()).collect()
     }
 
-    /// Per instance: attempts answered and failed, for every instance this
-    /// channel has known (listed ones first, sorted by id; then those that
-    /// left, most recent last, at most 64).
+    /// Per instance: attempts answered and failed, load, latency, health,
+    /// for every instance this channel has used (listed ones first, sorted
+    /// by id; then those that left, most recent last, at most 64).
     pub fn stats(&self) -> Vec<InstanceStats> {
         let mut out: Vec<InstanceStats> = self.inner.members.load().iter().map(|m| stats_of(m, true)).collect();
         out.extend(lock(&self.inner.departed).iter().cloned());
         out
     }
 
+    /// Channel-wide counts: calls, failures, retries, backup requests.
+    pub fn call_stats(&self) -> CallStats {
+        let c = &self.inner.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CallStats {
+            calls: get(&c.calls),
+            failed: get(&c.failed),
+            retries: get(&c.retries),
+            transparent: get(&c.transparent),
+            backups: get(&c.backups),
+            backup_wins: get(&c.backup_wins),
+            budget_exhausted: get(&c.budget_exhausted),
+        }
+    }
+
     /// Wait until discovery has delivered its first list (or `timeout`
-    /// passes); returns the number of instances known.
+    /// passes); returns the number of instances in use.
     pub async fn ready(&self, timeout: Duration) -> usize {
         let mut ready = self.inner.ready.clone();
         let _ = tokio::time::timeout(timeout, ready.wait_for(|r| *r)).await;
@@ -320,21 +472,26 @@ impl Channel for Balanced {
         let inner = &self.inner;
         // One budget for every attempt: the call's timeout, capped by what is
         // left of the caller's own deadline inside a handler.
-        let budget = crate::client::budget(opts.timeout.or(inner.config.timeout), Context::current().as_ref());
+        let budget = crate::client::budget(opts.timeout.or(inner.settings.config.timeout), Context::current().as_ref());
         let deadline = budget.and_then(|b| Instant::now().checked_add(b));
         Box::pin(async move {
-            let attempts = inner.attempts(req, opts, deadline);
-            match (deadline, budget) {
+            inner.counters.calls.fetch_add(1, Ordering::Relaxed);
+            let attempts = inner.call(req, opts, deadline);
+            let result = match (deadline, budget) {
                 (Some(at), Some(total)) => {
                     tokio::time::timeout_at(at, attempts).await.unwrap_or(Err(Error::DeadlineExceeded(total)))
                 }
                 _ => attempts.await,
+            };
+            if result.is_err() {
+                inner.counters.failed.fetch_add(1, Ordering::Relaxed);
             }
+            result
         })
     }
 
     fn default_codec(&self) -> Codec {
-        self.inner.config.codec
+        self.inner.settings.config.codec
     }
 }
 
@@ -343,162 +500,97 @@ impl Inner {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX).max(1)
     }
 
-    async fn attempts(&self, req: Request, opts: &CallOptions, deadline: Option<Instant>) -> Result<Response, Error> {
-        if !*self.ready.borrow() {
-            let mut ready = self.ready.clone();
-            // Also bounded by the caller's deadline (the timeout around us).
-            if tokio::time::timeout(self.first_list_timeout, ready.wait_for(|r| *r)).await.is_err() {
-                return Err(Error::NoInstances {
-                    service: self.service.clone(),
-                    reason: format!(
-                        "discovery has listed nothing yet after {:?} (is the registry reachable?)",
-                        self.first_list_timeout
-                    ),
-                });
-            }
-        }
-        let mut tried: Vec<Arc<Member>> = Vec::new();
-        let mut last_error: Option<Error> = None;
-        while tried.len() < self.max_attempts {
-            let Some(member) = self.pick(&tried, opts.key.as_deref()) else { break };
-            let mut attempt = opts.clone();
-            if let Some(at) = deadline {
-                attempt.timeout = Some(at.saturating_duration_since(Instant::now()));
-            }
-            let began = Instant::now();
-            let result = {
-                let _outstanding = member.start();
-                member.client().call_raw(req.clone(), &attempt).await
-            };
-            match result {
-                Ok(response) => {
-                    member.observe(began.elapsed());
-                    member.state.answered.fetch_add(1, Ordering::Relaxed);
-                    member.state.ejected_until.store(0, Ordering::Relaxed);
-                    return Ok(response);
-                }
-                Err(error @ Error::Status(_)) => {
-                    // The instance answered; whether the application error
-                    // may be retried elsewhere is `retry()`'s call.
-                    member.observe(began.elapsed());
-                    member.state.answered.fetch_add(1, Ordering::Relaxed);
-                    if !(error.retry() == Retry::IfIdempotent && opts.idempotent) {
-                        return Err(error);
-                    }
-                    tried.push(member);
-                    last_error = Some(error);
-                }
-                Err(error) => {
-                    member.state.failed.fetch_add(1, Ordering::Relaxed);
-                    if matches!(error, Error::Connect { .. } | Error::ConnectionLost { .. } | Error::Refused { .. }) {
-                        let until = self.now_ms().saturating_add(self.eject_for.as_millis() as u64);
-                        member.state.ejected_until.store(until, Ordering::Relaxed);
-                    }
-                    let may_retry = match error.retry() {
-                        Retry::Always => true,
-                        Retry::IfIdempotent => opts.idempotent,
-                        Retry::Never => false,
-                    };
-                    if !may_retry {
-                        return Err(error);
-                    }
-                    tracing::debug!(service = %self.service, instance = %member.instance().address, %error,
-                        "call failed; trying another instance");
-                    tried.push(member);
-                    last_error = Some(error);
-                }
-            }
-        }
-        Err(last_error.unwrap_or_else(|| Error::NoInstances {
-            service: self.service.clone(),
-            reason: if self.members.load().is_empty() {
-                "discovery lists none".to_owned()
-            } else {
-                "every instance was tried".to_owned()
-            },
-        }))
-    }
-
-    /// The balancer's choice among the instances not yet tried, preferring
-    /// those that are healthy and in rotation; failing that, any untried
-    /// one (an ejected instance may have come back, and trying beats
-    /// failing).
-    fn pick(&self, tried: &[Arc<Member>], key: Option<&str>) -> Option<Arc<Member>> {
-        let members = self.members.load();
-        if members.is_empty() {
-            return None;
-        }
-        let now = self.now_ms();
-        let untried = |m: &Arc<Member>| !tried.iter().any(|t| Arc::ptr_eq(t, m));
-        let in_rotation = |m: &Arc<Member>| m.state.ejected_until.load(Ordering::Relaxed) <= now;
-        // The balancer picks within the best non-empty tier, so shares stay
-        // as it intends among the instances that may take the call.
-        let best = |m: &Arc<Member>| untried(m) && in_rotation(m) && m.instance().healthy;
-        let any_in_rotation = |m: &Arc<Member>| untried(m) && in_rotation(m);
-        let tiers: [&Tier<'_>; 2] = [&best, &any_in_rotation];
-        let info = PickInfo { key, attempt: tried.len() as u32 + 1 };
-        for tier in tiers {
-            let candidates: Vec<&Member> = members.iter().filter(|m| tier(m)).map(|m| &**m).collect();
-            if !candidates.is_empty() {
-                let chosen = self.balancer.pick(&candidates, &info);
-                let id = candidates.get(chosen).unwrap_or(&candidates[0]).id();
-                return members.iter().find(|m| m.id() == id).cloned();
-            }
-        }
-        members.iter().filter(|m| untried(m)).min_by_key(|m| m.state.ejected_until.load(Ordering::Relaxed)).cloned()
-    }
-
     fn member(&self, instance: Instance) -> Arc<Member> {
-        let clients = (0..self.connections_per_instance)
+        let s = &self.settings;
+        let clients = (0..s.connections_per_instance)
             .map(|_| {
-                let mut builder = Client::builder(instance.address.clone()).config(self.config.clone());
-                for layer in &self.middleware {
+                let mut builder = Client::builder(instance.address.clone()).config(s.config.clone());
+                for layer in &s.middleware {
                     builder = builder.layer_arc(Arc::clone(layer));
                 }
                 builder.build()
             })
             .collect();
-        Arc::new(Member::new(instance, clients, Arc::new(member::MemberState::new(self.latency_decay))))
+        let breaker = CircuitBreaker::with_name(s.breaker.clone(), format!("{}@{}", self.service, instance.address));
+        let state = member::MemberState::new(s.latency_decay, breaker);
+        Arc::new(Member::new(instance, clients, Arc::new(state)))
+    }
+
+    /// Rendezvous score of an instance for this channel's subset.
+    fn subset_score(&self, id: &str) -> u64 {
+        // FNV-1a over the id, mixed with the seed (splitmix64 finaliser).
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in id.as_bytes() {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        let mut z = h ^ self.seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
     }
 
     fn apply(&self, batch: Vec<Change>) {
-        let current = self.members.load();
-        let mut by_id: HashMap<String, Arc<Member>> =
-            current.iter().map(|m| (m.id().to_owned(), Arc::clone(m))).collect();
+        let mut known = lock(&self.known);
         for change in batch {
             match change {
                 Change::Added(instance) | Change::Updated(instance) => {
-                    let keep = by_id.get(&instance.id).filter(|m| m.instance().address == instance.address);
-                    let member = match keep {
-                        // Same address: keep the clients (and connections) and
-                        // what was learned; take the new metadata.
-                        Some(old) => Arc::new(Member::new(instance, old.clients.clone(), Arc::clone(&old.state))),
-                        None => self.member(instance),
-                    };
-                    by_id.insert(member.id().to_owned(), member);
+                    known.insert(instance.id.clone(), instance);
                 }
                 Change::Removed(id) => {
-                    if let Some(gone) = by_id.remove(&id) {
-                        let mut departed = lock(&self.departed);
-                        if departed.len() == MAX_DEPARTED {
-                            departed.pop_front();
-                        }
-                        departed.push_back(stats_of(&gone, false));
-                    }
+                    known.remove(&id);
                 }
             }
         }
-        let mut members: Vec<Arc<Member>> = by_id.into_values().collect();
+        // The subset in use: every instance, unless the connection cap says
+        // fewer (then the highest rendezvous scores).
+        let cap = (self.settings.max_connections / self.settings.connections_per_instance).max(1);
+        let mut chosen: Vec<&Instance> = known.values().collect();
+        if chosen.len() > cap {
+            chosen.sort_by_cached_key(|i| std::cmp::Reverse(self.subset_score(&i.id)));
+            chosen.truncate(cap);
+        }
+        let current = self.members.load();
+        let by_id: HashMap<&str, &Arc<Member>> = current.iter().map(|m| (m.id(), m)).collect();
+        let mut members: Vec<Arc<Member>> = chosen
+            .into_iter()
+            .map(|instance| match by_id.get(instance.id.as_str()) {
+                // Same address: keep the clients (and connections) and what
+                // was learned; take the new metadata.
+                Some(old) if old.instance().address == instance.address => {
+                    if old.instance() == instance {
+                        Arc::clone(old)
+                    } else {
+                        Arc::new(Member::new(instance.clone(), old.clients.clone(), Arc::clone(&old.state)))
+                    }
+                }
+                _ => self.member(instance.clone()),
+            })
+            .collect();
+        drop(known);
         members.sort_by(|a, b| a.id().cmp(b.id()));
+        // Members no longer in use: remember their counts. Their clients
+        // close their connections once the last call on them ends.
+        for gone in current.iter().filter(|m| !members.iter().any(|n| Arc::ptr_eq(&n.state, &m.state))) {
+            let mut departed = lock(&self.departed);
+            if departed.len() == MAX_DEPARTED {
+                departed.pop_front();
+            }
+            departed.push_back(stats_of(gone, false));
+        }
         tracing::debug!(service = %self.service, instances = members.len(), "instances changed");
-        self.balancer.update(&members);
+        self.settings.balancer.update(&members);
         self.members.store(Arc::new(members));
+    }
+
+    /// Whether `member` is still in use (not replaced or removed).
+    fn in_use(&self, state: &Arc<member::MemberState>) -> bool {
+        self.members.load().iter().any(|m| Arc::ptr_eq(&m.state, state))
     }
 }
 
 /// Applies discovery's change batches until the channel or the source goes.
 /// Holds only a weak reference, so dropping the last [`Balanced`] ends it.
-async fn follow(inner: std::sync::Weak<Inner>, mut changes: Changes, ready: watch::Sender<bool>) {
+async fn follow(inner: Weak<Inner>, mut changes: Changes, ready: watch::Sender<bool>) {
     while let Some(batch) = changes.next().await {
         let Some(inner) = inner.upgrade() else { return };
         inner.apply(batch);
@@ -521,32 +613,58 @@ mod tests {
         i
     }
 
+    fn empty() -> Balanced {
+        Balanced::builder("S", Arc::new(Static::from_instances(vec![]))).build()
+    }
+
+    fn pick_id(inner: &Inner, tried: &[Arc<Member>]) -> Option<String> {
+        inner.pick_for_test(tried, None).map(|m| m.id().to_owned())
+    }
+
     #[tokio::test]
-    async fn round_robin_prefers_healthy_and_in_rotation_members() {
-        let balanced = Balanced::builder("S", Arc::new(Static::from_instances(vec![]))).build();
+    async fn picks_prefer_healthy_and_in_rotation_members() {
+        let balanced = empty();
         let inner = &balanced.inner;
         inner.apply(vec![
             Change::Added(instance("a", true)),
             Change::Added(instance("b", true)),
             Change::Added(instance("c", false)),
         ]);
-        let picks: Vec<String> = (0..6).map(|_| inner.pick(&[], None).expect("a member").id().to_owned()).collect();
+        let picks: Vec<String> = (0..6).map(|_| pick_id(inner, &[]).expect("a member")).collect();
         assert_eq!(picks.iter().filter(|id| *id == "a").count(), 3, "{picks:?}");
         assert_eq!(picks.iter().filter(|id| *id == "b").count(), 3, "{picks:?}");
 
         // Eject a: only b is healthy and in rotation.
-        let a = inner.members.load().iter().find(|m| m.id() == "a").cloned().expect("a");
-        a.state.ejected_until.store(u64::MAX, Ordering::Relaxed);
+        let member = |id: &str| inner.members.load().iter().find(|m| m.id() == id).cloned().expect("member");
+        let (a, b, c) = (member("a"), member("b"), member("c"));
+        a.state.ejected_at.store(5, Ordering::Relaxed);
         for _ in 0..4 {
-            assert_eq!(inner.pick(&[], None).expect("b").id(), "b");
+            assert_eq!(pick_id(inner, &[]).as_deref(), Some("b"));
         }
         // b tried already: the unhealthy but reachable c beats the ejected a.
-        let b = inner.pick(&[], None).expect("b");
-        assert_eq!(inner.pick(std::slice::from_ref(&b), None).expect("c").id(), "c");
+        assert_eq!(pick_id(inner, std::slice::from_ref(&b)).as_deref(), Some("c"));
         // Everything tried but a: the ejected a is still better than nothing.
-        let c = inner.members.load().iter().find(|m| m.id() == "c").cloned().expect("c");
-        assert_eq!(inner.pick(&[b.clone(), c.clone()], None).expect("a").id(), "a");
-        assert!(inner.pick(&[a, b, c], None).is_none());
+        assert_eq!(pick_id(inner, &[b.clone(), c.clone()]).as_deref(), Some("a"));
+        assert!(pick_id(inner, &[a, b, c]).is_none());
+    }
+
+    #[tokio::test]
+    async fn zone_preference_holds_while_the_zone_has_candidates() {
+        let balanced = Balanced::builder("S", Arc::new(Static::from_instances(vec![]))).zone("z1").build();
+        let inner = &balanced.inner;
+        let mut batch = Vec::new();
+        for (id, zone) in [("a", "z1"), ("b", "z2"), ("c", "z2")] {
+            let mut i = instance(id, true);
+            i.metadata.zone = zone.into();
+            batch.push(Change::Added(i));
+        }
+        inner.apply(batch);
+        for _ in 0..5 {
+            assert_eq!(pick_id(inner, &[]).as_deref(), Some("a"), "the local zone first");
+        }
+        let a = inner.members.load().iter().find(|m| m.id() == "a").cloned().expect("a");
+        let next = pick_id(inner, std::slice::from_ref(&a)).expect("another zone");
+        assert!(next == "b" || next == "c");
     }
 
     /// A source that never answers, like a registry unreachable at start-up.
@@ -569,13 +687,13 @@ mod tests {
         let began = Instant::now();
         let err = balanced.call::<_, ()>("S.M", &()).await.expect_err("no instance");
         assert!(matches!(&err, Error::NoInstances { reason, .. } if reason.contains("listed nothing")), "{err}");
-        assert_eq!(err.retry(), Retry::Always, "nothing was sent");
+        assert_eq!(err.retry(), crate::Retry::Always, "nothing was sent");
         assert!(began.elapsed() >= Duration::from_secs(2) && began.elapsed() < Duration::from_secs(3));
     }
 
     #[tokio::test]
     async fn an_update_at_the_same_address_keeps_the_client() {
-        let balanced = Balanced::builder("S", Arc::new(Static::from_instances(vec![]))).build();
+        let balanced = empty();
         let inner = &balanced.inner;
         inner.apply(vec![Change::Added(instance("a", true))]);
         let before = inner.members.load()[0].clients[0].clone();
@@ -592,5 +710,37 @@ mod tests {
         let stats = balanced.stats();
         assert_eq!(stats.len(), 1, "a departed instance keeps its counts");
         assert!(!stats[0].listed);
+    }
+
+    #[tokio::test]
+    async fn the_connection_cap_uses_a_stable_subset() {
+        let balanced = Balanced::builder("S", Arc::new(Static::from_instances(vec![]))).max_connections(4).build();
+        let inner = &balanced.inner;
+        inner.apply((0..20).map(|i| Change::Added(instance(&format!("i{i:02}"), true))).collect());
+        let first: Vec<String> = inner.members.load().iter().map(|m| m.id().to_owned()).collect();
+        assert_eq!(first.len(), 4, "{first:?}");
+        // Flapping: instances outside the subset come and go; the subset
+        // (and its connections) stays.
+        let outside = (0..20).map(|i| format!("i{i:02}")).find(|id| !first.contains(id)).expect("one outside");
+        inner.apply(vec![Change::Removed(outside.clone())]);
+        inner.apply(vec![Change::Added(instance(&outside, true))]);
+        let again: Vec<String> = inner.members.load().iter().map(|m| m.id().to_owned()).collect();
+        assert_eq!(first, again);
+        // A subset member leaves: another takes its place.
+        inner.apply(vec![Change::Removed(first[0].clone())]);
+        let after: Vec<String> = inner.members.load().iter().map(|m| m.id().to_owned()).collect();
+        assert_eq!(after.len(), 4);
+        assert!(!after.contains(&first[0]));
+        // Another channel (another seed) most likely uses another subset.
+        let other = Balanced::builder("S", Arc::new(Static::from_instances(vec![]))).max_connections(4).build();
+        let mut differs = false;
+        for _ in 0..5 {
+            let other = Balanced::builder("S", Arc::new(Static::from_instances(vec![]))).max_connections(4).build();
+            other.inner.apply((0..20).map(|i| Change::Added(instance(&format!("i{i:02}"), true))).collect());
+            let ids: Vec<String> = other.inner.members.load().iter().map(|m| m.id().to_owned()).collect();
+            differs |= ids != first;
+        }
+        drop(other);
+        assert!(differs, "every channel chose the same subset");
     }
 }

@@ -123,6 +123,9 @@ pub struct CallOptions {
     /// to the same instance while it is available (say, a user or session
     /// id). Ignored by other balancers and by a plain [`Client`].
     pub key: Option<String>,
+    /// What a balanced channel does when an attempt fails or is slow
+    /// (`None`: the channel's default). Ignored by a plain [`Client`].
+    pub fail_mode: Option<crate::balance::FailMode>,
 }
 
 impl CallOptions {
@@ -152,6 +155,12 @@ impl CallOptions {
     /// Add a metadata key/value.
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> CallOptions {
         self.metadata.push((key.into(), value.into()));
+        self
+    }
+
+    /// Set the fail mode for this call (balanced channels).
+    pub fn fail_mode(mut self, mode: crate::balance::FailMode) -> CallOptions {
+        self.fail_mode = Some(mode);
         self
     }
 

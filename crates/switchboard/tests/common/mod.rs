@@ -1,0 +1,159 @@
+//! Test servers for the balancing tests: each runs on its own Tokio runtime,
+//! so a test can kill one abruptly (its runtime dropped: tasks gone, sockets
+//! closed, no go-away), the in-process stand-in for SIGKILL.
+
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard::discovery::{Change, ChangeSender, Changes, Discover, Instance};
+use switchboard::server::handler_fn;
+use switchboard::{Server, Status};
+
+/// How a node behaves; shared with the test so it can change at run time.
+#[derive(Default)]
+pub(crate) struct Behaviour {
+    /// Calls it received, every method.
+    pub(crate) hits: AtomicU32,
+    /// `Node.Slow` sleeps this many ms.
+    pub(crate) delay_ms: AtomicU64,
+    /// `Node.Sick` answers Internal while set.
+    pub(crate) sick: AtomicBool,
+}
+
+/// A server answering:
+/// - `Node.Where`: its own address;
+/// - `Node.Slow`: its address after `delay_ms`;
+/// - `Node.Flaky`: Unavailable (after `delay_ms`);
+/// - `Node.Sick`: Internal while `sick`, else its address.
+pub(crate) struct Node {
+    pub(crate) addr: String,
+    pub(crate) behaviour: Arc<Behaviour>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Node {
+    /// A node on a fresh loopback port.
+    pub(crate) fn start() -> Node {
+        Node::start_on("127.0.0.1:0", Arc::new(Behaviour::default())).expect("bind")
+    }
+
+    /// A node on `addr` (say, the address of a node killed earlier).
+    pub(crate) fn start_on(addr: &str, behaviour: Arc<Behaviour>) -> std::io::Result<Node> {
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?.to_string();
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        let server = Server::builder().build();
+        let router = server.router();
+        let me = addr.clone();
+        let b = behaviour.clone();
+        router
+            .add_method(
+                "Node.Where",
+                handler_fn(move |(): ()| {
+                    b.hits.fetch_add(1, Ordering::Relaxed);
+                    std::future::ready(Ok::<_, Status>(me.clone()))
+                }),
+            )
+            .expect("register");
+        let (me, b) = (addr.clone(), behaviour.clone());
+        router
+            .add_method(
+                "Node.Slow",
+                handler_fn(move |(): ()| {
+                    b.hits.fetch_add(1, Ordering::Relaxed);
+                    let (me, delay) = (me.clone(), b.delay_ms.load(Ordering::Relaxed));
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                        Ok::<_, Status>(me)
+                    }
+                }),
+            )
+            .expect("register");
+        let b = behaviour.clone();
+        router
+            .add_method(
+                "Node.Flaky",
+                handler_fn(move |(): ()| {
+                    b.hits.fetch_add(1, Ordering::Relaxed);
+                    let delay = b.delay_ms.load(Ordering::Relaxed);
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                        Err::<(), _>(Status::unavailable("overloaded"))
+                    }
+                }),
+            )
+            .expect("register");
+        let (me, b) = (addr.clone(), behaviour.clone());
+        router
+            .add_method(
+                "Node.Sick",
+                handler_fn(move |(): ()| {
+                    b.hits.fetch_add(1, Ordering::Relaxed);
+                    std::future::ready(if b.sick.load(Ordering::Relaxed) {
+                        Err(Status::internal("sick"))
+                    } else {
+                        Ok(me.clone())
+                    })
+                }),
+            )
+            .expect("register");
+        runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let _ = server.serve(listener).await;
+        });
+        Ok(Node { addr, behaviour, runtime: Some(runtime) })
+    }
+
+    pub(crate) fn hits(&self) -> u32 {
+        self.behaviour.hits.load(Ordering::Relaxed)
+    }
+
+    /// Stop abruptly: every task gone, every socket closed, no go-away.
+    pub(crate) fn kill(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A discovery source the test drives by hand.
+#[derive(Debug, Default)]
+pub(crate) struct Manual {
+    senders: std::sync::Mutex<Vec<ChangeSender>>,
+}
+
+impl Manual {
+    pub(crate) async fn send(&self, batch: Vec<Change>) {
+        let senders = self.senders.lock().expect("lock").clone();
+        for tx in senders {
+            let _ = tx.send(batch.clone()).await;
+        }
+    }
+}
+
+impl Discover for Manual {
+    fn discover(&self, _service: &str) -> Changes {
+        let (tx, rx) = Changes::channel(16);
+        self.senders.lock().expect("lock").push(tx);
+        rx
+    }
+}
+
+/// An instance record for `addr` with `version` and `zone`.
+pub(crate) fn instance(addr: &str, version: &str, zone: &str) -> Instance {
+    let mut i = Instance::new(addr);
+    i.metadata.version = version.into();
+    i.metadata.zone = zone.into();
+    i
+}
