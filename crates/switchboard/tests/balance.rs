@@ -45,6 +45,7 @@ async fn round_robin_spreads_evenly_and_skips_a_dead_instance() {
     let (b, addr_b) = node(attempts.clone()).await;
     let dead = dead_address();
     let balanced = Balanced::builder("Node", Arc::new(Static::new([addr_a.clone(), dead.clone(), addr_b.clone()])))
+        .balancer(RoundRobin::new())
         .timeout(Some(Duration::from_secs(5)))
         .build();
 
@@ -91,7 +92,7 @@ async fn application_unavailable_is_retried_elsewhere_only_when_idempotent() {
 mod common;
 
 use common::{instance, Manual, Node};
-use switchboard::balance::{Rule, Selector};
+use switchboard::balance::{RoundRobin, Rule, Selector};
 use switchboard::discovery::Change;
 
 /// Calls `n` times and counts the answers per address.
@@ -112,8 +113,10 @@ async fn gray_release_sends_the_set_share_to_version_2() {
         instance(&b.addr, "1", ""),
         instance(&c.addr, "2", ""),
     ]));
-    let balanced =
-        Balanced::builder("Node", source).route(Rule::Share { to: Selector::version("2"), share: 0.1 }).build();
+    let balanced = Balanced::builder("Node", source)
+        .balancer(RoundRobin::new())
+        .route(Rule::Share { to: Selector::version("2"), share: 0.1 })
+        .build();
     let served = spread(&balanced, 2_000, &CallOptions::new()).await;
     let v2 = served.get(&c.addr).copied().unwrap_or(0);
     // Binomial(2000, 0.1): mean 200, sd 13.4; ±5 sd.
@@ -154,7 +157,9 @@ async fn zone_preference_keeps_calls_local_until_the_zone_has_none() {
 #[tokio::test]
 async fn an_ejected_instance_returns_once_a_reconnect_succeeds() {
     let (mut a, b) = (Node::start(), Node::start());
-    let balanced = Balanced::builder("Node", Arc::new(Static::new([a.addr.clone(), b.addr.clone()]))).build();
+    let balanced = Balanced::builder("Node", Arc::new(Static::new([a.addr.clone(), b.addr.clone()])))
+        .balancer(RoundRobin::new())
+        .build();
     spread(&balanced, 10, &CallOptions::new().idempotent(true)).await;
     let behaviour = a.behaviour.clone();
     let addr = a.addr.clone();
@@ -236,4 +241,27 @@ async fn connections_open_lazily_and_close_when_the_instance_leaves() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(balanced.stats().iter().all(|s| !s.listed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_balancer_steers_away_from_a_slow_instance() {
+    let (fast, slow) = (Node::start(), Node::start());
+    slow.behaviour.delay_ms.store(50, Ordering::Relaxed);
+    let balanced = Balanced::builder("Node", Arc::new(Static::new([fast.addr.clone(), slow.addr.clone()]))).build();
+    for _ in 0..50 {
+        let calls: Vec<_> = (0..4)
+            .map(|_| {
+                let balanced = balanced.clone();
+                tokio::spawn(async move { balanced.call::<_, String>("Node.Slow", &()).await.expect("call") })
+            })
+            .collect();
+        for c in calls {
+            c.await.expect("join");
+        }
+    }
+    let (f, s) = (fast.hits(), slow.hits());
+    eprintln!("fast {f}, slow {s}");
+    assert_eq!(f + s, 200);
+    // Round robin would send it 100; peak EWMA learns within a few calls.
+    assert!(s < 20, "the slow instance took {s} of 200 calls");
 }

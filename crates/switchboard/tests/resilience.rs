@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::Node;
-use switchboard::balance::{BackupDelay, Balanced, BreakerConfig, BreakerState, FailMode, RetryPolicy};
+use switchboard::balance::{BackupDelay, Balanced, BreakerConfig, BreakerState, FailMode, RetryPolicy, RoundRobin};
 use switchboard::client::Backoff;
 use switchboard::discovery::Static;
 use switchboard::{CallOptions, Error};
@@ -106,7 +106,10 @@ async fn backup_requests_cut_the_tail_when_one_instance_is_slow() {
     fast.behaviour.delay_ms.store(1, Ordering::Relaxed);
     slow.behaviour.delay_ms.store(300, Ordering::Relaxed);
     let slowest = |mode: FailMode, opts: CallOptions| {
-        let balanced = Balanced::builder("Node", source(&[&fast, &slow])).fail_mode(mode).build();
+        // Round robin: half the calls start on the slow instance (the
+        // default balancer would learn to avoid it, hiding what is tested).
+        let balanced =
+            Balanced::builder("Node", source(&[&fast, &slow])).balancer(RoundRobin::new()).fail_mode(mode).build();
         async move {
             let mut worst = Duration::ZERO;
             for _ in 0..4 {
@@ -232,7 +235,8 @@ async fn a_sick_instance_trips_its_breaker_then_recovers() {
     sick.behaviour.sick.store(true, Ordering::Relaxed);
     let breaker =
         BreakerConfig { consecutive_failures: 3, open_for: Duration::from_millis(300), ..BreakerConfig::default() };
-    let balanced = Balanced::builder("Node", source(&[&sick, &well])).breaker(breaker).build();
+    let balanced =
+        Balanced::builder("Node", source(&[&sick, &well])).balancer(RoundRobin::new()).breaker(breaker).build();
     let mut errors = 0;
     for _ in 0..40 {
         // Not idempotent: the Internal errors reach the caller.

@@ -214,14 +214,18 @@ impl Inner {
             Err(Error::Status(status)) => {
                 // It answered: an application error is not the instance's
                 // sickness, but these codes say the instance itself is in
-                // trouble.
-                member.observe(began.elapsed());
+                // trouble. Their (often fast) round trips stay out of the
+                // latency estimate, or a failing instance would look like
+                // the fastest and attract the traffic.
                 state.answered.fetch_add(1, Ordering::Relaxed);
                 match status.code() {
                     Code::Unavailable | Code::Internal | Code::Unknown | Code::DataLoss | Code::ResourceExhausted => {
                         permit.failure()
                     }
-                    _ => permit.success(),
+                    _ => {
+                        member.observe(began.elapsed());
+                        permit.success()
+                    }
                 }
             }
             Err(error) => {

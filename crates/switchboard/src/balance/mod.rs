@@ -130,7 +130,11 @@ impl BalancedBuilder {
     }
 
     /// The balancer choosing among candidate instances. Default
-    /// [`RoundRobin`].
+    /// [`PeakEwma`] (power of two choices on latency × load): it steers
+    /// calls away from slow or busy instances within a few calls, which is
+    /// what keeps one sick instance from dragging the service's tail down.
+    /// Use [`RoundRobin`] or [`WeightedRoundRobin`] for predictable shares,
+    /// [`ConsistentHash`] for affinity.
     pub fn balancer(mut self, balancer: impl Balancer) -> BalancedBuilder {
         self.settings.balancer = Arc::new(balancer);
         self
@@ -390,7 +394,7 @@ impl Balanced {
             settings: Settings {
                 config: ClientConfig::default(),
                 middleware: Vec::new(),
-                balancer: Arc::new(RoundRobin::new()),
+                balancer: Arc::new(PeakEwma::new()),
                 fail_mode: FailMode::default(),
                 retry: RetryPolicy::default(),
                 breaker: BreakerConfig::default(),
@@ -614,7 +618,7 @@ mod tests {
     }
 
     fn empty() -> Balanced {
-        Balanced::builder("S", Arc::new(Static::from_instances(vec![]))).build()
+        Balanced::builder("S", Arc::new(Static::from_instances(vec![]))).balancer(RoundRobin::new()).build()
     }
 
     fn pick_id(inner: &Inner, tried: &[Arc<Member>]) -> Option<String> {
