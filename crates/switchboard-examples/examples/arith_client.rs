@@ -19,7 +19,7 @@ use std::time::Duration;
 use clap::Parser;
 use switchboard_examples::arith::{multiply_checked, Args, ArithClient};
 use switchboard_examples::load::{micros, OpenLoop, Tally};
-use switchboard_examples::Target;
+use switchboard_examples::{Balancing, Target};
 
 #[derive(Parser)]
 #[command(about = "Multiply two numbers on an Arith server")]
@@ -51,6 +51,9 @@ struct Cli {
     /// Give up on a call (all failover attempts together) after this long.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     timeout: Duration,
+    /// Balancer, fail mode and zone (with --registry).
+    #[command(flatten)]
+    balancing: Balancing,
     /// First factor.
     #[arg(default_value_t = 7, allow_negative_numbers = true)]
     a: i64,
@@ -76,7 +79,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let target = Target::new("Arith", cli.registry.as_deref(), &cli.addr, cli.timeout)?;
+    let target = Target::new("Arith", cli.registry.as_deref(), &cli.addr, cli.timeout, &cli.balancing)?;
     match (cli.rate, cli.duration) {
         (Some(rate), Some(duration)) => at_rate(&cli, target, rate, duration).await,
         _ => one_by_one(&cli, target).await,

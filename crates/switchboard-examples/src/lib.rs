@@ -8,7 +8,7 @@ pub mod load;
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard::balance::Balanced;
+use switchboard::balance::{Balanced, FailMode};
 use switchboard::discovery::Metadata;
 use switchboard::{Client, Server};
 
@@ -62,6 +62,45 @@ impl Announce {
     }
 }
 
+/// How a caller balances over discovered instances: `--balancer`,
+/// `--fail-mode`, `--zone`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Balancing {
+    /// Balancer: round-robin, random, weighted, least-outstanding,
+    /// peak-ewma (the default), consistent-hash.
+    #[arg(long, default_value = "peak-ewma", value_parser = parse_balancer)]
+    pub balancer: String,
+    /// Fail mode: failfast, failover[:N] (the default, 3 attempts),
+    /// failtry[:N], backup[:DELAY] (hedged requests after the observed p95
+    /// or DELAY, e.g. backup:20ms).
+    #[arg(long, default_value = "failover", value_parser = FailMode::parse)]
+    pub fail_mode: FailMode,
+    /// The caller's zone: prefer instances registered with the same zone.
+    #[arg(long)]
+    pub zone: Option<String>,
+}
+
+fn parse_balancer(name: &str) -> Result<String, String> {
+    match switchboard::balance::by_name(name) {
+        Some(_) => Ok(name.to_owned()),
+        None => Err(format!("unknown balancer {name:?}; one of: {}", switchboard::balance::NAMES.join(", "))),
+    }
+}
+
+impl Balancing {
+    /// `builder` with these settings.
+    pub fn apply(&self, mut builder: switchboard::balance::BalancedBuilder) -> switchboard::balance::BalancedBuilder {
+        if let Some(balancer) = switchboard::balance::by_name(&self.balancer) {
+            builder = builder.balancer_arc(balancer);
+        }
+        builder = builder.fail_mode(self.fail_mode);
+        if let Some(zone) = &self.zone {
+            builder = builder.zone(zone.clone());
+        }
+        builder
+    }
+}
+
 /// A channel to `service`: through discovery if `registry` is set, else
 /// straight to `addr`.
 #[derive(Clone)]
@@ -75,13 +114,18 @@ pub enum Target {
 impl Target {
     /// The channel for `--registry` (if given) or `--addr`; `timeout` covers
     /// a whole call (every failover attempt together).
-    pub fn new(service: &str, registry: Option<&str>, addr: &str, timeout: Duration) -> anyhow::Result<Target> {
+    pub fn new(
+        service: &str,
+        registry: Option<&str>,
+        addr: &str,
+        timeout: Duration,
+        balancing: &Balancing,
+    ) -> anyhow::Result<Target> {
         Ok(match registry {
             Some(url) => {
                 let backend = switchboard_registry::from_url(url)?;
-                Target::Discovered(
-                    Balanced::builder(service, Arc::clone(&backend.discover)).timeout(Some(timeout)).build(),
-                )
+                let builder = Balanced::builder(service, Arc::clone(&backend.discover)).timeout(Some(timeout));
+                Target::Discovered(balancing.apply(builder).build())
             }
             None => Target::Direct(Client::builder(addr).timeout(Some(timeout)).build()),
         })
