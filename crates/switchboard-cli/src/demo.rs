@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use hdrhistogram::Histogram;
-use switchboard::balance::{Balanced, InstanceStats};
+use switchboard::balance::{Balanced, InstanceStats, RoundRobin};
 use switchboard::discovery::Discover;
 use switchboard::Server;
 use switchboard_examples::arith::{multiply_checked, ArithClient, ArithServer, Calculator};
@@ -59,10 +59,14 @@ pub(crate) struct Options {
     pub(crate) rate: u64,
 }
 
-/// The client's channel to `Arith`. Balancer options (balancer choice, zone
-/// preference, version routing, circuit breakers) go here, one line each.
+/// The client's channel to `Arith`. Round robin rather than the library's
+/// default (P2C on peak-EWMA latency): at this light load the latency-aware
+/// balancer sends nearly everything to whichever instance answered fastest
+/// lately, which is right for latency but hides what the demo shows, the
+/// shares moving when an instance dies and comes back. Failover (3
+/// attempts), circuit breakers and ejection are the defaults.
 fn channel(discover: Arc<dyn Discover>) -> Balanced {
-    Balanced::builder("Arith", discover).timeout(Some(CALL_TIMEOUT)).build()
+    Balanced::builder("Arith", discover).balancer(RoundRobin::new()).timeout(Some(CALL_TIMEOUT)).build()
 }
 
 /// Run the demo; `Ok(false)` when calls failed (the summary says how many).
