@@ -265,3 +265,24 @@ async fn the_default_balancer_steers_away_from_a_slow_instance() {
     // Round robin would send it 100; peak EWMA learns within a few calls.
     assert!(s < 20, "the slow instance took {s} of 200 calls");
 }
+
+#[tokio::test]
+async fn active_probing_ejects_a_dead_instance_before_any_call_finds_it() {
+    let (mut a, b) = (Node::start(), Node::start());
+    let balanced = Balanced::builder("Node", Arc::new(Static::new([a.addr.clone(), b.addr.clone()])))
+        .probe_every(Duration::from_millis(50))
+        .build();
+    let addr = a.addr.clone();
+    let in_rotation = || balanced.stats().into_iter().find(|s| s.instance.address == addr).expect("a").in_rotation;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(in_rotation(), "a live instance answers its pings");
+    a.kill();
+    let began = std::time::Instant::now();
+    while in_rotation() {
+        assert!(began.elapsed() < Duration::from_secs(5), "the dead instance was never ejected");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let a_stats = balanced.stats().into_iter().find(|s| s.instance.address == addr).expect("a");
+    assert_eq!((a_stats.answered, a_stats.failed), (0, 0), "no call was involved");
+    assert_eq!(b.hits(), 0);
+}
