@@ -20,6 +20,7 @@ use clap::{Parser, Subcommand};
 use serde_json::Value;
 use switchboard::balance::Balanced;
 use switchboard::{CallOptions, Client, Codec};
+use switchboard_examples::parse_duration;
 
 #[derive(Parser)]
 #[command(name = "switchboard", version, about = "Switchboard RPC: call services, and more")]
@@ -153,19 +154,6 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
-    let n: f64 = number.parse().map_err(|_| format!("{s:?} is not a duration like 500ms, 5s or 1m"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" | "" => n,
-        "m" => n * 60.0,
-        other => return Err(format!("unknown unit {other:?} in {s:?} (use ms, s or m)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use clap::Parser;
 use switchboard_examples::arith::{multiply_checked, Args, ArithClient};
 use switchboard_examples::load::{micros, OpenLoop, Tally};
-use switchboard_examples::{Balancing, Target};
+use switchboard_examples::{parse_duration, Balancing, Target};
 
 #[derive(Parser)]
 #[command(about = "Multiply two numbers on an Arith server")]
@@ -60,20 +60,6 @@ struct Cli {
     /// Second factor.
     #[arg(default_value_t = 8, allow_negative_numbers = true)]
     b: i64,
-}
-
-/// `500ms`, `10s`, `1m` (a bare number is seconds).
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
-    let n: f64 = number.parse().map_err(|_| format!("{s:?} is not a duration like 500ms, 5s or 1m"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" | "" => n,
-        "m" => n * 60.0,
-        other => return Err(format!("unknown unit {other:?} in {s:?} (use ms, s or m)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
 }
 
 #[tokio::main]
