@@ -12,6 +12,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use switchboard_examples::load::micros;
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
@@ -261,7 +262,7 @@ fn print_summary(
     let ok = h.len();
     let failed: u64 = errors.values().sum();
     let secs = elapsed.as_secs_f64().max(1e-9);
-    let us = |v: u64| format_micros(v);
+    let us = |v: u64| micros(v);
     println!("Summary:");
     println!("  target:       {} {}", plan.addr, plan.method);
     println!("  codec:        {codec} ({request_bytes} B request)");
@@ -313,16 +314,6 @@ fn print_histogram(h: &Histogram<u64>) {
     let most = counts.iter().copied().max().unwrap_or(1).max(1);
     for (edge, count) in edges.iter().zip(&counts) {
         let bar = "■".repeat(((*count as f64 / most as f64) * 40.0).ceil() as usize);
-        println!("  <= {:>10} [{count:>9}] {bar}", format_micros(*edge));
-    }
-}
-
-fn format_micros(us: u64) -> String {
-    if us >= 1_000_000 {
-        format!("{:.2} s", us as f64 / 1e6)
-    } else if us >= 1_000 {
-        format!("{:.2} ms", us as f64 / 1e3)
-    } else {
-        format!("{us} µs")
+        println!("  <= {:>10} [{count:>9}] {bar}", micros(*edge));
     }
 }
