@@ -12,13 +12,13 @@ use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use switchboard_examples::load::micros;
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use switchboard::frame::ByteStr;
 use switchboard::{CallOptions, Channel, Client, Codec, Encode, Request};
+use switchboard_examples::load::micros;
 
 /// The message `--payload-size` sends: the shape of the `Echo` example.
 #[derive(Serialize, Deserialize)]
