@@ -37,7 +37,7 @@ enum Command {
         #[arg(long, required_unless_present = "registry", conflicts_with = "registry")]
         addr: Option<String>,
         /// Find the service through this registry (http://HOST:PORT for the
-        /// built-in one) instead of --addr.
+        /// built-in one, etcd://HOST:PORT[,HOST:PORT...] for etcd) instead of --addr.
         #[arg(long)]
         registry: Option<String>,
         /// Give up after this long (e.g. 500ms, 5s, 1m).
@@ -98,7 +98,7 @@ enum Command {
     },
     /// List the services a registry knows, with their instances.
     List {
-        /// The registry, e.g. http://127.0.0.1:7700.
+        /// The registry: http://HOST:PORT (built-in) or etcd://HOST:PORT[,HOST:PORT...].
         #[arg(long, default_value = "http://127.0.0.1:7700")]
         registry: String,
     },

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use switchboard_registry::model::{Health, Instance};
-use switchboard_registry::{RegistryClient, RegistryConfig, RegistryServer};
+use switchboard_registry::{etcd, RegistryClient, RegistryConfig, RegistryServer};
 
 /// Run a registry on `listen` until Ctrl-C or SIGTERM.
 pub(crate) async fn serve(listen: &str, heartbeat: Duration, ttl: Duration) -> anyhow::Result<()> {
@@ -37,6 +37,9 @@ async fn shutdown_signal() {
 
 /// Print every service and its instances.
 pub(crate) async fn list(registry: &str) -> anyhow::Result<()> {
+    if registry.get(..7).is_some_and(|scheme| scheme.eq_ignore_ascii_case("etcd://")) {
+        return list_etcd(registry).await;
+    }
     let client = RegistryClient::new(registry)?;
     let services = client.services().await?;
     let mut out = String::new();
@@ -70,6 +73,64 @@ pub(crate) async fn list(registry: &str) -> anyhow::Result<()> {
         )?;
         for instance in &instances.instances {
             writeln!(out, "{}", row(instance, now_ms))?;
+        }
+    }
+    print!("{out}");
+    Ok(())
+}
+
+/// `switchboard list` for etcd: the records under `<root>/services/`, with
+/// the lease each sits on and its remaining TTL.
+async fn list_etcd(registry: &str) -> anyhow::Result<()> {
+    let options: etcd::EtcdOptions = registry.parse()?;
+    let conn = etcd::EtcdConnection::new(options);
+    let services = etcd::services(&conn).await?;
+    let mut leases: std::collections::HashMap<i64, Option<Duration>> = std::collections::HashMap::new();
+    for record in services.iter().flat_map(|(_, records)| records) {
+        if record.lease != 0 && !leases.contains_key(&record.lease) {
+            leases.insert(record.lease, etcd::lease_remaining(&conn, record.lease).await?);
+        }
+    }
+    let mut out = String::new();
+    if services.is_empty() {
+        writeln!(out, "no services registered")?;
+    }
+    for (name, records) in &services {
+        writeln!(out, "{name} ({} instance{})", records.len(), plural(records.len()))?;
+        let all: std::collections::BTreeSet<&str> =
+            records.iter().flat_map(|r| r.record.methods.iter().map(String::as_str)).collect();
+        let uniform = records.iter().all(|r| r.record.methods.len() == all.len());
+        let methods = if all.is_empty() { "-".to_owned() } else { all.into_iter().collect::<Vec<_>>().join(", ") };
+        writeln!(out, "  methods: {methods}{}", if uniform { "" } else { " (not on every instance)" })?;
+        writeln!(
+            out,
+            "  {:<24} {:<22} {:<10} {:<10} {:>6}  {:<17} {:>7}",
+            "ID", "ADDRESS", "VERSION", "ZONE", "WEIGHT", "LEASE", "TTL"
+        )?;
+        for stored in records {
+            let r = &stored.record;
+            let dash = |s: &str| if s.is_empty() { "-".to_owned() } else { s.to_owned() };
+            let (lease, ttl) = match stored.lease {
+                0 => ("none".to_owned(), "-".to_owned()),
+                id => (
+                    format!("{id:x}"),
+                    match leases.get(&id).copied().flatten() {
+                        Some(left) => format!("{}s", left.as_secs()),
+                        None => "expired".to_owned(),
+                    },
+                ),
+            };
+            writeln!(
+                out,
+                "  {:<24} {:<22} {:<10} {:<10} {:>6}  {:<17} {:>7}",
+                r.id,
+                r.address,
+                dash(&r.metadata.version),
+                dash(&r.metadata.zone),
+                r.metadata.weight,
+                lease,
+                ttl
+            )?;
         }
     }
     print!("{out}");

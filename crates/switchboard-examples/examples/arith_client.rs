@@ -28,7 +28,8 @@ struct Cli {
     #[arg(long, default_value = "127.0.0.1:9000")]
     addr: String,
     /// Find the servers through this registry (http://HOST:PORT for the
-    /// built-in one) and balance over them.
+    /// built-in one, etcd://HOST:PORT[,HOST:PORT...] for etcd) and balance
+    /// over them.
     #[arg(long)]
     registry: Option<String>,
     /// How many calls to make, one after the other.

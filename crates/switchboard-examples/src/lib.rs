@@ -22,7 +22,8 @@ pub fn init_logging() {
 /// Where a server announces itself: `--registry` and the instance metadata.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Announce {
-    /// Register with this registry (http://HOST:PORT for the built-in one).
+    /// Register with this registry (http://HOST:PORT for the built-in one,
+    /// etcd://HOST:PORT[,HOST:PORT...] for etcd).
     #[arg(long)]
     pub registry: Option<String>,
     /// The address to register (default: the one the listener got).

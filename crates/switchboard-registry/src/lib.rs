@@ -34,6 +34,8 @@
 pub mod client;
 pub mod config;
 pub mod discover;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod model;
 pub mod registrar;
 pub mod server;
@@ -65,6 +67,7 @@ pub struct Backend {
 /// | URL | backend |
 /// |-----|---------|
 /// | `http://127.0.0.1:7700` | the built-in registry (`switchboard registry`) |
+/// | `etcd://127.0.0.1:2379`, `etcd://h1:2379,h2:2379,h3:2379?ttl=6s` | etcd (feature `etcd`; options in `etcd::EtcdOptions`) |
 ///
 /// Anything else is a [`ClientError::BadUrl`] naming the schemes supported.
 ///
@@ -83,9 +86,20 @@ pub fn from_url(url: &str) -> Result<Backend, ClientError> {
                 registrar: Arc::new(BuiltinRegistrar::new(client)),
             })
         }
+        #[cfg(feature = "etcd")]
+        Some("etcd") => match url.parse::<etcd::EtcdOptions>() {
+            Ok(options) => Ok(options.backend()),
+            Err(error) => Err(ClientError::BadUrl { url: url.to_owned(), reason: error.to_string() }),
+        },
+        #[cfg(not(feature = "etcd"))]
+        Some("etcd") => Err(ClientError::BadUrl {
+            url: url.to_owned(),
+            reason: "this program was built without etcd support (the `etcd` feature of switchboard-registry)"
+                .to_owned(),
+        }),
         _ => Err(ClientError::BadUrl {
             url: url.to_owned(),
-            reason: "unsupported registry; use http://HOST:PORT for the built-in registry".to_owned(),
+            reason: "unsupported registry; use http://HOST:PORT for the built-in registry or etcd://HOST:PORT[,HOST:PORT...] for etcd".to_owned(),
         }),
     }
 }

@@ -58,7 +58,7 @@ pub struct RegisterRequest {
     pub methods: Vec<String>,
     /// Time to live without a heartbeat, in milliseconds (default: the
     /// registry's configured TTL; allowed range [`MIN_TTL`]..=[`MAX_TTL`]).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_ms: Option<u64>,
 }
 
