@@ -6,19 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # --- prerequisites -----------------------------------------------------------
-apt_updated=0
-need_deb() { # need_deb COMMAND PACKAGE: install PACKAGE if COMMAND is missing
-  command -v "$1" >/dev/null 2>&1 && return 0
-  if [ "$apt_updated" = 0 ]; then
-    echo "test.sh: apt-get update" >&2
-    apt-get update -qq
-    apt_updated=1
-  fi
-  echo "test.sh: installing $2 (for $1)" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
-}
+. scripts/prereqs.sh
+need_build_tools            # protoc, for the etcd client
 need_deb python3 python3
-need_deb go golang-go # the Go net/rpc peer of the benchmark harness (bench/go)
+need_deb go golang-go       # the Go net/rpc peer of the benchmark harness (bench/go)
+need_deb etcd etcd-server   # the etcd registry tests run real etcd members
+need_deb etcdctl etcd-client
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "test.sh: installing cargo-nextest" >&2
