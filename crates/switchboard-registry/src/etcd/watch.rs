@@ -17,12 +17,21 @@
 //!    that vanished as deletions, including those deleted while no watch
 //!    was running, whose delete events we never saw.
 //! 3. **Watch** from `R + 1`, applying each event to the cache and
-//!    reporting it. The last revision seen is tracked for the logs.
-//! 4. On **any** watch failure (stream error or end, cancel, a compacted
-//!    start revision), go back to 1. After failures the retry waits with
-//!    exponential backoff and full jitter (100 ms doubling to 5 s), so a
-//!    fleet that lost etcd together does not return together. A compaction
-//!    alone re-lists at once: etcd is up, the watch just started too late.
+//!    reporting it, and tracking the revision of the last event seen.
+//! 4. When the watch fails (the stream breaks or ends, or etcd cancels it),
+//!    **resume** from the last event's revision + 1: etcd replays what
+//!    happened meanwhile from its history, so nothing is missed and nothing
+//!    is listed again. Retries wait with exponential backoff and full
+//!    jitter (100 ms doubling to 5 s), so a fleet that lost etcd together
+//!    does not return together.
+//! 5. When etcd refuses the resume because that revision has been
+//!    **compacted** (the history is gone, so the deletions made meanwhile
+//!    can no longer be replayed), go back to 1 at once: the listing and the
+//!    diff recover exactly the keys that vanished.
+//!
+//! Resuming instead of re-listing after every failure matters when a
+//! member dies: every watcher it served fails at the same moment, and a
+//! full listing from each of them would hit the survivors together.
 //!
 //! Meanwhile the consumer keeps what it was told last: an unreachable etcd
 //! means no news, never an empty list.
@@ -131,7 +140,8 @@ pub async fn list(conn: &EtcdConnection, prefix: &str) -> Result<Listing, EtcdEr
 pub struct FollowStats {
     /// Full listings made (the first one included).
     pub lists: u64,
-    /// Watches that ended because their start revision was compacted.
+    /// Watches that could not resume because etcd had compacted the
+    /// history they needed (each one re-listed).
     pub compacted: u64,
     /// Watches lost for any other reason, and failed listings.
     pub failures: u64,
@@ -145,6 +155,9 @@ pub struct Follower {
     prefix: String,
     cache: BTreeMap<String, Kv>,
     stream: Option<WatchStream>,
+    /// Where a new watch starts: one past the last event seen, or past the
+    /// listing. `None`: list first.
+    resume_from: Option<i64>,
     backoff: Backoff,
     /// Consecutive failures, for the backoff.
     failing: u32,
@@ -166,6 +179,7 @@ impl Follower {
             prefix: prefix.into(),
             cache: BTreeMap::new(),
             stream: None,
+            resume_from: None,
             backoff: Backoff {
                 initial: Duration::from_millis(100),
                 max: Duration::from_secs(5),
@@ -193,9 +207,13 @@ impl Follower {
     /// fails: trouble is logged and retried.
     pub async fn next(&mut self) -> Vec<KvEvent> {
         loop {
-            let events = match self.stream.is_some() {
-                false => self.resync().await,
-                true => self.read_watch().await,
+            let events = match (&self.stream, self.resume_from) {
+                (Some(_), _) => self.read_watch().await,
+                (None, Some(from)) => {
+                    self.start_watch(from).await;
+                    None
+                }
+                (None, None) => self.resync().await,
             };
             match events {
                 Some(events) if self.first || !events.is_empty() => {
@@ -220,22 +238,37 @@ impl Follower {
         self.stats.lists += 1;
         self.stats.revision = self.stats.revision.max(listing.revision);
         let events = self.diff(listing.kvs);
-        let options =
-            WatchOptions::new().with_range(prefix_end(&self.prefix)).with_start_revision(listing.revision + 1);
+        // The listing counts even if the watch cannot start now: report it;
+        // the watch is retried from just after it.
+        self.resume_from = Some(listing.revision + 1);
+        self.start_watch(listing.revision + 1).await;
+        Some(events)
+    }
+
+    /// Starts a watch from revision `from`.
+    async fn start_watch(&mut self, from: i64) {
+        let options = WatchOptions::new().with_range(prefix_end(&self.prefix)).with_start_revision(from);
         let key = self.prefix.clone();
         match self.conn.request(|mut c| async move { c.watch(key, Some(options)).await }).await {
             Ok(stream) => {
                 if self.failing > 0 {
-                    tracing::info!(prefix = %self.prefix, revision = listing.revision, failures = self.failing,
-                        "etcd reachable again; re-listed and watching");
+                    tracing::info!(prefix = %self.prefix, from, failures = self.failing, "etcd reachable again; watching");
                     self.failing = 0;
                 }
                 self.stream = Some(stream);
             }
-            // The listing still counts: report it, and list again later.
+            Err(error) if error.is_compacted() => self.compacted(from, None),
             Err(error) => self.failed("watch", &error).await,
         }
-        Some(events)
+    }
+
+    /// The history from `from` is gone: list again.
+    fn compacted(&mut self, from: i64, compacted_to: Option<i64>) {
+        self.stats.compacted += 1;
+        self.stream = None;
+        self.resume_from = None;
+        tracing::info!(prefix = %self.prefix, from, ?compacted_to,
+            "etcd compacted the history the watch needed; re-listing to catch up");
     }
 
     /// The cache becomes `now`; returns what changed.
@@ -273,10 +306,8 @@ impl Follower {
         if response.canceled() {
             self.stream = None;
             if response.compact_revision() > 0 {
-                self.stats.compacted += 1;
-                tracing::info!(prefix = %self.prefix, from = self.stats.revision + 1,
-                    compacted_to = response.compact_revision(),
-                    "watch start revision was compacted; re-listing to catch up");
+                let from = self.resume_from.unwrap_or(0);
+                self.compacted(from, Some(response.compact_revision()));
             } else {
                 let reason = response.cancel_reason().to_owned();
                 self.failed("watch", &EtcdError::WatchCanceled(reason)).await;
@@ -293,6 +324,7 @@ impl Follower {
             let kind = event.0.r#type;
             let Some(kv) = event.kv().and_then(to_kv) else { continue };
             self.stats.revision = self.stats.revision.max(kv.mod_revision);
+            self.resume_from = Some(self.resume_from.unwrap_or(0).max(kv.mod_revision + 1));
             match kind {
                 0 => {
                     self.cache.insert(kv.key.clone(), kv.clone());
