@@ -7,6 +7,7 @@
 mod etcd;
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread::sleep;
@@ -236,9 +237,11 @@ fn helper_cluster_then_wait() {
     sleep(Duration::from_secs(60));
 }
 
-#[test]
-fn a_sigkilled_test_process_leaves_no_etcd_behind() {
-    let mut child = helper("helper_cluster_then_wait").stdout(Stdio::piped()).spawn().expect("spawn helper");
+/// Starts `helper_cluster_then_wait` in its own process group, lets `kill`
+/// end it, and checks that its etcd and watchdog die and its directory goes.
+fn helper_dies_and_leaves_nothing(kill: impl FnOnce(u32)) {
+    let mut child =
+        helper("helper_cluster_then_wait").stdout(Stdio::piped()).process_group(0).spawn().expect("spawn helper");
     let stdout = BufReader::new(child.stdout.take().expect("piped"));
     // libtest prints "test NAME ... " first, on the same line.
     let line = stdout
@@ -252,8 +255,9 @@ fn a_sigkilled_test_process_leaves_no_etcd_behind() {
     assert!(cmdline(pids[0]).starts_with("etcd "));
     assert!(alive(pids[0]) && alive(pids[1]));
 
-    child.kill().expect("SIGKILL the helper");
-    child.wait().expect("reap the helper");
+    kill(child.id());
+    let status = child.wait().expect("reap the helper");
+    assert!(!status.success(), "the helper was not killed: {status}");
     // No Drop ran in the helper: the watchdog does the cleanup.
     let left = wait_gone(&pids, Duration::from_secs(5));
     assert!(left.is_empty(), "alive 5 s after the test process died: {left:?}");
@@ -262,6 +266,24 @@ fn a_sigkilled_test_process_leaves_no_etcd_behind() {
         sleep(Duration::from_millis(20));
     }
     assert!(!Path::new(root).exists(), "{root} left behind");
+}
+
+#[test]
+fn a_sigkilled_test_process_leaves_no_etcd_behind() {
+    // Only the test process: etcd and the watchdog get no signal.
+    helper_dies_and_leaves_nothing(|pid| {
+        let status = Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill");
+        assert!(status.success());
+    });
+}
+
+#[test]
+fn sigterm_to_the_process_group_leaves_no_etcd_behind() {
+    // What Ctrl-C and nextest's timeout do: the whole group, the watchdog too.
+    helper_dies_and_leaves_nothing(|pid| {
+        let status = Command::new("kill").args(["-TERM", "--", &format!("-{pid}")]).status().expect("kill");
+        assert!(status.success());
+    });
 }
 
 /// Not a test of its own: the child process of

@@ -63,8 +63,9 @@
 //! writer is this process. When this process dies the pipe closes, `read`
 //! returns, and the watchdog SIGKILLs the pids listed in the cluster's `pids`
 //! file (kept up to date on every start, kill and stop) and removes the
-//! directory. `Drop` kills the watchdog first, so it never acts after a
-//! normal end.
+//! directory. It ignores SIGTERM/SIGINT/SIGHUP, which Ctrl-C and nextest's
+//! timeout send to the whole process group. `Drop` kills the watchdog first
+//! (SIGKILL), so it never acts after a normal end.
 
 #![allow(dead_code)]
 
@@ -701,17 +702,25 @@ fn free_ports(n: usize) -> Vec<u16> {
 /// `sh` that waits for EOF on its stdin (the pipe closes when this process
 /// dies, however), then SIGKILLs the pids in `<root>/pids` and removes
 /// `<root>`. The pipe's write end is close-on-exec, so no other child keeps
-/// it open.
+/// it open. It ignores SIGHUP, SIGINT and SIGTERM: those come to the whole
+/// process group (Ctrl-C, nextest's timeout) and must not kill it before the
+/// test process. The removal is retried a few times, since a SIGKILLed etcd
+/// may still be writing for a moment.
 fn spawn_watchdog(root: &Path) -> Child {
+    const SCRIPT: &str = r#"trap '' HUP INT TERM
+read -r _
+kill -9 $(cat "$1/pids" 2>/dev/null) 2>/dev/null
+[ "$2" = keep ] && exit 0
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+  rm -rf "$1" 2>/dev/null
+  [ -e "$1" ] || exit 0
+  sleep 0.1
+done"#;
     let keep = std::env::var_os("SWITCHBOARD_ETCD_KEEP").is_some_and(|v| v == "1");
-    let script = if keep {
-        r#"read -r _; kill -9 $(cat "$1/pids" 2>/dev/null) 2>/dev/null"#
-    } else {
-        r#"read -r _; kill -9 $(cat "$1/pids" 2>/dev/null) 2>/dev/null; rm -rf "$1""#
-    };
     Command::new("sh")
-        .args(["-c", script, "switchboard-etcd-watchdog"])
+        .args(["-c", SCRIPT, "switchboard-etcd-watchdog"])
         .arg(root)
+        .arg(if keep { "keep" } else { "remove" })
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
