@@ -213,6 +213,34 @@ fn drop_leaves_no_process_or_directory_behind() {
     assert!(!root.exists(), "{} left behind", root.display());
 }
 
+#[test]
+fn a_member_that_cannot_bind_its_port_makes_start_retry_with_new_ports() {
+    let cluster = EtcdCluster::builder().occupy_peer_port_in_attempts(1).start();
+    let failures = cluster.start_failures();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(failures[0].starts_with("attempt 1: member m0 exited early"), "{}", failures[0]);
+    assert!(failures[0].contains("address already in use"), "the log tail is in the failure: {}", failures[0]);
+    cluster.put("/k", "v");
+    assert_eq!(cluster.get("/k").as_deref(), Some("v"));
+
+    let clean = EtcdCluster::start(1);
+    assert_eq!(clean.start_failures(), Vec::<String>::new());
+}
+
+#[test]
+fn start_gives_up_after_three_attempts_with_every_log_tail() {
+    let panic = std::panic::catch_unwind(|| EtcdCluster::builder().occupy_peer_port_in_attempts(3).start())
+        .expect_err("started although every attempt had its port taken");
+    let message = panic.downcast_ref::<String>().expect("a formatted panic message");
+    assert!(message.contains("failed to start 3 times"), "{message}");
+    for attempt in 1..=3 {
+        assert!(message.contains(&format!("attempt {attempt}: member m0 exited early")), "{message}");
+    }
+    for attempt in message.split("attempt ").skip(1) {
+        assert!(attempt.contains("address already in use"), "each attempt has its log tail: {attempt}");
+    }
+}
+
 const HELPER_ENV: &str = "SWITCHBOARD_ETCD_HARNESS_HELPER";
 
 /// Runs one of the `helper_*` tests below in a child process of this test

@@ -99,6 +99,7 @@ pub(crate) struct EtcdBuilder {
     members: usize,
     heartbeat_ms: u64,
     election_ms: u64,
+    occupied_attempts: usize,
 }
 
 impl EtcdBuilder {
@@ -123,6 +124,17 @@ impl EtcdBuilder {
         self
     }
 
+    /// For testing the harness itself: during the first `attempts` start
+    /// attempts, member 0's peer port is held by a listener of this process,
+    /// so that member exits with "address already in use" like when another
+    /// process takes a picked port. (The peer port: etcd binds it first, and
+    /// a health probe of a client port held by a listener that never answers
+    /// would wait for its 2 s timeout.)
+    pub(crate) fn occupy_peer_port_in_attempts(mut self, attempts: usize) -> Self {
+        self.occupied_attempts = attempts;
+        self
+    }
+
     /// Starts the cluster and returns once every member is healthy and they
     /// agree on a leader; see the module doc for retries. Panics if etcd is
     /// not installed or the cluster cannot start.
@@ -136,9 +148,19 @@ impl EtcdBuilder {
         ensure_installed();
         let mut failures = Vec::new();
         for attempt in 1..=START_ATTEMPTS {
-            let cluster = EtcdCluster::spawn(&self);
-            match cluster.wait_started() {
-                Ok(()) => return cluster,
+            let ports = free_ports(2 * self.members);
+            let blocker = (attempt <= self.occupied_attempts).then(|| {
+                TcpListener::bind((Ipv4Addr::LOCALHOST, ports[1]))
+                    .unwrap_or_else(|e| panic!("occupy 127.0.0.1:{}: {e}", ports[1]))
+            });
+            let mut cluster = EtcdCluster::spawn(&self, &ports);
+            let started = cluster.wait_started();
+            drop(blocker);
+            match started {
+                Ok(()) => {
+                    cluster.start_failures = failures;
+                    return cluster;
+                }
                 Err(reason) => {
                     failures.push(format!("attempt {attempt}: {reason}\n{}", cluster.log_tails(TAIL_LINES)));
                     drop(cluster);
@@ -174,6 +196,8 @@ pub(crate) struct EtcdCluster {
     watchdog: Mutex<Option<Child>>,
     /// Serialises rewrites of the `pids` file.
     pids_lock: Mutex<()>,
+    /// Why the attempts before the one that started failed.
+    start_failures: Vec<String>,
 }
 
 impl EtcdCluster {
@@ -184,7 +208,7 @@ impl EtcdCluster {
 
     /// Options: members, heartbeat and election timeout.
     pub(crate) fn builder() -> EtcdBuilder {
-        EtcdBuilder { members: 1, heartbeat_ms: 100, election_ms: 1000 }
+        EtcdBuilder { members: 1, heartbeat_ms: 100, election_ms: 1000, occupied_attempts: 0 }
     }
 
     // ---------------------------------------------------------------- layout
@@ -237,6 +261,12 @@ impl EtcdCluster {
     /// The cluster's directory (data dirs, logs); removed on drop.
     pub(crate) fn root_dir(&self) -> &Path {
         &self.root
+    }
+
+    /// Why each failed start attempt before the successful one failed
+    /// (empty when the first attempt started), with the log tails then.
+    pub(crate) fn start_failures(&self) -> &[String] {
+        &self.start_failures
     }
 
     // ------------------------------------------------------------ processes
@@ -506,11 +536,10 @@ impl EtcdCluster {
 
     /// Creates the directory, the watchdog and every member's process
     /// (without waiting for them).
-    fn spawn(options: &EtcdBuilder) -> EtcdCluster {
+    fn spawn(options: &EtcdBuilder, ports: &[u16]) -> EtcdCluster {
         let root = unique_dir();
         fs::create_dir_all(&root).unwrap_or_else(|e| panic!("cannot create {}: {e}", root.display()));
         let token = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let ports = free_ports(2 * options.members);
         let members = (0..options.members)
             .map(|i| {
                 let name = format!("m{i}");
@@ -532,6 +561,7 @@ impl EtcdCluster {
             election_ms: options.election_ms,
             members,
             pids_lock: Mutex::new(()),
+            start_failures: Vec::new(),
         };
         for i in 0..cluster.len() {
             if let Err(e) = cluster.spawn_member(i, "new") {
@@ -636,6 +666,18 @@ impl EtcdCluster {
             member_id: json_u64(&body, "member_id")?,
             leader_id: json_u64(&body, "leader").unwrap_or(0),
         })
+    }
+}
+
+impl std::fmt::Debug for EtcdCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let members: Vec<String> = (0..self.len())
+            .map(|i| {
+                let m = &self.members[i];
+                format!("{} client {} peer {} pid {:?}", m.name, m.client_port, m.peer_port, self.pid(i))
+            })
+            .collect();
+        f.debug_struct("EtcdCluster").field("root", &self.root).field("members", &members).finish()
     }
 }
 
