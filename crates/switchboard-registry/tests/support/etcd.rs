@@ -15,8 +15,18 @@
 //! cluster.restart(leader);
 //! ```
 //!
-//! and an async test can call it from `spawn_blocking` or directly (every
-//! call is short; the cluster is `Sync`, every method takes `&self`).
+//! Every method takes `&self` and the cluster is `Sync`, so it can be shared
+//! with an `Arc`. From an async test, run the calls that block for seconds
+//! (`start`, `restart`, `wait_for_leader`, `stop`) in
+//! `tokio::task::spawn_blocking`; the rest (`kill`, `put`, `leader`, ...)
+//! take milliseconds.
+//!
+//! Measured on the 2-core dev machine: a 1-member cluster starts in
+//! 0.15-1 s; 3 members in 0.2-2.5 s (a new multi-member cluster mostly
+//! waits for etcd's own probe of its peers); with `heartbeat_ms(50)` and
+//! `election_ms(500)` the survivors agree on a new leader 0.5-1 s after a
+//! SIGKILL of the leader; a restarted follower is healthy in < 0.15 s; a
+//! restarted single member needs about one election timeout (1-2 s).
 //!
 //! # What one cluster is
 //!
