@@ -6,74 +6,15 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use switchboard_registry::{RegistryClient, RegistryConfig, RegistryServer};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
+
+mod common;
+use common::{arith_server, example, field};
 
 const TTL: Duration = Duration::from_millis(1500);
 
-/// The example binary `NAME`: `target/<profile>/examples/NAME` as
-/// `cargo build --examples` leaves it (scripts/test.sh does), else the
-/// newest `NAME-<hash>` that `cargo test --all-targets` built.
-fn example(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>").join("examples");
-    let plain = dir.join(name);
-    if plain.exists() {
-        return plain;
-    }
-    let prefix = format!("{name}-");
-    let hashed = std::fs::read_dir(&dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            let file = p.file_name().and_then(|f| f.to_str()).unwrap_or_default();
-            file.starts_with(&prefix) && p.extension().is_none()
-        })
-        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok());
-    hashed.unwrap_or_else(|| {
-        panic!("{} missing: build it with `cargo build -p switchboard-examples --examples`", plain.display())
-    })
-}
-
-/// Starts `arith_server --listen 127.0.0.1:0 --registry URL`; returns the
-/// child and the address it printed.
-async fn arith_server(registry: &str) -> (Child, String) {
-    let mut child = Command::new(example("arith_server"))
-        .args(["--listen", "127.0.0.1:0", "--registry", registry])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("arith_server starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
-        .await
-        .expect("arith_server prints its address in time")
-        .expect("readable stdout")
-        .expect("a line");
-    let addr = line.strip_prefix("listening on ").expect("'listening on ADDR'").to_owned();
-    (child, addr)
-}
-
 async fn listed(client: &RegistryClient) -> Vec<String> {
     client.instances("Arith").await.map(|l| l.instances.into_iter().map(|i| i.address).collect()).unwrap_or_default()
-}
-
-/// `calls: N ok: N failed: N ...`: the numbers after `key:` in the
-/// client's summary line.
-fn field(line: &str, key: &str) -> u64 {
-    let mut words = line.split_whitespace();
-    while let Some(w) = words.next() {
-        if w == key {
-            if let Some(n) = words.next().and_then(|n| n.parse().ok()) {
-                return n;
-            }
-        }
-    }
-    panic!("no {key} in {line:?}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
