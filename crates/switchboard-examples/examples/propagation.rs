@@ -34,8 +34,13 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    switchboard_examples::init_logging();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let registry = RegistryServer::builder().config(RegistryConfig::default()).build().spawn(listener)?;
+    // A registry that has just started holds back removals for one TTL (it
+    // cannot tell a withdrawn instance from one that has not heartbeated
+    // since the restart; docs/REGISTRY.md), so measure after that.
+    tokio::time::sleep(registry.store().warming_up()).await;
     let mut backends = vec![("built-in".to_owned(), format!("http://{}", registry.local_addr()))];
     if let Some(etcd) = cli.etcd {
         backends.push(("etcd".to_owned(), etcd));
