@@ -114,9 +114,16 @@ impl Node {
     }
 
     /// Stop abruptly: every task gone, every socket closed, no go-away.
+    ///
+    /// Returns once the node's tasks are dropped: `shutdown_background`
+    /// alone returns before its worker has stopped, and a request already
+    /// read could still be answered after the "kill". The shutdown runs on
+    /// a plain thread because a runtime cannot be shut down and waited for
+    /// from inside another one.
     pub(crate) fn kill(&mut self) {
         if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
+            let stopped = std::thread::spawn(move || runtime.shutdown_timeout(Duration::from_secs(5))).join();
+            assert!(stopped.is_ok(), "the node's runtime shut down");
         }
     }
 }
