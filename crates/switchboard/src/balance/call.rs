@@ -3,6 +3,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -194,16 +195,23 @@ impl Inner {
         if let Some(at) = deadline {
             attempt.timeout = Some(at.saturating_duration_since(Instant::now()));
         }
+        // A call that has to dial first measures the TCP handshake too. Its
+        // sample is capped at what an unmeasured instance is assumed to
+        // cost, or one slow connection set-up (a busy machine, a cold
+        // instance) would make P2C avoid the instance for as long as the
+        // peak takes to decay (tens of seconds).
+        let client = member.client();
+        let dialled = !client.is_connected();
         let began = Instant::now();
         let result = {
             let _outstanding = member.start();
-            member.client().call_raw(req.clone(), &attempt).await
+            client.call_raw(req.clone(), &attempt).await
         };
         let state = &member.state;
         match &result {
             Ok(_) => {
                 let rtt = began.elapsed();
-                member.observe(rtt);
+                member.observe(sample(rtt, dialled));
                 self.latencies.record(rtt);
                 state.answered.fetch_add(1, Ordering::Relaxed);
                 permit.success();
@@ -223,7 +231,7 @@ impl Inner {
                         permit.failure()
                     }
                     _ => {
-                        member.observe(began.elapsed());
+                        member.observe(sample(began.elapsed(), dialled));
                         permit.success()
                     }
                 }
@@ -331,5 +339,28 @@ impl Inner {
             permit.ignore();
             member
         })
+    }
+}
+
+/// The latency sample an attempt contributes: what it took, capped at the
+/// unmeasured default if it had to connect first.
+fn sample(rtt: Duration, dialled: bool) -> Duration {
+    if dialled {
+        rtt.min(super::balancer::PeakEwma::DEFAULT_RTT)
+    } else {
+        rtt
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dialling_call_counts_no_worse_than_an_unmeasured_instance() {
+        let slow = Duration::from_millis(400);
+        assert_eq!(sample(slow, true), super::super::balancer::PeakEwma::DEFAULT_RTT);
+        assert_eq!(sample(slow, false), slow);
+        assert_eq!(sample(Duration::from_millis(2), true), Duration::from_millis(2));
     }
 }

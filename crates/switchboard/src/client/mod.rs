@@ -372,6 +372,12 @@ impl Client {
         call_typed(self, method.to_owned(), req, opts).await
     }
 
+    /// Whether a usable connection is open right now (a call would not
+    /// have to dial first).
+    pub fn is_connected(&self) -> bool {
+        self.inner.transport.conn.load().as_ref().is_some_and(|c| c.is_usable())
+    }
+
     /// Round-trip a ping frame; returns the round-trip time.
     pub async fn ping(&self) -> Result<Duration, Error> {
         let conn = self.inner.transport.connection().await?;
