@@ -160,7 +160,7 @@ impl BuiltinConfigStore {
 /// `value_len` bytes for a put).
 fn config_error(error: ClientError, key: &str, value_len: usize) -> ConfigError {
     match error {
-        ClientError::Unreachable { .. } => ConfigError::Unavailable(error.to_string()),
+        ClientError::Unreachable { .. } => ConfigError::Unavailable(with_causes(&error)),
         ClientError::Api(api) if api.status.is_server_error() => ConfigError::Unavailable(api.to_string()),
         ClientError::Api(api) if api.code == "invalid_key" => {
             ConfigError::InvalidKey { key: key.to_owned(), reason: api.message }
@@ -170,6 +170,22 @@ fn config_error(error: ClientError, key: &str, value_len: usize) -> ConfigError 
         }
         other => ConfigError::Backend(other.to_string()),
     }
+}
+
+/// `error` and its sources, `: `-separated ("connection refused" is often
+/// only in a source), since [`ConfigError`] carries text.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 impl ConfigStore for BuiltinConfigStore {
