@@ -36,7 +36,12 @@
 //!    that answer is again the difference. Unlike instances, config keys are
 //!    not re-announced by anyone after a restart, so there is no warm-up
 //!    here: the built-in registry keeps keys in memory, and a restarted one
-//!    holds only what was put since (the deletions are real).
+//!    holds only what was put since (the deletions are real). One race is
+//!    left: a registry restarted so fast that the watcher never failed to
+//!    reach it, and whose index already passed the watcher's, looks like the
+//!    same registry; the watch then catches up at the next change under the
+//!    prefix or when its blocking query times out (`wait`, 30 s), since every
+//!    answer, a timed-out one included, is a whole list and is diffed.
 //! 6. The task ends when the consumer drops its [`ConfigWatch`].
 //!
 //! ```no_run
