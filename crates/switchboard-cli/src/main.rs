@@ -6,10 +6,12 @@
 //! switchboard bench --addr 127.0.0.1:9001 --concurrency 64 --duration 5s Echo.Echo --payload-size 128
 //! switchboard registry --listen 127.0.0.1:7700
 //! switchboard list --registry http://127.0.0.1:7700
+//! switchboard config put routing/Arith '{"zone":"eu-1"}'   # get, put, delete, list, watch
 //! switchboard demo                      # the main job: registry, three instances, a SIGKILL, 0 failed calls
 //! ```
 
 mod bench;
+mod config;
 mod demo;
 mod registry;
 
@@ -102,6 +104,9 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:7700")]
         registry: String,
     },
+    /// Read, write and watch config keys in a registry (get, put, delete,
+    /// list, watch).
+    Config(config::ConfigArgs),
     /// The main job, nothing to install: a registry, three Arith instances
     /// (child processes), a client calling them through discovery; one
     /// instance gets SIGKILL and comes back; exits 0 only if no call failed.
@@ -177,6 +182,10 @@ async fn main() -> ExitCode {
             report(registry::serve(&listen, heartbeat, ttl).await)
         }
         Command::List { registry } => report(registry::list(&registry).await),
+        Command::Config(args) => {
+            config::init_logging();
+            report(config::run(args).await)
+        }
         Command::Demo { duration, rate } => {
             init_logging_quiet();
             match demo::run(demo::Options { duration, rate }).await {

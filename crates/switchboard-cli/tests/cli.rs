@@ -304,3 +304,127 @@ async fn demo_rides_through_a_sigkill_and_a_restart_with_no_failed_call() {
     assert!(since > 100, "the restarted instance answered only {since} calls: {shown}");
     assert!(text.contains("PASS: 0 of 4000 calls failed"), "{shown}");
 }
+
+/// Runs the CLI with `input` on stdin.
+async fn run_with_stdin(args: &[&str], input: &[u8]) -> Output {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    cmd.args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("the CLI starts");
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    stdin.write_all(input).await.expect("write stdin");
+    drop(stdin);
+    tokio::time::timeout(std::time::Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("the CLI finished within 20 s")
+        .expect("the CLI ran")
+}
+
+/// `switchboard config` puts, gets, lists and deletes keys in a real
+/// registry, and the registry's store holds what the CLI says it wrote.
+#[tokio::test]
+async fn config_put_get_list_delete_against_a_registry() {
+    use switchboard_registry::RegistryServer;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let handle = RegistryServer::builder().build().spawn(listener).unwrap();
+    let url = format!("http://{}", handle.local_addr());
+    let store = handle.store().clone();
+    let value = |key: &str| store.config_get(key).unwrap().map(|e| e.value);
+
+    let out = run(&["config", "put", "routing/Arith", r#"{"zone":"eu-1"}"#, "--registry", &url]).await;
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), "put routing/Arith (rev 2)");
+    assert_eq!(value("routing/Arith").as_deref(), Some(r#"{"zone":"eu-1"}"#));
+
+    // `-` reads the value from stdin, exactly (two lines, no trailing newline added).
+    let out = run_with_stdin(&["config", "--registry", &url, "put", "routing/Echo", "-"], b"line 1\nline 2").await;
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    assert_eq!(value("routing/Echo").as_deref(), Some("line 1\nline 2"));
+    store.config_put("plugins/list", "a.wasm").unwrap();
+
+    let out = run(&["config", "get", "routing/Echo", "--registry", &url]).await;
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "line 1\nline 2\n");
+
+    let out = run(&["config", "list", "routing/", "--registry", &url]).await;
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), "routing/Arith = {\"zone\":\"eu-1\"} (rev 2)\nrouting/Echo = line 1\\nline 2 (rev 3)");
+    let out = run(&["config", "list", "--registry", &url]).await;
+    assert_eq!(stdout(&out).lines().count(), 3, "{}", stdout(&out));
+
+    let out = run(&["config", "delete", "routing/Arith", "--registry", &url]).await;
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), "deleted routing/Arith");
+    assert_eq!(value("routing/Arith"), None);
+    let out = run(&["config", "delete", "routing/Arith", "--registry", &url]).await;
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    assert!(stdout(&out).contains("nothing deleted"), "{}", stdout(&out));
+
+    // A missing key, a bad key: a clear error, exit code 1.
+    let out = run(&["config", "get", "routing/Arith", "--registry", &url]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out), "error: no config key \"routing/Arith\"");
+    assert!(stdout(&out).is_empty());
+    let out = run(&["config", "put", "/etc/passwd", "x", "--registry", &url]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("invalid config key \"/etc/passwd\""), "{}", stderr(&out));
+    let out = run_with_stdin(&["config", "put", "k", "-", "--registry", &url], &[0xff, 0xfe]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not UTF-8"), "{}", stderr(&out));
+    assert_eq!(value("k"), None);
+    handle.shutdown().await.unwrap();
+
+    // The registry is gone: unavailable, exit code 1.
+    let out = run(&["config", "get", "routing/Echo", "--registry", &url]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("unavailable"), "{}", stderr(&out));
+}
+
+async fn next_line(lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>) -> String {
+    tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("a line within 10 s")
+        .expect("read")
+        .expect("a line, not the end")
+}
+
+/// `switchboard config watch --count 3` prints the current keys, then one
+/// line per change, and exits after the third batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_watch_prints_each_change_and_stops_after_count_batches() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let handle = switchboard_registry::RegistryServer::builder().build().spawn(listener).unwrap();
+    let url = format!("http://{}", handle.local_addr());
+    let store = handle.store().clone();
+    store.config_put("app/a", "1").unwrap();
+    store.config_put("other/x", "9").unwrap();
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["config", "watch", "app/", "--count", "3", "--registry", &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the CLI starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    assert_eq!(next_line(&mut lines).await, "put app/a = 1 (rev 2)");
+    store.config_put("other/y", "8").unwrap(); // not under app/: nothing printed
+    store.config_put("app/b", "two\nlines").unwrap();
+    assert_eq!(next_line(&mut lines).await, "put app/b = two\\nlines (rev 5)");
+    store.config_delete("app/a").unwrap();
+    assert_eq!(next_line(&mut lines).await, "deleted app/a");
+
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits after three batches")
+        .expect("wait");
+    assert!(status.success());
+    assert_eq!(lines.next_line().await.expect("read"), None, "nothing after the third batch");
+    handle.shutdown().await.unwrap();
+}

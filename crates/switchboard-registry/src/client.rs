@@ -6,6 +6,10 @@
 //! [`ApiError`] with its HTTP status and machine code, such as
 //! `unknown_instance`, which tells a server to register again).
 //!
+//! The `config_*` methods read and write config keys; most code uses them
+//! through [`BuiltinConfigStore`](crate::BuiltinConfigStore), which
+//! implements the backend-neutral `switchboard::config::ConfigStore`.
+//!
 //! ```no_run
 //! use switchboard_registry::client::{Heartbeat, RegistryClient};
 //! use switchboard_registry::model::RegisterRequest;
@@ -27,7 +31,9 @@ use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::model::{IndexReply, InstanceList, RegisterRequest, RegistryStatus, ServiceList};
+use crate::model::{
+    ConfigDeleted, ConfigKey, ConfigList, IndexReply, InstanceList, RegisterRequest, RegistryStatus, ServiceList,
+};
 
 /// Why a registry call failed.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +110,14 @@ pub enum Heartbeat {
     Unknown,
 }
 
+/// What a request carries.
+enum Body<'a> {
+    Empty,
+    Json(&'a RegisterRequest),
+    /// A config value, sent as-is.
+    Text(&'a str),
+}
+
 /// A client of one registry. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct RegistryClient {
@@ -147,12 +161,17 @@ impl RegistryClient {
         &self,
         method: Method,
         url: Url,
-        body: Option<&RegisterRequest>,
+        body: Body<'_>,
         timeout: Duration,
     ) -> Result<T, ClientError> {
         let mut request = self.http.request(method, url.clone()).timeout(timeout);
-        if let Some(body) = body {
-            request = request.json(body);
+        match body {
+            Body::Empty => {}
+            Body::Json(body) => request = request.json(body),
+            Body::Text(text) => {
+                request =
+                    request.header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8").body(text.to_owned());
+            }
         }
         let unreachable = |source| ClientError::Unreachable { url: url.to_string(), source };
         let response = request.send().await.map_err(unreachable)?;
@@ -171,18 +190,19 @@ impl RegistryClient {
 
     /// Register (or update) an instance.
     pub async fn register(&self, request: &RegisterRequest) -> Result<IndexReply, ClientError> {
-        self.send(Method::PUT, self.url(&["v1", "instances"])?, Some(request), Duration::from_secs(5)).await
+        self.send(Method::PUT, self.url(&["v1", "instances"])?, Body::Json(request), Duration::from_secs(5)).await
     }
 
     /// Remove an instance.
     pub async fn deregister(&self, service: &str, id: &str) -> Result<IndexReply, ClientError> {
-        self.send(Method::DELETE, self.url(&["v1", "instances", service, id])?, None, Duration::from_secs(5)).await
+        self.send(Method::DELETE, self.url(&["v1", "instances", service, id])?, Body::Empty, Duration::from_secs(5))
+            .await
     }
 
     /// Renew an instance's TTL.
     pub async fn heartbeat(&self, service: &str, id: &str) -> Result<Heartbeat, ClientError> {
         let url = self.url(&["v1", "instances", service, id, "heartbeat"])?;
-        match self.send::<IndexReply>(Method::PUT, url, None, Duration::from_secs(5)).await {
+        match self.send::<IndexReply>(Method::PUT, url, Body::Empty, Duration::from_secs(5)).await {
             Ok(_) => Ok(Heartbeat::Renewed),
             Err(ClientError::Api(e)) if e.code == "unknown_instance" => Ok(Heartbeat::Unknown),
             Err(e) => Err(e),
@@ -191,12 +211,12 @@ impl RegistryClient {
 
     /// Every service, with instance counts.
     pub async fn services(&self) -> Result<ServiceList, ClientError> {
-        self.send(Method::GET, self.url(&["v1", "services"])?, None, Duration::from_secs(5)).await
+        self.send(Method::GET, self.url(&["v1", "services"])?, Body::Empty, Duration::from_secs(5)).await
     }
 
     /// A service's instances now.
     pub async fn instances(&self, service: &str) -> Result<InstanceList, ClientError> {
-        self.send(Method::GET, self.url(&["v1", "services", service])?, None, Duration::from_secs(5)).await
+        self.send(Method::GET, self.url(&["v1", "services", service])?, Body::Empty, Duration::from_secs(5)).await
     }
 
     /// A service's instances once its index passes `after` (a blocking
@@ -207,11 +227,61 @@ impl RegistryClient {
             .append_pair("index", &after.to_string())
             .append_pair("wait", &format!("{}ms", wait.as_millis()));
         // The registry answers at `wait` at the latest; allow for the trip.
-        self.send(Method::GET, url, None, wait + Duration::from_secs(5)).await
+        self.send(Method::GET, url, Body::Empty, wait + Duration::from_secs(5)).await
+    }
+
+    /// The URL of config key `key`: `/v1/config/` then the key's segments,
+    /// each percent-encoded.
+    fn config_url(&self, key: &str) -> Result<Url, ClientError> {
+        let mut segments = vec!["v1", "config"];
+        segments.extend(key.split('/'));
+        self.url(&segments)
+    }
+
+    /// The config key `key`, or `None` if the registry has no such key.
+    pub async fn config_get(&self, key: &str) -> Result<Option<ConfigKey>, ClientError> {
+        match self.send(Method::GET, self.config_url(key)?, Body::Empty, Duration::from_secs(5)).await {
+            Ok(entry) => Ok(Some(entry)),
+            Err(ClientError::Api(e)) if e.status == StatusCode::NOT_FOUND && e.code == "unknown_key" => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every config key under `prefix` (`""` for all), with the index the
+    /// list was read at.
+    pub async fn config_list(&self, prefix: &str) -> Result<ConfigList, ClientError> {
+        let mut url = self.url(&["v1", "config"])?;
+        url.query_pairs_mut().append_pair("prefix", prefix);
+        self.send(Method::GET, url, Body::Empty, Duration::from_secs(5)).await
+    }
+
+    /// The config keys under `prefix` once one of them is put or deleted
+    /// after index `after` (a blocking query), or after `wait` with nothing
+    /// new. An `after` from before a registry restart answers at once.
+    pub async fn config_watch(&self, prefix: &str, after: u64, wait: Duration) -> Result<ConfigList, ClientError> {
+        let mut url = self.url(&["v1", "config"])?;
+        url.query_pairs_mut()
+            .append_pair("prefix", prefix)
+            .append_pair("index", &after.to_string())
+            .append_pair("wait", &format!("{}ms", wait.as_millis()));
+        self.send(Method::GET, url, Body::Empty, wait + Duration::from_secs(5)).await
+    }
+
+    /// Set config key `key` to `value`. The reply's index is the key's
+    /// revision (unchanged if it already had this value).
+    pub async fn config_put(&self, key: &str, value: &str) -> Result<IndexReply, ClientError> {
+        // A large value takes a while to send on a slow link.
+        let timeout = Duration::from_secs(5) + Duration::from_millis(value.len() as u64 / 64);
+        self.send(Method::PUT, self.config_url(key)?, Body::Text(value), timeout).await
+    }
+
+    /// Delete config key `key`.
+    pub async fn config_delete(&self, key: &str) -> Result<ConfigDeleted, ClientError> {
+        self.send(Method::DELETE, self.config_url(key)?, Body::Empty, Duration::from_secs(5)).await
     }
 
     /// The registry's own status.
     pub async fn status(&self) -> Result<RegistryStatus, ClientError> {
-        self.send(Method::GET, self.url(&["v1", "status"])?, None, Duration::from_secs(5)).await
+        self.send(Method::GET, self.url(&["v1", "status"])?, Body::Empty, Duration::from_secs(5)).await
     }
 }

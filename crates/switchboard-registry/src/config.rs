@@ -38,6 +38,13 @@ pub struct RegistryConfig {
     pub default_wait: Duration,
     /// Longest wait a blocking query may ask for; longer ones are cut to this. Default 5 min.
     pub max_wait: Duration,
+    /// Most config keys the registry holds (see [`store`](crate::store)'s
+    /// config keys); a put of a new key beyond it is refused. Also bounds
+    /// the deletion records kept for watchers. Default 10,000.
+    pub max_config_keys: usize,
+    /// Most bytes all config keys and values may take together; a put that
+    /// would pass it is refused. Default 64 MiB.
+    pub max_config_bytes: usize,
 }
 
 impl Default for RegistryConfig {
@@ -52,6 +59,8 @@ impl Default for RegistryConfig {
             max_body_bytes: 64 * 1024,
             default_wait: Duration::from_secs(30),
             max_wait: Duration::from_secs(300),
+            max_config_keys: 10_000,
+            max_config_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -12,13 +12,15 @@
 //! | [`model`] | the JSON shapes: [`RegisterRequest`](model::RegisterRequest) (what servers send) and [`Instance`](model::Instance) (what the registry returns), validation |
 //! | [`config`] | [`RegistryConfig`]: heartbeat interval, TTL, sweep interval, self-preservation, limits |
 //! | [`store`] | [`Store`]: the instances, the modification index, blocking waits, TTL sweep and self-preservation; no HTTP |
+//! | `store/keys.rs` | the store's config keys: `config_get`/`list`/`put`/`delete`, deletion records, per-prefix blocking waits, limits |
 //! | [`server`] | [`RegistryServer`]: the axum HTTP/JSON API over a store, the background sweeper, graceful shutdown |
 //! | [`client`] | [`RegistryClient`]: a typed client of that API |
 //! | [`registrar`] | [`BuiltinRegistrar`]: keeps a server's registrations alive (heartbeats, re-register when forgotten) |
 //! | [`discover`] | [`BuiltinDiscover`]: follows a service with blocking queries, cache, diff, backoff |
+//! | [`keys`] | [`BuiltinConfigStore`]: config keys as a `switchboard::config::ConfigStore` (get, list, put, delete; watch with blocking queries, cache, diff, backoff) |
 //!
 //! [`from_url`] turns a `--registry` URL into the [`Backend`] (a discovery
-//! source and a registrar) for it: `http://host:port` is the built-in
+//! source, a registrar and a config store) for it: `http://host:port` is the built-in
 //! registry; `etcd://` comes with the etcd backend.
 //!
 //! How a registration flows: `PUT /v1/instances` → [`server`] reads the body
@@ -36,6 +38,7 @@ pub mod config;
 pub mod discover;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod keys;
 pub mod model;
 pub mod registrar;
 pub mod server;
@@ -43,23 +46,27 @@ pub mod store;
 
 use std::sync::Arc;
 
+use switchboard::config::ConfigStore;
 use switchboard::discovery::{Discover, Registrar};
 
 pub use client::{ClientError, RegistryClient};
 pub use config::RegistryConfig;
 pub use discover::BuiltinDiscover;
+pub use keys::BuiltinConfigStore;
 pub use registrar::BuiltinRegistrar;
 pub use server::{RegistryHandle, RegistryServer, RegistryServerBuilder};
 pub use store::{Store, StoreError, SweepReport};
 
-/// A registry backend: where callers discover instances and servers
-/// register.
+/// A registry backend: where callers discover instances, servers
+/// register, and configuration is read and watched.
 #[derive(Debug, Clone)]
 pub struct Backend {
     /// The discovery source (give it to `Balanced::builder`).
     pub discover: Arc<dyn Discover>,
     /// The registrar (give it to `ServerBuilder::registrar`).
     pub registrar: Arc<dyn Registrar>,
+    /// Config keys: get, list, put, delete, watch.
+    pub config: Arc<dyn ConfigStore>,
 }
 
 /// The backend a `--registry` URL names.
@@ -83,7 +90,8 @@ pub fn from_url(url: &str) -> Result<Backend, ClientError> {
             let client = RegistryClient::new(url)?;
             Ok(Backend {
                 discover: Arc::new(BuiltinDiscover::new(client.clone())),
-                registrar: Arc::new(BuiltinRegistrar::new(client)),
+                registrar: Arc::new(BuiltinRegistrar::new(client.clone())),
+                config: Arc::new(BuiltinConfigStore::new(client)),
             })
         }
         #[cfg(feature = "etcd")]

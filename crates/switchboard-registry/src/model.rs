@@ -12,6 +12,10 @@
 //! A client can therefore never set its own health or heartbeat time, and the
 //! registry can add fields to [`Instance`] without changing what servers send.
 //!
+//! Config keys travel as [`ConfigKey`] (one key), [`ConfigList`] (a prefix)
+//! and [`ConfigDeleted`]; a put sends the raw value text as its body and gets
+//! an [`IndexReply`].
+//!
 //! ```
 //! use switchboard_registry::model::RegisterRequest;
 //!
@@ -300,6 +304,65 @@ fn is_zero(n: &u64) -> bool {
 pub struct IndexReply {
     /// Global modification index after the operation.
     pub index: u64,
+}
+
+/// One config key as the API returns it (`GET /v1/config/{key}`, and each
+/// entry of a [`ConfigList`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigKey {
+    /// The key, relative to the config root (`routing/Arith`).
+    pub key: String,
+    /// The value, UTF-8 text.
+    pub value: String,
+    /// Index of the change that last set the value.
+    pub revision: u64,
+}
+
+impl From<switchboard::config::ConfigEntry> for ConfigKey {
+    fn from(e: switchboard::config::ConfigEntry) -> Self {
+        ConfigKey { key: e.key, value: e.value, revision: e.revision }
+    }
+}
+
+impl From<ConfigKey> for switchboard::config::ConfigEntry {
+    fn from(k: ConfigKey) -> Self {
+        switchboard::config::ConfigEntry { key: k.key, value: k.value, revision: k.revision }
+    }
+}
+
+/// Answer of `GET /v1/config?prefix=P`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigList {
+    /// The keys under the prefix, sorted by key.
+    pub entries: Vec<ConfigKey>,
+    /// The global index the list was read at: pass it back as `?index=` to
+    /// wait for the next change under the prefix.
+    pub index: u64,
+}
+
+impl From<switchboard::config::ConfigSnapshot> for ConfigList {
+    fn from(s: switchboard::config::ConfigSnapshot) -> Self {
+        ConfigList { entries: s.entries.into_iter().map(ConfigKey::from).collect(), index: s.revision }
+    }
+}
+
+impl From<ConfigList> for switchboard::config::ConfigSnapshot {
+    fn from(l: ConfigList) -> Self {
+        switchboard::config::ConfigSnapshot {
+            entries: l.entries.into_iter().map(Into::into).collect(),
+            revision: l.index,
+        }
+    }
+}
+
+/// Answer of `DELETE /v1/config/{key}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigDeleted {
+    /// Global modification index after the operation (unchanged if the key
+    /// did not exist).
+    pub index: u64,
+    /// Whether the key existed.
+    pub deleted: bool,
 }
 
 #[cfg(test)]

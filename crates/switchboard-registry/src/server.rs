@@ -11,6 +11,10 @@
 //! | `GET /v1/services` | services, instance counts, self-preservation flag |
 //! | `GET /v1/services/{service}?index=N&wait=30s` | instances; with `index`, a blocking query |
 //! | `GET /v1/status` | index, instance count, self-preservation, TTL and heartbeat settings |
+//! | `GET /v1/config?prefix=P&index=N&wait=30s` | config keys under a prefix; with `index`, a blocking query |
+//! | `GET /v1/config/{key}` | one config key, 404 `unknown_key` if absent |
+//! | `PUT /v1/config/{key}` | set a key; the body is the raw UTF-8 value → `{"index": N}` |
+//! | `DELETE /v1/config/{key}` | delete a key → `{"index": N, "deleted": bool}` |
 //!
 //! Every error is JSON, `{"error": "<message>", "code": "<machine code>"}`,
 //! and a refused request changes nothing. Request data is never unwrapped.
@@ -42,6 +46,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, put};
 use axum::{Json, Router};
 use serde::Deserialize;
+use switchboard::config::{validate_key, ConfigError, MAX_VALUE_LEN};
 use tokio::net::TcpListener;
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
@@ -49,7 +54,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RegistryConfig;
-use crate::model::{IndexReply, InstanceList, RegisterRequest};
+use crate::model::{ConfigDeleted, ConfigKey, ConfigList, IndexReply, InstanceList, RegisterRequest};
 use crate::store::{Store, StoreError};
 
 /// Response header carrying the index of a service listing (as Consul's `X-Consul-Index`).
@@ -129,6 +134,13 @@ impl RegistryServer {
             .route("/v1/services", get(services))
             .route("/v1/services/{service}", get(instances))
             .route("/v1/status", get(status))
+            .route("/v1/config", get(config_list))
+            // Config values may be larger than other bodies (up to the core's
+            // MAX_VALUE_LEN); this inner limit overrides the router-wide one.
+            .route(
+                "/v1/config/{*key}",
+                get(config_get).put(config_put).delete(config_delete).layer(DefaultBodyLimit::max(MAX_VALUE_LEN)),
+            )
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(self.config.max_body_bytes))
@@ -242,6 +254,17 @@ impl From<StoreError> for ApiError {
             StoreError::UnknownInstance { .. } => {
                 ApiError::new(StatusCode::NOT_FOUND, "unknown_instance", format!("{e}; register it again"))
             }
+            StoreError::Config(ConfigError::InvalidKey { .. }) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_key", e.to_string())
+            }
+            StoreError::Config(ConfigError::TooLarge { .. }) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "value_too_large", e.to_string())
+            }
+            StoreError::Config(ConfigError::Unavailable(_) | ConfigError::Backend(_)) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            }
+            StoreError::TooManyKeys { .. } => ApiError::new(StatusCode::CONFLICT, "too_many_keys", e.to_string()),
+            StoreError::ConfigFull { .. } => ApiError::new(StatusCode::CONFLICT, "config_full", e.to_string()),
         }
     }
 }
@@ -360,6 +383,83 @@ async fn instances(
     // Plain GETs are always built fresh (`switchboard list` shows heartbeat ages).
     let list = st.store.instances(&service);
     Ok(with_index(list.index, Json(list)))
+}
+
+#[derive(Debug, Deserialize)]
+struct ConfigParams {
+    #[serde(default)]
+    prefix: String,
+    index: Option<u64>,
+    wait: Option<String>,
+}
+
+/// `GET /v1/config?prefix=P[&index=N&wait=D]`: the keys under `prefix`; with
+/// `index`, once something under it changed after `N` (or `wait` passed).
+/// The answer's index is the global index the list was read at.
+async fn config_list(
+    State(st): State<AppState>,
+    query: Result<Query<ConfigParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = query?;
+    validate_key(&params.prefix, true).map_err(StoreError::from)?;
+    if let Some(after) = params.index {
+        let wait = match params.wait.as_deref() {
+            Some(text) => parse_wait(text)?.min(st.config.max_wait),
+            None => st.config.default_wait,
+        };
+        tokio::select! {
+            _ = st.store.wait_for_config_change(&params.prefix, after, wait) => {}
+            () = st.shutdown.cancelled() => {}
+        }
+    }
+    let list = ConfigList::from(st.store.config_list(&params.prefix)?);
+    Ok(with_index(list.index, Json(list)))
+}
+
+/// `GET /v1/config/{key}`: one key, its revision in the index header.
+async fn config_get(
+    State(st): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(key) = path?;
+    match st.store.config_get(&key)? {
+        Some(entry) => Ok(with_index(entry.revision, Json(ConfigKey::from(entry)))),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_key", format!("no config key {key:?}"))),
+    }
+}
+
+/// `PUT /v1/config/{key}`: the body is the value, as raw UTF-8 text.
+async fn config_put(
+    State(st): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<IndexReply>, ApiError> {
+    let Path(key) = path?;
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            let message = format!("config value is larger than the limit of {MAX_VALUE_LEN} bytes");
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "value_too_large", message)
+        } else {
+            ApiError::from(r)
+        }
+    })?;
+    let value = std::str::from_utf8(&body).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_value", format!("config value is not UTF-8 text: {e}"))
+    })?;
+    let index = st.store.config_put(&key, value)?;
+    tracing::debug!(target: "switchboard_registry", %key, index, "config key set");
+    Ok(Json(IndexReply { index }))
+}
+
+/// `DELETE /v1/config/{key}`: whether it existed, and the index after.
+async fn config_delete(
+    State(st): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<ConfigDeleted>, ApiError> {
+    let Path(key) = path?;
+    let (index, deleted) = st.store.config_delete(&key)?;
+    tracing::debug!(target: "switchboard_registry", %key, index, deleted, "config key deleted");
+    Ok(Json(ConfigDeleted { index, deleted }))
 }
 
 /// Encoded blocking-query answers, one per service, so that the watchers one

@@ -13,6 +13,11 @@
 //! between two of its polls: the change raised the index above what it
 //! passed, so the next wait returns at once.
 //!
+//! Config keys ([`Store::config_put`] and friends, in the `store/keys.rs`
+//! submodule) share this index: every put that changes a value and every
+//! delete of an existing key bumps it, so one counter orders everything
+//! the registry holds.
+//!
 //! ## Liveness and self-preservation
 //!
 //! Every registration and heartbeat stamps the instance with
@@ -49,6 +54,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use switchboard::config::ConfigError;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -56,6 +62,8 @@ use crate::config::RegistryConfig;
 use crate::model::{
     Health, Instance, InstanceList, InvalidField, RegisterRequest, RegistryStatus, ServiceList, ServiceSummary,
 };
+
+mod keys;
 
 /// Why a store operation was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,6 +78,24 @@ pub enum StoreError {
         service: String,
         /// Instance id asked for.
         id: String,
+    },
+    /// A config key, prefix or value was refused (see
+    /// [`switchboard::config::validate_key`]).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A put of a new config key when the registry already holds
+    /// [`RegistryConfig::max_config_keys`] of them.
+    #[error("too many config keys: the registry holds at most {limit}; delete some first")]
+    TooManyKeys {
+        /// The limit.
+        limit: usize,
+    },
+    /// A put that would make the config keys and values take more than
+    /// [`RegistryConfig::max_config_bytes`] together.
+    #[error("config keys and values would take more than {limit} bytes together; delete some first")]
+    ConfigFull {
+        /// The limit, in bytes.
+        limit: usize,
     },
 }
 
@@ -114,6 +140,8 @@ struct Inner {
     /// from `services` because a waiter may wait for a service that does not
     /// exist yet.
     watchers: BTreeMap<String, watch::Sender<u64>>,
+    /// The config keys, their deletion records and their waiters.
+    keys: keys::Keys,
 }
 
 impl Inner {
@@ -201,6 +229,7 @@ impl Store {
                 services: BTreeMap::new(),
                 self_preservation: false,
                 watchers: BTreeMap::new(),
+                keys: keys::Keys::default(),
             }),
             changes,
             started: Instant::now(),

@@ -187,7 +187,11 @@ impl EtcdOptions {
     /// unreachable etcd is retried in the background).
     pub fn backend(self) -> Backend {
         let conn = EtcdConnection::new(self);
-        Backend { discover: Arc::new(EtcdDiscover::new(conn.clone())), registrar: Arc::new(EtcdRegistrar::new(conn)) }
+        Backend {
+            discover: Arc::new(EtcdDiscover::new(conn.clone())),
+            registrar: Arc::new(EtcdRegistrar::new(conn.clone())),
+            config: Arc::new(EtcdConfigStore::new(conn)),
+        }
     }
 }
 
