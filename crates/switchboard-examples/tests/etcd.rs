@@ -1,6 +1,7 @@
 //! The examples on etcd, as users run them: three `arith_server` processes
 //! register in a real etcd, `switchboard list` and `etcdctl` show them,
-//! `arith_client` finds them by name, and a server killed with SIGKILL under
+//! `arith_client` finds them by name, `switchboard config` keeps a key in
+//! etcd, and a server killed with SIGKILL under
 //! `arith_client --rate` load costs no call and leaves etcd within its
 //! lease's TTL.
 
@@ -76,6 +77,20 @@ async fn arith_servers_on_etcd_are_listed_called_and_a_sigkilled_one_expires_wit
     let (ok, answer) = output(Command::new(example("arith_client")).args(["--registry", &url])).await;
     assert!(ok, "{answer}");
     assert_eq!(answer.lines().next(), Some("56"), "{answer}");
+
+    // Config keys through the same URL: `switchboard config` on etcd.
+    let cli = workspace_binary("switchboard");
+    let (ok, put) =
+        output(Command::new(&cli).args(["config", "put", "routing/Arith", r#"{"canary":5}"#, "--registry", &url])).await;
+    assert!(ok, "{put}");
+    let (ok, got) = output(Command::new(&cli).args(["config", "get", "routing/Arith", "--registry", &url])).await;
+    assert!(ok, "{got}");
+    assert_eq!(got.trim(), r#"{"canary":5}"#);
+    let stored = {
+        let etcd = etcd.clone();
+        tokio::task::spawn_blocking(move || etcd.get("/switchboard/config/routing/Arith")).await.expect("etcdctl")
+    };
+    assert_eq!(stored.as_deref(), Some(r#"{"canary":5}"#));
 
     // SIGKILL under load: 2,000 calls/s for 5 s.
     let caller = Command::new(example("arith_client"))
