@@ -1,9 +1,13 @@
 //! # Switchboard registry
 //!
-//! The built-in service registry: servers register their instances and
-//! heartbeat; callers list a service's instances and watch for changes with
-//! blocking queries. One process, in memory, no external service: the
-//! default for a single machine (etcd is the choice for clusters).
+//! Switchboard's registry backends behind one `--registry URL`:
+//!
+//! - the built-in service registry (`http://`): servers register their
+//!   instances and heartbeat; callers list a service's instances and watch
+//!   for changes with blocking queries. One process, in memory, no external
+//!   service: the default for a single machine.
+//! - etcd (`etcd://`, feature `etcd`): leases, watches that survive
+//!   compaction; the choice for clusters (module `etcd`).
 //!
 //! ## Layout
 //!
@@ -18,10 +22,11 @@
 //! | [`registrar`] | [`BuiltinRegistrar`]: keeps a server's registrations alive (heartbeats, re-register when forgotten) |
 //! | [`discover`] | [`BuiltinDiscover`]: follows a service with blocking queries, cache, diff, backoff |
 //! | [`keys`] | [`BuiltinConfigStore`]: config keys as a `switchboard::config::ConfigStore` (get, list, put, delete; watch with blocking queries, cache, diff, backoff) |
+//! | `etcd` | the etcd backend (feature `etcd`): `EtcdOptions` (URL, key layout), `EtcdRegistrar` (leases), `EtcdDiscover` and `EtcdConfigStore` over one `watch::Follower` (list at a revision, diff, watch, resume, re-list on compaction) |
 //!
 //! [`from_url`] turns a `--registry` URL into the [`Backend`] (a discovery
 //! source, a registrar and a config store) for it: `http://host:port` is the built-in
-//! registry; `etcd://` comes with the etcd backend.
+//! registry; `etcd://h1:2379,h2:2379` is etcd.
 //!
 //! How a registration flows: `PUT /v1/instances` → [`server`] reads the body
 //! (64 KiB limit) and parses it → [`Store::register`] validates it, stores it
