@@ -10,17 +10,18 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 
-use serde::de::value::{BorrowedStrDeserializer, MapDeserializer, SeqDeserializer, StrDeserializer};
+use serde::de::value::{BorrowedStrDeserializer, SeqDeserializer, StrDeserializer};
 use serde::de::{self, DeserializeSeed, IgnoredAny, Visitor};
 use serde::{forward_to_deserialize_any, Deserialize};
 
 use super::types::{FieldType, Marshaler, TypeId, WireType, BOOL, BYTES, COMPLEX, FLOAT, INT, INTERFACE, STRING, UINT};
 use super::wire::Reader;
+use super::zero::{MissingDe, ZeroDe};
 use super::{GobError, Limits};
 
 /// What one decode needs besides the bytes: the stream's types and limits.
 pub(crate) struct Ctx<'a> {
-    types: &'a HashMap<TypeId, WireType>,
+    pub(super) types: &'a HashMap<TypeId, WireType>,
     max_depth: usize,
     max_zero: usize,
     zero_left: Cell<usize>,
@@ -40,7 +41,7 @@ impl<'a> Ctx<'a> {
         matches!(self.types.get(&id), Some(WireType::Struct { .. }))
     }
 
-    fn kind(&self, id: TypeId) -> Result<Kind<'a>, GobError> {
+    pub(super) fn kind(&self, id: TypeId) -> Result<Kind<'a>, GobError> {
         Ok(match id {
             BOOL => Kind::Bool,
             INT => Kind::Int,
@@ -61,14 +62,14 @@ impl<'a> Ctx<'a> {
         })
     }
 
-    fn enter(&self, depth: usize) -> Result<usize, GobError> {
+    pub(super) fn enter(&self, depth: usize) -> Result<usize, GobError> {
         if depth >= self.max_depth {
             return Err(GobError::TooDeep(self.max_depth));
         }
         Ok(depth + 1)
     }
 
-    fn charge_zero(&self) -> Result<(), GobError> {
+    pub(super) fn charge_zero(&self) -> Result<(), GobError> {
         let left = self.zero_left.get();
         if left == 0 {
             return Err(GobError::ZeroFillBudget(self.max_zero));
@@ -78,7 +79,7 @@ impl<'a> Ctx<'a> {
     }
 }
 
-enum Kind<'a> {
+pub(super) enum Kind<'a> {
     Bool,
     Int,
     Uint,
@@ -97,14 +98,14 @@ enum Kind<'a> {
 /// Presents `[]byte` as a sequence of `u8` (what `Vec<u8>` and generic
 /// targets like `serde_json::Value` accept); targets that ask for bytes get
 /// bytes instead.
-fn visit_byte_seq<'de, V: Visitor<'de>>(bytes: &[u8], visitor: V) -> Result<V::Value, GobError> {
+pub(super) fn visit_byte_seq<'de, V: Visitor<'de>>(bytes: &[u8], visitor: V) -> Result<V::Value, GobError> {
     let mut seq = SeqDeserializer::<_, GobError>::new(bytes.iter().copied());
     let value = visitor.visit_seq(&mut seq)?;
     seq.end()?;
     Ok(value)
 }
 
-fn not_all_read(what: &str, n: usize, left: usize) -> GobError {
+pub(super) fn not_all_read(what: &str, n: usize, left: usize) -> GobError {
     GobError::Custom(format!("the target type read {} of the {n} {what}", n - left))
 }
 
@@ -124,6 +125,32 @@ impl<'a, 'de> ValueDe<'a, '_, 'de> {
         if access.left > 0 {
             return Err(not_all_read("elements", n, access.left));
         }
+        Ok(value)
+    }
+
+    fn struct_value<V: Visitor<'de>>(
+        self,
+        name: &'a str,
+        fields: &'a [FieldType],
+        extra: Vec<&'static str>,
+        visitor: V,
+    ) -> Result<V::Value, GobError> {
+        let depth = self.ctx.enter(self.depth)?;
+        let mut access = StructAccess {
+            r: self.r,
+            ctx: self.ctx,
+            name,
+            fields,
+            extra,
+            depth,
+            next: 0,
+            last: None,
+            pending: None,
+            done: false,
+            current: None,
+        };
+        let value = visitor.visit_map(&mut access)?;
+        access.finish()?;
         Ok(value)
     }
 
@@ -192,24 +219,19 @@ impl<'de> de::Deserializer<'de> for ValueDe<'_, '_, 'de> {
                 }
                 Ok(value)
             }
-            Kind::Struct(name, fields) => {
-                let depth = self.ctx.enter(self.depth)?;
-                let mut access = StructAccess {
-                    r: self.r,
-                    ctx: self.ctx,
-                    name,
-                    fields,
-                    depth,
-                    next: 0,
-                    last: None,
-                    pending: None,
-                    done: false,
-                    current: None,
-                };
-                let value = visitor.visit_map(&mut access)?;
-                access.finish()?;
-                Ok(value)
-            }
+            Kind::Struct(name, fields) => self.struct_value(name, fields, Vec::new(), visitor),
+        }
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        target: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, GobError> {
+        match self.ctx.kind(self.id)? {
+            Kind::Struct(name, fields) => self.struct_value(name, fields, not_on_wire(target, fields), visitor),
+            _ => self.deserialize_any(visitor),
         }
     }
 
@@ -302,12 +324,19 @@ impl<'de> de::Deserializer<'de> for ValueDe<'_, '_, 'de> {
 
     forward_to_deserialize_any! {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char
-        tuple tuple_struct map struct identifier
+        tuple tuple_struct map identifier
     }
 }
 
+/// The fields of a target struct that its wire type does not have: the
+/// sender's type may lack them (a Go decoder leaves such fields zero; so do
+/// we, see [`MissingDe`]).
+pub(super) fn not_on_wire(target: &'static [&'static str], wire: &[FieldType]) -> Vec<&'static str> {
+    target.iter().copied().filter(|t| !wire.iter().any(|f| f.name == *t)).collect()
+}
+
 /// A short description of a type id for error messages.
-fn describe(ctx: &Ctx<'_>, id: TypeId) -> String {
+pub(super) fn describe(ctx: &Ctx<'_>, id: TypeId) -> String {
     match super::types::builtin_name(id) {
         Some(name) => name.to_owned(),
         None => match ctx.types.get(&id) {
@@ -375,13 +404,15 @@ impl<'de> de::MapAccess<'de> for MapAccess<'_, '_, 'de> {
 }
 
 /// Presents a struct value as a map over every field of its wire type, in
-/// order: fields present in the message are read from it, the others are
-/// zero values.
+/// order (fields present in the message are read from it, the others are
+/// zero values), then over the target's fields the wire type lacks.
 struct StructAccess<'a, 'r, 'de> {
     r: &'r mut Reader<'de>,
     ctx: &'a Ctx<'a>,
     name: &'a str,
     fields: &'a [FieldType],
+    /// Target fields not in the wire type, presented last, as zero values.
+    extra: Vec<&'static str>,
     depth: usize,
     /// The next field to present.
     next: usize,
@@ -391,8 +422,16 @@ struct StructAccess<'a, 'r, 'de> {
     pending: Option<usize>,
     /// The terminating zero delta has been read.
     done: bool,
-    /// The field whose key was presented last, and whether it is present.
-    current: Option<(usize, bool)>,
+    /// The field whose key was presented last.
+    current: Option<Current>,
+}
+
+#[derive(Clone, Copy)]
+enum Current {
+    /// Wire field `index`, and whether the message holds it.
+    Wire(usize, bool),
+    /// A target field the wire type lacks.
+    Extra(&'static str),
 }
 
 impl StructAccess<'_, '_, '_> {
@@ -452,20 +491,30 @@ impl<'de> de::MapAccess<'de> for StructAccess<'_, '_, 'de> {
             if !self.done {
                 return Err(GobError::Corrupt(format!("struct {} has more fields than its type", self.name)));
             }
-            return Ok(None);
+            if self.extra.is_empty() {
+                return Ok(None);
+            }
+            let name = self.extra.remove(0);
+            self.current = Some(Current::Extra(name));
+            return seed.deserialize(StrDeserializer::<GobError>::new(name)).map(Some);
         };
         self.next += 1;
         let present = self.pending == Some(i);
         if present {
             self.pending = None;
         }
-        self.current = Some((i, present));
+        self.current = Some(Current::Wire(i, present));
         seed.deserialize(StrDeserializer::<GobError>::new(&field.name)).map(Some)
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, GobError> {
-        let (i, present) =
-            self.current.take().ok_or_else(|| GobError::Custom("value asked for before its key".into()))?;
+        let current = self.current.take().ok_or_else(|| GobError::Custom("value asked for before its key".into()))?;
+        let (i, present) = match current {
+            Current::Wire(i, present) => (i, present),
+            Current::Extra(name) => {
+                return seed.deserialize(MissingDe { ctx: self.ctx, depth: self.depth }).map_err(|e| e.in_field(name))
+            }
+        };
         let Some(field) = self.fields.get(i) else { return Err(GobError::Custom("no such field".into())) };
         let result = if present {
             seed.deserialize(ValueDe { r: &mut *self.r, ctx: self.ctx, id: field.id, depth: self.depth })
@@ -476,170 +525,7 @@ impl<'de> de::MapAccess<'de> for StructAccess<'_, '_, 'de> {
     }
 
     fn size_hint(&self) -> Option<usize> {
-        Some(self.fields.len() - self.next.min(self.fields.len()))
-    }
-}
-
-/// Deserializes the zero value of a type: what a field the message left out
-/// holds. `Option` targets get `None`.
-struct ZeroDe<'a> {
-    ctx: &'a Ctx<'a>,
-    id: TypeId,
-    depth: usize,
-}
-
-impl<'de> de::Deserializer<'de> for ZeroDe<'_> {
-    type Error = GobError;
-
-    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, GobError> {
-        self.ctx.charge_zero()?;
-        match self.ctx.kind(self.id)? {
-            Kind::Bool => visitor.visit_bool(false),
-            Kind::Int => visitor.visit_i64(0),
-            Kind::Uint => visitor.visit_u64(0),
-            Kind::Float => visitor.visit_f64(0.0),
-            Kind::Str | Kind::Marshaled(Marshaler::Text) => visitor.visit_str(""),
-            Kind::Marshaled(_) => visitor.visit_bytes(&[]),
-            Kind::Bytes | Kind::Slice(_) => visit_byte_seq(&[], visitor),
-            Kind::Complex => {
-                let mut seq = SeqDeserializer::<_, GobError>::new([0.0f64, 0.0].into_iter());
-                let value = visitor.visit_seq(&mut seq)?;
-                seq.end()?;
-                Ok(value)
-            }
-            Kind::Interface => visitor.visit_none(),
-            Kind::Map(..) => {
-                let mut map = MapDeserializer::<_, GobError>::new(std::iter::empty::<(u8, u8)>());
-                let value = visitor.visit_map(&mut map)?;
-                map.end()?;
-                Ok(value)
-            }
-            Kind::Array(elem, len) => {
-                let depth = self.ctx.enter(self.depth)?;
-                let mut access = ZeroSeq { ctx: self.ctx, elem, left: len, depth };
-                let value = visitor.visit_seq(&mut access)?;
-                if access.left > 0 {
-                    return Err(not_all_read("array elements", len, access.left));
-                }
-                Ok(value)
-            }
-            Kind::Struct(_, fields) => {
-                let depth = self.ctx.enter(self.depth)?;
-                let mut access = ZeroStruct { ctx: self.ctx, fields, next: 0, depth };
-                visitor.visit_map(&mut access)
-            }
-        }
-    }
-
-    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, GobError> {
-        visitor.visit_none()
-    }
-
-    fn deserialize_unit<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, GobError> {
-        visitor.visit_unit()
-    }
-
-    fn deserialize_unit_struct<V: Visitor<'de>>(self, _name: &'static str, visitor: V) -> Result<V::Value, GobError> {
-        visitor.visit_unit()
-    }
-
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, GobError> {
-        visitor.visit_newtype_struct(self)
-    }
-
-    fn deserialize_bytes<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, GobError> {
-        match self.ctx.kind(self.id)? {
-            Kind::Bytes | Kind::Str | Kind::Marshaled(_) => visitor.visit_bytes(&[]),
-            _ => self.deserialize_any(visitor),
-        }
-    }
-
-    fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, GobError> {
-        self.deserialize_bytes(visitor)
-    }
-
-    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, GobError> {
-        match self.ctx.kind(self.id)? {
-            Kind::Bytes | Kind::Marshaled(_) => visitor.visit_str(""),
-            _ => self.deserialize_any(visitor),
-        }
-    }
-
-    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, GobError> {
-        self.deserialize_str(visitor)
-    }
-
-    fn deserialize_enum<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        _variants: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, GobError> {
-        match self.ctx.kind(self.id)? {
-            Kind::Str => visitor.visit_enum(StrDeserializer::<GobError>::new("")),
-            _ => Err(GobError::unsupported(format!(
-                "enum {name} is sent as a string holding the name of a unit variant; got a gob {}",
-                describe(self.ctx, self.id)
-            ))),
-        }
-    }
-
-    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, GobError> {
-        visitor.visit_unit()
-    }
-
-    forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char
-        seq tuple tuple_struct map struct identifier
-    }
-}
-
-struct ZeroSeq<'a> {
-    ctx: &'a Ctx<'a>,
-    elem: TypeId,
-    left: usize,
-    depth: usize,
-}
-
-impl<'de> de::SeqAccess<'de> for ZeroSeq<'_> {
-    type Error = GobError;
-
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, GobError> {
-        if self.left == 0 {
-            return Ok(None);
-        }
-        self.left -= 1;
-        seed.deserialize(ZeroDe { ctx: self.ctx, id: self.elem, depth: self.depth }).map(Some)
-    }
-
-    fn size_hint(&self) -> Option<usize> {
-        Some(self.left.min(4096))
-    }
-}
-
-struct ZeroStruct<'a> {
-    ctx: &'a Ctx<'a>,
-    fields: &'a [FieldType],
-    next: usize,
-    depth: usize,
-}
-
-impl<'de> de::MapAccess<'de> for ZeroStruct<'_> {
-    type Error = GobError;
-
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, GobError> {
-        let Some(field) = self.fields.get(self.next) else { return Ok(None) };
-        seed.deserialize(StrDeserializer::<GobError>::new(&field.name)).map(Some)
-    }
-
-    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, GobError> {
-        let Some(field) = self.fields.get(self.next) else { return Err(GobError::Custom("no such field".into())) };
-        self.next += 1;
-        seed.deserialize(ZeroDe { ctx: self.ctx, id: field.id, depth: self.depth }).map_err(|e| e.in_field(&field.name))
+        Some(self.fields.len() - self.next.min(self.fields.len()) + self.extra.len())
     }
 }
 

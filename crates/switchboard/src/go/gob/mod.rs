@@ -161,6 +161,7 @@ mod ser;
 mod shape;
 mod types;
 mod wire;
+mod zero;
 
 #[cfg(test)]
 mod tests;
