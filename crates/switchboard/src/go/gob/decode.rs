@@ -13,10 +13,12 @@ use super::{GobError, Limits};
 /// The receiving side of one gob stream (one connection).
 ///
 /// It remembers the type definitions the peer has sent, and decodes values
-/// with them into any serde type. A stream reader frames messages with
-/// [`message_len`](Self::message_len) and hands each body to
-/// [`decode_message`](Self::decode_message), or hands its whole buffer to
-/// [`decode`](Self::decode), which takes what one value needs.
+/// with them into any serde type. A stream reader hands its buffer to
+/// [`decode`](Self::decode), which takes what one value needs; or, to keep
+/// going past a value that does not fit its target type, to
+/// [`next_value`](Self::next_value) (definitions, framing) and then
+/// [`decode_value`](Self::decode_value). [`message_len`](Self::message_len)
+/// and [`decode_message`](Self::decode_message) work one message at a time.
 ///
 /// ```
 /// use switchboard::go::gob::Decoder;
@@ -34,7 +36,7 @@ use super::{GobError, Limits};
 /// assert_eq!(value, serde_json::json!({"A": 7, "B": 8}));
 /// assert_eq!(used, go.len());
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Decoder {
     types: HashMap<TypeId, WireType>,
     type_bytes: usize,
@@ -72,25 +74,43 @@ impl Decoder {
             self.define(id.checked_neg().unwrap_or(i64::MAX), r, body.len())?;
             return Ok(None);
         }
+        self.value_of(id, r).map(Some)
+    }
+
+    /// Decodes a value message body (as [`next_value`](Self::next_value)
+    /// returns it) with the types defined so far. A failure here, such as a
+    /// value that does not fit `T`, leaves the stream usable: the next value
+    /// starts after this one.
+    pub fn decode_value<'de, T: Deserialize<'de>>(&self, body: &'de [u8]) -> Result<T, GobError> {
+        let mut r = Reader::new(body);
+        let id = r.int("a message's type id")?;
+        if id < 0 {
+            return Err(GobError::Corrupt(format!("a definition of type {}, not a value", id.unsigned_abs())));
+        }
+        self.value_of(id, r)
+    }
+
+    fn value_of<'de, T: Deserialize<'de>>(&self, id: TypeId, mut r: Reader<'de>) -> Result<T, GobError> {
         if id == 0 {
             return Err(GobError::Corrupt("a value of type id 0".into()));
         }
         let ctx = Ctx::new(&self.types, &self.limits);
         let value = top_level(&ctx, id, &mut r)?;
         match r.remaining() {
-            0 => Ok(Some(value)),
+            0 => Ok(value),
             n => Err(GobError::TrailingBytes(n)),
         }
     }
 
-    /// Decodes the next value from `buf`, the unread bytes of a stream:
-    /// handles the type definitions before it and returns the value with the
-    /// number of bytes used. `Ok(None)` means `buf` does not yet hold the
-    /// whole value; then nothing was used, and the call can be repeated with
-    /// more bytes.
-    pub fn decode<'de, T: Deserialize<'de>>(&mut self, buf: &'de [u8]) -> Result<Option<(T, usize)>, GobError> {
-        // First find the value message, so that nothing is consumed unless
-        // the value can be decoded now.
+    /// Takes the type definitions at the front of `buf`, the unread bytes of
+    /// a stream, and finds the value message after them: its body and the
+    /// number of bytes used up to its end. `Ok(None)` means `buf` does not
+    /// hold the whole value yet; then nothing was taken, and the call can be
+    /// repeated with more bytes. An error here (bad framing, a bad type
+    /// definition) means the stream cannot be read further.
+    pub fn next_value<'b>(&mut self, buf: &'b [u8]) -> Result<Option<(&'b [u8], usize)>, GobError> {
+        // First find the value message, so that nothing is taken unless the
+        // whole value is here.
         let mut bodies = Vec::new();
         let mut used = 0;
         loop {
@@ -103,14 +123,20 @@ impl Decoder {
                 break;
             }
         }
-        let Some((value_body, definitions)) = bodies.split_last() else { return Ok(None) };
+        let Some((value, definitions)) = bodies.split_last() else { return Ok(None) };
         for body in definitions {
             self.decode_message::<IgnoredAny>(body)?;
         }
-        match self.decode_message(value_body)? {
-            Some(value) => Ok(Some((value, used))),
-            None => Err(GobError::Corrupt("internal: a value message defined a type".into())),
-        }
+        Ok(Some((value, used)))
+    }
+
+    /// Decodes the next value from `buf`, the unread bytes of a stream:
+    /// [`next_value`](Self::next_value) then [`decode_value`](Self::decode_value).
+    /// Returns the value and the number of bytes used, or `Ok(None)` if
+    /// `buf` does not hold the whole value yet (nothing was used).
+    pub fn decode<'de, T: Deserialize<'de>>(&mut self, buf: &'de [u8]) -> Result<Option<(T, usize)>, GobError> {
+        let Some((body, used)) = self.next_value(buf)? else { return Ok(None) };
+        Ok(Some((self.decode_value(body)?, used)))
     }
 
     fn define(&mut self, id: TypeId, mut r: Reader<'_>, len: usize) -> Result<(), GobError> {

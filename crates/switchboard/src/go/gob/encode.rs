@@ -38,7 +38,7 @@ use super::{GobError, Limits};
 /// let (args, _) = dec.decode::<Args>(&stream[first..]).unwrap().unwrap();
 /// assert_eq!(args, Args { a: 0, b: 9 });
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Encoder {
     /// Every type defined on this stream, by shape.
     known: HashMap<Shape, TypeId>,
