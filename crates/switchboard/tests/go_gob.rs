@@ -122,10 +122,14 @@ fn go_program() -> &'static Path {
     let built = PROGRAM.get_or_init(|| {
         let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gobfixtures");
         std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        // nextest runs each test in its own process: build to a private
+        // name, then rename into place (atomic), so no process ever runs a
+        // half-written binary.
         let exe = tmp.join("gobfixtures");
+        let private = tmp.join(format!("gobfixtures.{}", std::process::id()));
         let out = Command::new("go")
             .args(["build", "-o"])
-            .arg(&exe)
+            .arg(&private)
             .arg(".")
             .current_dir(program_dir())
             .env("GOCACHE", tmp.join("go-build-cache"))
@@ -141,6 +145,7 @@ fn go_program() -> &'static Path {
         if !out.status.success() {
             return Err(format!("go build failed:\n{}", String::from_utf8_lossy(&out.stderr)));
         }
+        std::fs::rename(&private, &exe).map_err(|e| format!("{}: {e}", exe.display()))?;
         Ok(exe)
     });
     match built {
@@ -287,6 +292,45 @@ fn go_decodes_rust_encodings() {
     let mut out = Vec::new();
     Encoder::new().encode_json("Args", &json!({"A": 6, "B": -9}), &mut out).unwrap();
     assert_eq!(go_decode("args", &out), [json!({"A": 6, "B": -9})]);
+}
+
+/// The untyped bridge: JSON objects become structs Go decodes into its own
+/// types, nested ones and slices of them included.
+#[test]
+fn go_decodes_json_sent_as_structs() {
+    let arg = json!({
+        "Name": "Grüße",
+        "Count": -3,
+        "Ratio": 1.5,
+        "Flag": true,
+        "Tags": ["a", "b"],
+        "Child": {"Label": "c", "Score": 2.0},
+        "Kids": [{"Label": "k"}, {"Score": 1.5}],
+        "Ptr": 9,
+        "Extra": "Go ignores fields it does not have",
+        "Nothing": null,
+    });
+    let mut out = Vec::new();
+    Encoder::new().encode_json("Nested", &arg, &mut out).unwrap();
+    let go = go_decode("nested", &out).remove(0);
+    assert_eq!(go["Name"], json!("Grüße"));
+    assert_eq!(go["Count"], json!(-3));
+    assert_eq!(go["Ratio"], json!(1.5));
+    assert_eq!(go["Flag"], json!(true));
+    assert_eq!(go["Tags"], json!(["a", "b"]));
+    // (Go's JSON writes the float64 2.0 as 2.)
+    assert_eq!(go["Child"], json!({"Label": "c", "Score": 2}));
+    assert_eq!(go["Kids"], json!([{"Label": "k", "Score": 0}, {"Label": "", "Score": 1.5}]));
+    assert_eq!(go["Ptr"], json!(9));
+
+    // What JSON cannot say, Go refuses: a JSON array is a slice, and Go's
+    // [3]int32 field wants an array; an integer does not fit a float64.
+    for (field, value) in [("Grid", json!([1, 2, 3])), ("Ratio", json!(2))] {
+        let mut out = Vec::new();
+        Encoder::new().encode_json("Nested", &json!({ field: value }), &mut out).unwrap();
+        let err = run_go(&["decode", "nested"], &hex_encode(&out)).unwrap_err();
+        assert!(err.contains("wrong type") && err.contains(field), "{err}");
+    }
 }
 
 /// One Rust struct, sent with values that reveal different fields: each

@@ -20,8 +20,15 @@ impl Encoder {
     /// key), integral numbers `int64` (above `i64::MAX`, `uint64`), other
     /// numbers `float64` (an array mixing both is all `float64`), arrays
     /// slices of one element type, strings, bools; `null` is a zero field,
-    /// left out. Go matches struct fields by name, so `{"A":7,"B":8}` can be
-    /// decoded into Go's `Args{A, B int}`.
+    /// left out. Go matches struct fields by name and ignores fields it does
+    /// not have, so `{"A":7,"B":8}` can be decoded into Go's `Args{A, B int}`.
+    ///
+    /// JSON cannot say everything a Go type can, and Go's decoder refuses a
+    /// field of the wrong kind (it does not convert): write `2.0`, not `2`,
+    /// for a `float64` field; a Go array (`[3]int`) or map field cannot be
+    /// filled from JSON (arrays become slices, objects structs); nor can an
+    /// unsigned field from a number below 2^63. Callers with a Rust type use
+    /// [`Encoder::encode`] instead.
     ///
     /// ```
     /// use switchboard::go::gob::{Decoder, Encoder};

@@ -140,8 +140,8 @@
 //!
 //! # Why not the `gob` crate
 //!
-//! crates.io has one gob implementation, `gob` 0.1.0 (srijs/rust-gob,
-//! published 2018, unmaintained since; no `serde_gob` exists). It describes
+//! crates.io has one gob implementation, `gob` 0.1.0 (srijs/rust-gob, from
+//! 2018, no release since; there is no `serde_gob`). It describes
 //! itself as early-stage, aimed at AWS Lambda's Go interface. Encoding needs
 //! every type to implement `SchemaSerialize` from `serde_schema` 0.0.1, so
 //! ordinary `#[derive(Serialize)]` types (and `serde_json::Value`) cannot be
