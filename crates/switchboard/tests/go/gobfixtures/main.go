@@ -5,9 +5,11 @@
 //	                         by a fresh process (gob type ids are per process)
 //	gobfixtures encode NAME  print the gob stream of fixture NAME as hex,
 //	                         one message per line
-//	gobfixtures decode KIND  read a hex gob stream from stdin, decode every
-//	                         value in it into the Go type KIND and print each
-//	                         as one line of JSON
+//	gobfixtures decode KINDS read a hex gob stream from stdin, decode every
+//	                         value in it into the Go types KINDS (a comma-
+//	                         separated cycle, e.g. request,args) and print
+//	                         each as one line of JSON ("skip" discards a value
+//	                         as net/rpc does, printing null)
 //
 // The Rust tests (crates/switchboard/tests/go_gob.rs) decode the committed
 // fixtures, compare their own encodings with them byte for byte, and pipe
@@ -22,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/rpc"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -86,6 +89,17 @@ func fixtures() map[string][]any {
 		"float":  {17.0},
 		"slice":  {[]int64{1, -2, 300}},
 		"map":    {map[string]int{"seven": 7}},
+		// net/rpc with its default gob codec: every message is a header
+		// then a body, both encoded on the connection's one gob stream.
+		"call": {
+			rpc.Request{ServiceMethod: "Arith.Multiply", Seq: 0}, Args{A: 7, B: 8},
+			rpc.Request{ServiceMethod: "Arith.Multiply", Seq: 1}, Args{A: 0, B: 9},
+		},
+		// A reply, then an error reply: its body is net/rpc's struct{}{}.
+		"reply": {
+			rpc.Response{ServiceMethod: "Arith.Multiply", Seq: 0}, 56,
+			rpc.Response{ServiceMethod: "Arith.Divide", Seq: 1, Error: "divide by zero"}, struct{}{},
+		},
 	}
 }
 
@@ -156,7 +170,7 @@ func encode(name string, w io.Writer) error {
 	return nil
 }
 
-func decode(kind string, r io.Reader, w io.Writer) error {
+func decode(kinds string, r io.Reader, w io.Writer) error {
 	text, err := io.ReadAll(r)
 	if err != nil {
 		return err
@@ -167,9 +181,10 @@ func decode(kind string, r io.Reader, w io.Writer) error {
 	}
 	dec := gob.NewDecoder(bytes.NewReader(raw))
 	out := json.NewEncoder(w)
-	for {
+	cycle := strings.Split(kinds, ",")
+	for i := 0; ; i++ {
 		var v any
-		switch kind {
+		switch kind := cycle[i%len(cycle)]; kind {
 		case "args":
 			v = new(Args)
 		case "nested":
@@ -184,6 +199,14 @@ func decode(kind string, r io.Reader, w io.Writer) error {
 			v = new([]int64)
 		case "map":
 			v = new(map[string]int)
+		case "empty":
+			v = new(struct{})
+		case "request":
+			v = new(rpc.Request)
+		case "response":
+			v = new(rpc.Response)
+		case "skip":
+			v = nil
 		default:
 			return fmt.Errorf("unknown kind %q", kind)
 		}
