@@ -128,6 +128,9 @@
 //! `#[derive(Deserialize)]` rejects missing fields, so every field the wire
 //! type declares is presented: the omitted ones as their zero value (0, "",
 //! false, empty sequence or map, a zero struct; `None` for `Option` targets).
+//! A target struct's fields that the sender's type does not declare at all
+//! (our own encoder leaves out fields it could not type) are zero as well,
+//! shaped by what the target asks for; a Go receiver leaves them zero too.
 //! [`Decoder::decode_json`] and [`Encoder::encode_json`] are the untyped
 //! bridge (see there for how a JSON object becomes a Go struct).
 //!
@@ -147,8 +150,11 @@
 //! ordinary `#[derive(Serialize)]` types (and `serde_json::Value`) cannot be
 //! sent; unit enum variants are "not supported yet"; it depends on `bytes`
 //! 0.4 and on `owning_ref` (with `unsafe impl`s; `owning_ref` has unsound
-//! APIs); there is no bound on what untrusted input may allocate, and no
-//! filling in of omitted fields for serde targets. Adapting it would be a
+//! APIs). On untrusted input it has no message size or nesting limit, and an
+//! integer whose length byte announces more than 8 bytes (`0x80`, say)
+//! reaches byteorder's `read_uint`, which panics. Its struct decoding
+//! presents only the fields a message holds, so `#[derive(Deserialize)]`
+//! targets fail on any zero field gob left out. Fixing all that would be a
 //! rewrite, so this module is our own, checked against real Go output
 //! (`tests/go/gobfixtures`).
 
