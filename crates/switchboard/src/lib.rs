@@ -14,6 +14,7 @@
 //! | [`status`] | [`Code`] and [`Status`]: the outcome of a call, as carried on the wire |
 //! | [`frame`] | the wire format: 24-byte header, TLV metadata, zero-copy decoder |
 //! | [`codec`] | payload codecs (JSON, binary, MessagePack, Protobuf) and the [`Encode`]/[`Decode`] traits |
+//! | [`go`] | wire compatibility with Go: [`gob`](go::gob), Go's gob encoding as a serde codec (net/rpc support to come) |
 //! | [`call`] | [`Request`], [`Response`], and the handler [`Context`] (deadline propagation) |
 //! | [`error`] | the client's [`Error`] and its [`Retry`] classification |
 //! | [`middleware`] | the [`Middleware`] trait shared by server and client, and [`Logging`](middleware::Logging) |
@@ -77,6 +78,7 @@ pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod frame;
+pub mod go;
 mod io;
 pub mod middleware;
 pub mod server;

@@ -1,0 +1,373 @@
+//! [`Encoder`]: one sending side of a gob stream.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use super::ser::{Val, ValSerializer};
+use super::shape::{finalize, shape_of, unify, Shape};
+use super::types::{put_wire_type, FieldType, TypeId, WireType, BOOL, BYTES, FLOAT, INT, STRING, UINT};
+use super::wire::{put_bytes, put_float, put_int, put_message, put_uint};
+use super::{GobError, Limits};
+
+/// The sending side of one gob stream (one connection).
+///
+/// It remembers which types it has defined on the stream: the first value of
+/// a type is preceded by its type definitions, later ones are not. Types are
+/// inferred from the values (see the [module docs](super)), so one Rust type
+/// can be defined more than once, with different fields, when its values
+/// reveal different fields.
+///
+/// ```
+/// use switchboard::go::gob::{Decoder, Encoder};
+///
+/// #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+/// struct Args { #[serde(rename = "A")] a: i64, #[serde(rename = "B")] b: i64 }
+///
+/// let mut enc = Encoder::new();
+/// let mut stream = Vec::new();
+/// enc.encode(&Args { a: 7, b: 8 }, &mut stream).unwrap();
+/// let first = stream.len();
+/// enc.encode(&Args { a: 0, b: 9 }, &mut stream).unwrap();
+/// // The second value needs no type definition, and its zero field is left out.
+/// assert_eq!(&stream[first..], [0x05, 0xff, 0x82, 0x02, 0x12, 0x00]);
+///
+/// let mut dec = Decoder::new();
+/// let (args, used) = dec.decode::<Args>(&stream).unwrap().unwrap();
+/// assert_eq!((args, used), (Args { a: 7, b: 8 }, first));
+/// let (args, _) = dec.decode::<Args>(&stream[first..]).unwrap().unwrap();
+/// assert_eq!(args, Args { a: 0, b: 9 });
+/// ```
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    /// Every type defined on this stream, by shape.
+    known: HashMap<Shape, TypeId>,
+    next_id: TypeId,
+    package: String,
+    limits: Limits,
+}
+
+impl Default for Encoder {
+    fn default() -> Self {
+        Encoder::new()
+    }
+}
+
+/// Where a type is first met; Go names composite types after it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// The value handed to `encode`.
+    Top,
+    /// A struct field: composite types get their Go spelling (`[]string`).
+    Field,
+    /// A slice element: structs keep their name, composites are unnamed.
+    SliceElem,
+    /// An array element, map key or map value: unnamed, even structs.
+    Other,
+}
+
+/// The types one `encode` call defines, in id order, until it succeeds.
+#[derive(Default)]
+struct NewTypes {
+    defs: HashMap<TypeId, WireType>,
+    shapes: Vec<Shape>,
+}
+
+impl Encoder {
+    /// An encoder for a new stream, with [`Limits::default`].
+    pub fn new() -> Self {
+        Encoder::with_limits(Limits::default())
+    }
+
+    /// An encoder that refuses to write a message bigger than
+    /// `limits.max_message` (so a peer with the same limits can read it).
+    pub fn with_limits(limits: Limits) -> Self {
+        Encoder { known: HashMap::new(), next_id: 65, package: String::new(), limits }
+    }
+
+    /// Sets the Go package name used in the names of composite types
+    /// (`[]main.Inner` rather than `[]Inner`). Go's decoder ignores type
+    /// names; this only makes the bytes identical to a Go program's.
+    pub fn with_package(mut self, package: impl Into<String>) -> Self {
+        self.package = package.into();
+        self
+    }
+
+    /// Appends to `out` the type definitions `value` needs that this stream
+    /// has not seen yet, then the value: each one framed message. A struct is
+    /// sent as a gob struct, anything else as a gob "singleton". On error
+    /// nothing is appended and the encoder is unchanged.
+    pub fn encode<T: Serialize + ?Sized>(&mut self, value: &T, out: &mut Vec<u8>) -> Result<(), GobError> {
+        let val = value.serialize(ValSerializer)?;
+        let shape = shape_of(&val)?;
+        self.encode_val(&val, shape, out)
+    }
+
+    /// Like [`encode`](Self::encode), with the types of empty sequences,
+    /// empty maps and `None`s taken from `sample`, a value of the same type
+    /// with those parts filled in. Needed when the value handed over is an
+    /// empty sequence or map itself (a top-level value must be sent, so its
+    /// type must be known), and useful to send Go's complete type for a
+    /// struct.
+    pub fn encode_with_sample<T: Serialize + ?Sized>(
+        &mut self,
+        value: &T,
+        sample: &T,
+        out: &mut Vec<u8>,
+    ) -> Result<(), GobError> {
+        let val = value.serialize(ValSerializer)?;
+        let sample = shape_of(&sample.serialize(ValSerializer)?)?;
+        let shape = unify(shape_of(&val)?, sample, "the value and its sample")?;
+        self.encode_val(&val, shape, out)
+    }
+
+    pub(crate) fn encode_val(&mut self, val: &Val, shape: Shape, out: &mut Vec<u8>) -> Result<(), GobError> {
+        let shape = match finalize(shape)? {
+            Shape::Unknown => {
+                return Err(GobError::unsupported(
+                    "cannot tell the gob type of an empty sequence, an empty map or None at the top level (give a \
+                     sample value with Encoder::encode_with_sample)",
+                ))
+            }
+            shape => shape,
+        };
+        let mut new = NewTypes::default();
+        let result = self.write(val, &shape, &mut new, out);
+        if result.is_err() {
+            // Forget the types this call defined: they were never sent.
+            for s in &new.shapes {
+                self.known.remove(s);
+            }
+            self.next_id -= new.shapes.len() as TypeId;
+        }
+        result
+    }
+
+    fn write(&mut self, val: &Val, shape: &Shape, new: &mut NewTypes, out: &mut Vec<u8>) -> Result<(), GobError> {
+        let id = self.register(shape, Place::Top, new)?;
+        let mut msgs = Vec::new();
+        let mut body = Vec::new();
+        let mut sent = HashSet::new();
+        self.define(shape, new, &mut sent, &mut body, &mut msgs)?;
+        body.clear();
+        put_int(&mut body, id);
+        match (val, shape) {
+            (Val::Struct(_, fields), Shape::Struct(_, sfields)) => self.put_struct(&mut body, fields, sfields)?,
+            _ => {
+                put_uint(&mut body, 0);
+                self.put_value(&mut body, val, shape)?;
+            }
+        }
+        put_message(&mut msgs, &body, self.limits.max_message)?;
+        out.extend_from_slice(&msgs);
+        Ok(())
+    }
+
+    /// The type id of `shape`, allocating ids in Go's order for new types:
+    /// a struct before its fields' types, a slice, array or map after its
+    /// element types.
+    fn register(&mut self, shape: &Shape, place: Place, new: &mut NewTypes) -> Result<TypeId, GobError> {
+        let builtin = match shape {
+            Shape::Bool => Some(BOOL),
+            Shape::Int(_) => Some(INT),
+            Shape::Uint(_) => Some(UINT),
+            Shape::Float(_) => Some(FLOAT),
+            Shape::Str => Some(STRING),
+            Shape::Bytes => Some(BYTES),
+            Shape::Unknown => {
+                return Err(GobError::unsupported("internal: a value of unknown type reached the encoder"))
+            }
+            _ => None,
+        };
+        if let Some(id) = builtin.or_else(|| self.known.get(shape).copied()) {
+            return Ok(id);
+        }
+        let name = match (place, shape) {
+            (Place::Other, _) => String::new(),
+            (_, Shape::Struct(name, _)) => name.clone(),
+            (Place::Field, s) => s.go_string(&self.package),
+            _ => String::new(),
+        };
+        let (id, wire) = match shape {
+            Shape::Struct(_, fields) => {
+                let id = self.allocate(shape, new)?;
+                let mut wire_fields = Vec::with_capacity(fields.len());
+                for (fname, fshape) in fields {
+                    let fid = self.register(fshape, Place::Field, new)?;
+                    wire_fields.push(FieldType { name: fname.clone(), id: fid });
+                }
+                (id, WireType::Struct { name, fields: wire_fields })
+            }
+            Shape::Slice(elem) => {
+                let elem = self.register(elem, Place::SliceElem, new)?;
+                (self.allocate(shape, new)?, WireType::Slice { name, elem })
+            }
+            Shape::Array(elem, len) => {
+                let elem = self.register(elem, Place::Other, new)?;
+                (self.allocate(shape, new)?, WireType::Array { name, elem, len: *len })
+            }
+            Shape::Map(key, elem) => {
+                let key = self.register(key, Place::Other, new)?;
+                let elem = self.register(elem, Place::Other, new)?;
+                (self.allocate(shape, new)?, WireType::Map { name, key, elem })
+            }
+            _ => return Err(GobError::unsupported("internal: unexpected basic type")),
+        };
+        new.defs.insert(id, wire);
+        Ok(id)
+    }
+
+    fn allocate(&mut self, shape: &Shape, new: &mut NewTypes) -> Result<TypeId, GobError> {
+        let id = self.next_id;
+        if id >= TypeId::from(i32::MAX) {
+            return Err(GobError::unsupported("this stream has used up gob's type ids"));
+        }
+        self.next_id += 1;
+        self.known.insert(shape.clone(), id);
+        new.shapes.push(shape.clone());
+        Ok(id)
+    }
+
+    /// Writes the definitions of the new types under `shape`, in the order
+    /// Go sends them: a type, then the types of its parts.
+    fn define(
+        &self,
+        shape: &Shape,
+        new: &NewTypes,
+        sent: &mut HashSet<TypeId>,
+        body: &mut Vec<u8>,
+        msgs: &mut Vec<u8>,
+    ) -> Result<(), GobError> {
+        let Some(&id) = self.known.get(shape) else { return Ok(()) };
+        let Some(wire) = new.defs.get(&id) else { return Ok(()) };
+        if !sent.insert(id) {
+            return Ok(());
+        }
+        body.clear();
+        put_int(body, -id);
+        put_wire_type(body, id, wire);
+        put_message(msgs, body, self.limits.max_message)?;
+        match shape {
+            Shape::Struct(_, fields) => {
+                for (_, f) in fields {
+                    self.define(f, new, sent, body, msgs)?;
+                }
+            }
+            Shape::Slice(e) | Shape::Array(e, _) => self.define(e, new, sent, body, msgs)?,
+            Shape::Map(k, v) => {
+                self.define(k, new, sent, body, msgs)?;
+                self.define(v, new, sent, body, msgs)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Writes a struct's non-zero fields, in field-number order, and the
+    /// terminating zero delta.
+    fn put_struct(
+        &self,
+        out: &mut Vec<u8>,
+        fields: &[(String, Val)],
+        shape: &[(String, Shape)],
+    ) -> Result<(), GobError> {
+        let mut present: Vec<(usize, &Val, &String)> = Vec::with_capacity(fields.len());
+        let mut cursor = 0;
+        for (name, v) in fields {
+            if is_zero(v) {
+                continue;
+            }
+            let at = match shape.get(cursor) {
+                Some((n, _)) if n == name => Some(cursor),
+                _ => shape.iter().position(|(n, _)| n == name),
+            };
+            let Some(at) = at else {
+                return Err(GobError::unsupported(format!("internal: field {name} is missing from its type")));
+            };
+            present.push((at, v, name));
+            cursor = at + 1;
+        }
+        present.sort_by_key(|(at, _, _)| *at);
+        let mut last = -1i64;
+        for (at, v, name) in present {
+            let Some((_, fshape)) = shape.get(at) else { continue };
+            put_uint(out, (at as i64 - last) as u64);
+            last = at as i64;
+            self.put_value(out, v, fshape).map_err(|e| e.in_field(name))?;
+        }
+        out.push(0);
+        Ok(())
+    }
+
+    /// Writes one value of type `shape`, zero or not (inside sequences, maps
+    /// and singletons every value is sent).
+    fn put_value(&self, out: &mut Vec<u8>, v: &Val, shape: &Shape) -> Result<(), GobError> {
+        match (v, shape) {
+            (Val::Bool(b), Shape::Bool) => put_uint(out, u64::from(*b)),
+            (Val::Int(i, _), Shape::Int(_)) => put_int(out, *i),
+            (Val::Uint(u, _), Shape::Uint(_)) => put_uint(out, *u),
+            (Val::Float(f, _), Shape::Float(_)) => put_float(out, *f),
+            (Val::Str(s), Shape::Str) => put_bytes(out, s.as_bytes()),
+            (Val::Bytes(b), Shape::Bytes) => put_bytes(out, b),
+            (Val::Seq(items), Shape::Bytes) => {
+                put_uint(out, items.len() as u64);
+                for item in items {
+                    match item {
+                        Val::Uint(u, _) if *u <= 0xff => out.push(*u as u8),
+                        _ => return Err(GobError::unsupported("a sequence of u8 holds something other than a byte")),
+                    }
+                }
+            }
+            (Val::Seq(items), Shape::Slice(elem)) | (Val::Array(items), Shape::Array(elem, _)) => {
+                put_uint(out, items.len() as u64);
+                for item in items {
+                    self.put_elem(out, item, elem)?;
+                }
+            }
+            (Val::Map(entries), Shape::Map(k, v)) => {
+                put_uint(out, entries.len() as u64);
+                for (key, value) in entries {
+                    self.put_elem(out, key, k)?;
+                    self.put_elem(out, value, v)?;
+                }
+            }
+            (Val::Struct(_, fields), Shape::Struct(_, sfields)) => self.put_struct(out, fields, sfields)?,
+            (Val::Nil, _) => return Err(nil_element()),
+            (v, s) => {
+                return Err(GobError::unsupported(format!(
+                    "internal: value {v:?} does not have its inferred type {}",
+                    s.go_string("")
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    fn put_elem(&self, out: &mut Vec<u8>, v: &Val, shape: &Shape) -> Result<(), GobError> {
+        if *v == Val::Nil {
+            return Err(nil_element());
+        }
+        self.put_value(out, v, shape)
+    }
+}
+
+fn nil_element() -> GobError {
+    GobError::unsupported("None inside a sequence, array or map, or at the top level: gob cannot send nil pointers")
+}
+
+/// Whether gob leaves this value out of a struct. Structs and arrays are
+/// always sent, as Go does; a float is zero if it equals 0.0 (so -0.0 too).
+fn is_zero(v: &Val) -> bool {
+    match v {
+        Val::Nil => true,
+        Val::Bool(b) => !b,
+        Val::Int(i, _) => *i == 0,
+        Val::Uint(u, _) => *u == 0,
+        Val::Float(f, _) => *f == 0.0,
+        Val::Str(s) => s.is_empty(),
+        Val::Bytes(b) => b.is_empty(),
+        Val::Seq(items) => items.is_empty(),
+        Val::Map(entries) => entries.is_empty(),
+        Val::Array(_) | Val::Struct(..) => false,
+    }
+}

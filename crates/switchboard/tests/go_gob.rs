@@ -1,0 +1,484 @@
+//! The gob codec against real Go (`tests/go/gobfixtures`, a standard-library
+//! Go program): the committed fixtures are what Go's encoder wrote; we decode
+//! them, encode the same values byte for byte, and hand our encodings to Go's
+//! decoder. Needs `go` on PATH (Debian's `golang-go`; scripts/test.sh installs
+//! it): without it these tests fail, they do not skip.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use switchboard::go::gob::{Decoder, Encoder, GobError};
+
+#[derive(Serialize, Deserialize, Debug, PartialEq, Clone, Default)]
+struct Args {
+    #[serde(rename = "A")]
+    a: i64,
+    #[serde(rename = "B")]
+    b: i64,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq, Clone, Default)]
+#[serde(rename_all = "PascalCase")]
+struct Inner {
+    label: String,
+    score: f64,
+}
+
+/// Go's `Nested` in tests/go/gobfixtures/main.go, field for field.
+#[derive(Serialize, Deserialize, Debug, PartialEq, Clone, Default)]
+#[serde(rename_all = "PascalCase")]
+struct Nested {
+    name: String,
+    count: i64,
+    ratio: f64,
+    flag: bool,
+    #[serde(with = "serde_bytes")]
+    data: Vec<u8>,
+    tags: Vec<String>,
+    scores: BTreeMap<String, i64>,
+    child: Inner,
+    kids: Vec<Inner>,
+    ptr: Option<i64>,
+    big: u64,
+    grid: [i32; 3],
+    zero: i64,
+    empty: String,
+}
+
+/// net/rpc's request header (`rpc.Request`).
+#[derive(Serialize, Deserialize, Debug, PartialEq, Clone, Default)]
+#[serde(rename = "Request", rename_all = "PascalCase")]
+struct RpcRequest {
+    service_method: String,
+    seq: u64,
+}
+
+/// net/rpc's response header (`rpc.Response`).
+#[derive(Serialize, Deserialize, Debug, PartialEq, Clone, Default)]
+#[serde(rename = "Response", rename_all = "PascalCase")]
+struct RpcResponse {
+    service_method: String,
+    seq: u64,
+    error: String,
+}
+
+fn request(seq: u64) -> RpcRequest {
+    RpcRequest { service_method: "Arith.Multiply".into(), seq }
+}
+
+/// The value of testdata/nested.hex.
+fn nested() -> Nested {
+    Nested {
+        name: "Grüße, 世界 ✓".into(),
+        count: -129,
+        ratio: -2.5,
+        flag: true,
+        data: vec![0, 1, 2, 0xfe, 0xff],
+        tags: vec!["a".into(), "".into(), "ζ".into()],
+        scores: BTreeMap::from([("x".into(), -1)]),
+        child: Inner { label: "in".into(), score: 17.0 },
+        kids: vec![Inner { label: "k1".into(), score: 0.5 }, Inner::default()],
+        ptr: Some(-7),
+        big: u64::MAX,
+        grid: [1, 0, -1],
+        zero: 0,
+        empty: String::new(),
+    }
+}
+
+/// The value of testdata/zeros.hex: everything zero but Count.
+fn zeros() -> Nested {
+    Nested { count: -1, ..Nested::default() }
+}
+
+fn program_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go/gobfixtures")
+}
+
+fn hex_decode(text: &str) -> Vec<u8> {
+    let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    assert!(digits.len() % 2 == 0, "odd number of hex digits");
+    digits
+        .chunks(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).expect("hex digit"))
+        .collect()
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn fixture_text(name: &str) -> String {
+    let path = program_dir().join("testdata").join(format!("{name}.hex"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The fixture's whole stream.
+fn fixture(name: &str) -> Vec<u8> {
+    hex_decode(&fixture_text(name))
+}
+
+/// Decodes every value in `stream` with one decoder.
+fn decode_all<T: serde::de::DeserializeOwned>(stream: &[u8]) -> Vec<T> {
+    let mut dec = Decoder::new();
+    let mut values = Vec::new();
+    let mut at = 0;
+    while at < stream.len() {
+        let (value, used) = dec.decode::<T>(&stream[at..]).expect("decode").expect("a complete value");
+        values.push(value);
+        at += used;
+    }
+    values
+}
+
+/// The Go program, built once per test binary (Go's caches under the cargo
+/// target dir, no network).
+fn go_program() -> &'static Path {
+    static PROGRAM: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = PROGRAM.get_or_init(|| {
+        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gobfixtures");
+        std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        // nextest runs each test in its own process: build to a private
+        // name, then rename into place (atomic), so no process ever runs a
+        // half-written binary.
+        let exe = tmp.join("gobfixtures");
+        let private = tmp.join(format!("gobfixtures.{}", std::process::id()));
+        let out = Command::new("go")
+            .args(["build", "-o"])
+            .arg(&private)
+            .arg(".")
+            .current_dir(program_dir())
+            .env("GOCACHE", tmp.join("go-build-cache"))
+            .env("GOPATH", tmp.join("gopath"))
+            .env("GOFLAGS", "-mod=mod -buildvcs=false")
+            .env("GOPROXY", "off")
+            .env("GOTOOLCHAIN", "local")
+            .env("CGO_ENABLED", "0")
+            .output()
+            .map_err(|e| {
+                format!("cannot run `go` ({e}): these tests need Go on PATH (Debian: apt-get install golang-go)")
+            })?;
+        if !out.status.success() {
+            return Err(format!("go build failed:\n{}", String::from_utf8_lossy(&out.stderr)));
+        }
+        std::fs::rename(&private, &exe).map_err(|e| format!("{}: {e}", exe.display()))?;
+        Ok(exe)
+    });
+    match built {
+        Ok(path) => path,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn run_go(args: &[&str], stdin: &str) -> Result<String, String> {
+    let mut child = Command::new(go_program())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the Go program");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write to the Go program");
+    let out = child.wait_with_output().expect("wait for the Go program");
+    if out.status.success() {
+        Ok(String::from_utf8(out.stdout).expect("utf-8 output"))
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Go decodes `stream` into its type `kind`, value after value, and gives
+/// each back as JSON.
+fn go_decode(kind: &str, stream: &[u8]) -> Vec<Value> {
+    match run_go(&["decode", kind], &hex_encode(stream)) {
+        Ok(out) => out.lines().map(|l| serde_json::from_str(l).expect("Go printed JSON")).collect(),
+        Err(stderr) => panic!("Go could not decode our {kind} stream {}: {stderr}", hex_encode(stream)),
+    }
+}
+
+fn encode_each<T: Serialize>(enc: &mut Encoder, values: &[T]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for v in values {
+        enc.encode(v, &mut out).expect("encode");
+    }
+    out
+}
+
+// --- (a) Go's bytes, decoded ------------------------------------------------
+
+#[test]
+fn go_fixtures_decode_into_rust_types() {
+    assert_eq!(decode_all::<Args>(&fixture("args")), [Args { a: 7, b: 8 }]);
+    assert_eq!(
+        decode_all::<Args>(&fixture("args_stream")),
+        [Args { a: 7, b: 8 }, Args { a: 0, b: 9 }, Args { a: 0, b: 0 }]
+    );
+    assert_eq!(decode_all::<Nested>(&fixture("nested")), [nested()]);
+    assert_eq!(decode_all::<Nested>(&fixture("zeros")), [zeros()]);
+    assert_eq!(decode_all::<i64>(&fixture("int")), [56]);
+    assert_eq!(decode_all::<i32>(&fixture("int")), [56]);
+    assert_eq!(decode_all::<String>(&fixture("string")), ["héllo, 世界 ✓"]);
+    assert_eq!(decode_all::<f64>(&fixture("float")), [17.0]);
+    assert_eq!(decode_all::<Vec<i64>>(&fixture("slice")), [vec![1, -2, 300]]);
+    assert_eq!(decode_all::<BTreeMap<String, i64>>(&fixture("map")), [BTreeMap::from([("seven".into(), 7)])]);
+}
+
+#[test]
+fn go_fixtures_decode_into_json_values() {
+    assert_eq!(decode_all::<Value>(&fixture("args")), [json!({"A": 7, "B": 8})]);
+    // Zero fields the message left out come back as zero values.
+    assert_eq!(
+        decode_all::<Value>(&fixture("args_stream")),
+        [json!({"A": 7, "B": 8}), json!({"A": 0, "B": 9}), json!({"A": 0, "B": 0})]
+    );
+    let zeros = decode_all::<Value>(&fixture("zeros")).remove(0);
+    assert_eq!(zeros["Count"], json!(-1));
+    assert_eq!(zeros["Child"], json!({"Label": "", "Score": 0.0}));
+    assert_eq!(zeros["Tags"], json!([]));
+    assert_eq!(zeros["Grid"], json!([0, 0, 0]));
+    let nested = decode_all::<Value>(&fixture("nested")).remove(0);
+    assert_eq!(nested["Name"], json!("Grüße, 世界 ✓"));
+    assert_eq!(nested["Data"], json!([0, 1, 2, 254, 255]));
+    assert_eq!(nested["Kids"][1], json!({"Label": "", "Score": 0.0}));
+    assert_eq!(nested["Big"], json!(u64::MAX));
+    let mut dec = Decoder::new();
+    let (value, _) = dec.decode_json(&fixture("map")).unwrap().unwrap();
+    assert_eq!(value, json!({"seven": 7}));
+}
+
+// --- (b) our bytes, compared with Go's --------------------------------------
+
+#[test]
+fn rust_encodings_match_go_byte_for_byte() {
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("args", encode_each(&mut Encoder::new(), &[Args { a: 7, b: 8 }])),
+        ("args_stream", encode_each(&mut Encoder::new(), &[Args { a: 7, b: 8 }, Args { a: 0, b: 9 }, Args::default()])),
+        // Go spells the slice of Inner "[]main.Inner": name the package.
+        ("nested", encode_each(&mut Encoder::new().with_package("main"), &[nested()])),
+        ("int", encode_each(&mut Encoder::new(), &[56i64])),
+        ("string", encode_each(&mut Encoder::new(), &["héllo, 世界 ✓"])),
+        ("float", encode_each(&mut Encoder::new(), &[17.0f64])),
+        ("slice", encode_each(&mut Encoder::new(), &[vec![1i64, -2, 300]])),
+        ("map", encode_each(&mut Encoder::new(), &[BTreeMap::from([("seven", 7i64)])])),
+    ];
+    for (name, ours) in cases {
+        assert_eq!(hex_encode(&ours), hex_encode(&fixture(name)), "fixture {name}");
+    }
+}
+
+#[test]
+fn json_bridge_encodes_args_as_go_does() {
+    let mut out = Vec::new();
+    Encoder::new().encode_json("Args", &json!({"A": 7, "B": 8}), &mut out).unwrap();
+    assert_eq!(hex_encode(&out), hex_encode(&fixture("args")));
+}
+
+/// A net/rpc call and its replies, as Go's gob codec writes them: header
+/// and body on one stream, for every call.
+#[test]
+fn net_rpc_messages_match_go_byte_for_byte() {
+    let mut enc = Encoder::new();
+    let mut call = Vec::new();
+    enc.encode(&request(0), &mut call).unwrap();
+    enc.encode(&Args { a: 7, b: 8 }, &mut call).unwrap();
+    enc.encode(&request(1), &mut call).unwrap();
+    enc.encode(&Args { a: 0, b: 9 }, &mut call).unwrap();
+    assert_eq!(hex_encode(&call), hex_encode(&fixture("call")));
+
+    let mut enc = Encoder::new();
+    let mut reply = Vec::new();
+    let ok = RpcResponse { service_method: "Arith.Multiply".into(), seq: 0, error: String::new() };
+    let failed = RpcResponse { service_method: "Arith.Divide".into(), seq: 1, error: "divide by zero".into() };
+    enc.encode(&ok, &mut reply).unwrap();
+    enc.encode(&56i64, &mut reply).unwrap();
+    enc.encode(&failed, &mut reply).unwrap();
+    // net/rpc's body for an error reply is struct{}{}: our ().
+    enc.encode(&(), &mut reply).unwrap();
+    assert_eq!(hex_encode(&reply), hex_encode(&fixture("reply")));
+    assert_eq!(
+        go_decode("response,int,response,skip", &reply)[2],
+        json!({
+            "ServiceMethod": "Arith.Divide",
+            "Seq": 1,
+            "Error": "divide by zero"
+        })
+    );
+
+    // And Go's bytes decode into the Rust types, header by body.
+    let go = fixture("reply");
+    let mut dec = Decoder::new();
+    let mut at = 0;
+    let mut bodies = Vec::new();
+    while at < go.len() {
+        let (body, used) = dec.next_value(&go[at..]).unwrap().unwrap();
+        bodies.push(body);
+        at += used;
+    }
+    assert_eq!(dec.decode_value::<RpcResponse>(bodies[0]).unwrap(), ok);
+    assert_eq!(dec.decode_value::<i64>(bodies[1]).unwrap(), 56);
+    assert_eq!(dec.decode_value::<RpcResponse>(bodies[2]).unwrap(), failed);
+    dec.decode_value::<()>(bodies[3]).unwrap();
+    let go = fixture("call");
+    let decoded: Vec<Value> = decode_all(&go);
+    assert_eq!(
+        decoded,
+        [
+            json!({"ServiceMethod": "Arith.Multiply", "Seq": 0}),
+            json!({"A": 7, "B": 8}),
+            json!({"ServiceMethod": "Arith.Multiply", "Seq": 1}),
+            json!({"A": 0, "B": 9}),
+        ]
+    );
+}
+
+/// The fixtures are what the Go program writes today (not hand-edited).
+#[test]
+fn fixtures_are_what_go_writes() {
+    for name in ["args", "args_stream", "nested", "zeros", "int", "string", "float", "slice", "map", "call", "reply"] {
+        let go = run_go(&["encode", name], "").unwrap_or_else(|e| panic!("encode {name}: {e}"));
+        assert_eq!(go, fixture_text(name), "testdata/{name}.hex is stale: rerun `gobfixtures gen testdata`");
+    }
+}
+
+// --- (c) our bytes, decoded by Go -------------------------------------------
+
+#[test]
+fn go_decodes_rust_encodings() {
+    let mut enc = Encoder::new();
+    let ours = encode_each(&mut enc, &[Args { a: 7, b: 8 }, Args { a: 0, b: 9 }, Args::default()]);
+    assert_eq!(go_decode("args", &ours), [json!({"A": 7, "B": 8}), json!({"A": 0, "B": 9}), json!({"A": 0, "B": 0})]);
+
+    // Go's view of our Nested is Go's view of its own.
+    let go_view = go_decode("nested", &fixture("nested"));
+    assert_eq!(go_decode("nested", &encode_each(&mut Encoder::new(), &[nested()])), go_view);
+
+    assert_eq!(go_decode("int", &encode_each(&mut Encoder::new(), &[56i64])), [json!(56)]);
+    assert_eq!(go_decode("int", &encode_each(&mut Encoder::new(), &[0i64, -1])), [json!(0), json!(-1)]);
+    assert_eq!(go_decode("string", &encode_each(&mut Encoder::new(), &["héllo, 世界 ✓"])), [json!("héllo, 世界 ✓")]);
+    assert_eq!(go_decode("float", &encode_each(&mut Encoder::new(), &[-0.25f64])), [json!(-0.25)]);
+    assert_eq!(
+        go_decode("slice", &encode_each(&mut Encoder::new(), &[vec![i64::MIN, 0, i64::MAX]])),
+        [json!([i64::MIN, 0, i64::MAX])]
+    );
+    let map = BTreeMap::from([("a".to_owned(), 1i64), ("b".to_owned(), -2)]);
+    assert_eq!(go_decode("map", &encode_each(&mut Encoder::new(), &[map])), [json!({"a": 1, "b": -2})]);
+
+    let mut out = Vec::new();
+    Encoder::new().encode_json("Args", &json!({"A": 6, "B": -9}), &mut out).unwrap();
+    assert_eq!(go_decode("args", &out), [json!({"A": 6, "B": -9})]);
+}
+
+/// The untyped bridge: JSON objects become structs Go decodes into its own
+/// types, nested ones and slices of them included.
+#[test]
+fn go_decodes_json_sent_as_structs() {
+    let arg = json!({
+        "Name": "Grüße",
+        "Count": -3,
+        "Ratio": 1.5,
+        "Flag": true,
+        "Tags": ["a", "b"],
+        "Child": {"Label": "c", "Score": 2.0},
+        "Kids": [{"Label": "k"}, {"Score": 1.5}],
+        "Ptr": 9,
+        "Extra": "Go ignores fields it does not have",
+        "Nothing": null,
+    });
+    let mut out = Vec::new();
+    Encoder::new().encode_json("Nested", &arg, &mut out).unwrap();
+    let go = go_decode("nested", &out).remove(0);
+    assert_eq!(go["Name"], json!("Grüße"));
+    assert_eq!(go["Count"], json!(-3));
+    assert_eq!(go["Ratio"], json!(1.5));
+    assert_eq!(go["Flag"], json!(true));
+    assert_eq!(go["Tags"], json!(["a", "b"]));
+    // (Go's JSON writes the float64 2.0 as 2.)
+    assert_eq!(go["Child"], json!({"Label": "c", "Score": 2}));
+    assert_eq!(go["Kids"], json!([{"Label": "k", "Score": 0}, {"Label": "", "Score": 1.5}]));
+    assert_eq!(go["Ptr"], json!(9));
+
+    // What JSON cannot say, Go refuses: a JSON array is a slice, and Go's
+    // [3]int32 field wants an array; an integer does not fit a float64.
+    for (field, value) in [("Grid", json!([1, 2, 3])), ("Ratio", json!(2))] {
+        let mut out = Vec::new();
+        Encoder::new().encode_json("Nested", &json!({ field: value }), &mut out).unwrap();
+        let err = run_go(&["decode", "nested"], &hex_encode(&out)).unwrap_err();
+        assert!(err.contains("wrong type") && err.contains(field), "{err}");
+    }
+}
+
+/// One Rust struct, sent with values that reveal different fields: each
+/// shape is its own type id with the same name, and Go takes them all.
+#[test]
+fn go_accepts_one_struct_defined_under_several_type_ids() {
+    let mut enc = Encoder::new();
+    let values = [zeros(), nested(), zeros(), Nested { tags: vec!["t".into()], ..zeros() }];
+    let ours = encode_each(&mut enc, &values);
+    let definitions = count_struct_definitions(&ours, "Nested");
+    assert_eq!(definitions, 3, "zeros, nested and the one with tags are three shapes");
+
+    let go = go_decode("nested", &ours);
+    let go_zeros = go_decode("nested", &fixture("zeros")).remove(0);
+    let go_nested = go_decode("nested", &fixture("nested")).remove(0);
+    let mut with_tags = go_zeros.clone();
+    with_tags["Tags"] = json!(["t"]);
+    assert_eq!(go, [go_zeros.clone(), go_nested, go_zeros, with_tags]);
+    // And we read our own stream back.
+    assert_eq!(decode_all::<Nested>(&ours), values);
+}
+
+/// A struct whose every field is None has a type with no fields at all; Go
+/// decodes it into a struct that has fields (they stay zero).
+#[test]
+fn go_accepts_a_struct_type_with_no_fields() {
+    #[derive(Serialize)]
+    struct MaybeArgs {
+        #[serde(rename = "A")]
+        a: Option<i64>,
+        #[serde(rename = "B")]
+        b: Option<i64>,
+    }
+    let ours = encode_each(
+        &mut Encoder::new(),
+        &[MaybeArgs { a: None, b: None }, MaybeArgs { a: None, b: Some(8) }, MaybeArgs { a: Some(7), b: Some(8) }],
+    );
+    assert_eq!(count_struct_definitions(&ours, "MaybeArgs"), 3);
+    assert_eq!(go_decode("args", &ours), [json!({"A": 0, "B": 0}), json!({"A": 0, "B": 8}), json!({"A": 7, "B": 8})]);
+}
+
+#[test]
+fn empty_top_level_values_need_a_sample() {
+    let empty: Vec<i64> = Vec::new();
+    let err = Encoder::new().encode(&empty, &mut Vec::new()).unwrap_err();
+    assert!(matches!(err, GobError::Unsupported(_)), "{err}");
+    assert!(err.to_string().contains("encode_with_sample"), "{err}");
+    let mut out = Vec::new();
+    Encoder::new().encode_with_sample(&empty, &vec![0], &mut out).unwrap();
+    assert_eq!(decode_all::<Vec<i64>>(&out), [Vec::<i64>::new()]);
+    // Go's decoder leaves a received empty slice nil: JSON null.
+    assert_eq!(go_decode("slice", &out), [json!(null)]);
+}
+
+/// The messages of a stream whose type id is negative and which define a
+/// struct with this name: counted by decoding each definition's name.
+fn count_struct_definitions(stream: &[u8], name: &str) -> usize {
+    let dec = Decoder::new();
+    let mut at = 0;
+    let mut count = 0;
+    while let Some((header, len)) = dec.message_len(&stream[at..]).expect("framing") {
+        let body = &stream[at + header..at + header + len];
+        // A definition starts with a negative id; its struct name follows
+        // the StructT/CommonType/Name deltas (03 01 01) as a counted string.
+        let needle: Vec<u8> = [&[0x03, 0x01, 0x01, name.len() as u8][..], name.as_bytes()].concat();
+        if body.first().is_some_and(|b| b & 1 == 1 || *b >= 0x80) && body.windows(needle.len()).any(|w| w == needle) {
+            count += 1;
+        }
+        at += header + len;
+    }
+    count
+}
