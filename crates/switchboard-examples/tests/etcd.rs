@@ -81,7 +81,8 @@ async fn arith_servers_on_etcd_are_listed_called_and_a_sigkilled_one_expires_wit
     // Config keys through the same URL: `switchboard config` on etcd.
     let cli = workspace_binary("switchboard");
     let (ok, put) =
-        output(Command::new(&cli).args(["config", "put", "routing/Arith", r#"{"canary":5}"#, "--registry", &url])).await;
+        output(Command::new(&cli).args(["config", "put", "routing/Arith", r#"{"canary":5}"#, "--registry", &url]))
+            .await;
     assert!(ok, "{put}");
     let (ok, got) = output(Command::new(&cli).args(["config", "get", "routing/Arith", "--registry", &url])).await;
     assert!(ok, "{got}");
