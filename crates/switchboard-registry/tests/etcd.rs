@@ -602,3 +602,45 @@ async fn three_member_cluster_loses_its_leader_under_load_and_no_call_fails() {
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_pages_through_more_keys_than_one_page_at_one_revision() {
+    let etcd = cluster(1).await;
+    let conn = EtcdConnection::new(etcd.url().parse().expect("url"));
+    // 1,201 keys: three pages of 500, the last one short.
+    for i in 0..1201 {
+        let key = format!("/switchboard/services/Many/{i:05}");
+        conn.request(|mut c| async move { c.put(key, "{}", None).await }).await.expect("put");
+    }
+    let listing = switchboard_registry::etcd::watch::list(&conn, "/switchboard/services/Many/").await.expect("list");
+    assert_eq!(listing.kvs.len(), 1201);
+    assert!(listing.kvs.windows(2).all(|w| w[0].key < w[1].key), "sorted, no key twice");
+
+    // While a writer deletes keys from the end, a listing is still one
+    // snapshot: exactly the keys etcd held at the listing's revision.
+    let deleted = Arc::new(AtomicU64::new(0));
+    let deleter = {
+        let (conn, deleted) = (conn.clone(), deleted.clone());
+        tokio::spawn(async move {
+            for i in (600..1201).rev() {
+                let key = format!("/switchboard/services/Many/{i:05}");
+                conn.request(|mut c| async move { c.delete(key, None).await }).await.expect("delete");
+                deleted.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    while deleted.load(Ordering::SeqCst) < 5 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let during = switchboard_registry::etcd::watch::list(&conn, "/switchboard/services/Many/").await.expect("list");
+    deleter.await.expect("deleter");
+    let at_revision = blocking({
+        let (e, rev) = (etcd.clone(), during.revision.to_string());
+        move || e.etcdctl_ok(&["get", "--prefix", "--keys-only", "--rev", &rev, "/switchboard/services/Many/"])
+    })
+    .await;
+    let expected: Vec<&str> = at_revision.lines().filter(|l| !l.trim().is_empty()).collect();
+    let got: Vec<&str> = during.kvs.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!(got, expected, "the listing is the snapshot at revision {}", during.revision);
+    assert!(got.len() < 1201 && got.len() >= 600, "the listing ran while keys were deleted: {}", got.len());
+}
