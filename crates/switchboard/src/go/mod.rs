@@ -8,3 +8,4 @@
 //! Go clients and calling Go servers.
 
 pub mod gob;
+pub mod netrpc;

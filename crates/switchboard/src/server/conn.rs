@@ -18,11 +18,10 @@ use tokio::task::AbortHandle;
 use tokio_util::task::TaskTracker;
 
 use super::Inner;
-use crate::call::{BoxFuture, Context, Request, Response};
+use crate::call::{BoxFuture, Request, Response};
 use crate::codec::Codec;
 use crate::frame::{self, Decoded, Frame, FrameDecoder, Head, Kind, Metadata, FLAG_COMPRESSED, FLAG_REFUSED};
 use crate::io::{self, WriteQueue};
-use crate::middleware::Next;
 use crate::status::{Code, Status};
 
 const READ_CHUNK: usize = 64 << 10;
@@ -318,7 +317,7 @@ impl Conn {
         // poll, so nothing is lost in between).
         let mut call: BoxFuture<'static, Result<Response, Status>> = {
             let conn = Arc::clone(self);
-            Box::pin(async move { conn.run(req).await })
+            Box::pin(async move { conn.inner.dispatch(req).await })
         };
         if let Poll::Ready(result) = call.as_mut().poll(&mut std::task::Context::from_waker(Waker::noop())) {
             if head.kind == Kind::Request {
@@ -345,34 +344,6 @@ impl Conn {
             }
         });
         in_flight.insert(head.id, task.abort_handle());
-    }
-
-    async fn run(&self, req: Request) -> Result<Response, Status> {
-        let deadline = req.deadline;
-        let ctx = Context::at(deadline, req.metadata.clone(), req.peer);
-        let mut chain = Next::new(&self.inner.chain, &*self.inner.router).run(req);
-        // A panicking handler must not leave its caller waiting: it becomes
-        // an Internal error and the connection carries on.
-        let guarded = std::future::poll_fn(move |cx| {
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| chain.as_mut().poll(cx))) {
-                Ok(poll) => poll,
-                Err(_) => {
-                    // Still inside the call's Context: it names the method.
-                    let method = Context::current().and_then(|c| c.metadata().method().map(str::to_owned));
-                    let method = method.unwrap_or_default();
-                    tracing::error!(%method, "handler panicked");
-                    Poll::Ready(Err(Status::internal(format!("the handler of {method} panicked"))))
-                }
-            }
-        });
-        let call = ctx.scope(guarded);
-        match deadline {
-            None => call.await,
-            Some(at) => match tokio::time::timeout_at(at, call).await {
-                Ok(result) => result,
-                Err(_) => Err(Status::deadline_exceeded("the deadline passed while the server was handling the call")),
-            },
-        }
     }
 
     fn respond(&self, req: Head, result: Result<Response, Status>) {

@@ -35,9 +35,11 @@
 mod announce;
 mod conn;
 mod router;
+mod sniff;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -45,11 +47,14 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub(crate) use router::Resolved;
 pub use router::{handler_fn, raw_handler_fn, Handler, RegisterError, Router, Service, ServiceInfo};
 
+use crate::call::{Context, Request, Response};
 use crate::discovery::{Metadata, Registrar};
 use crate::frame::DEFAULT_MAX_FRAME;
 use crate::middleware::Middleware;
+use crate::middleware::Next;
 use crate::status::Status;
 use announce::{AnnounceConfig, Announcer};
 
@@ -216,6 +221,40 @@ pub(crate) struct Inner {
     announcer: std::sync::Mutex<Option<Announcer>>,
 }
 
+impl Inner {
+    /// Runs one call: the server middleware and the router, inside the
+    /// call's [`Context`], under its deadline, with a panicking handler
+    /// turned into an Internal error. Every protocol the server speaks
+    /// (Switchboard frames, Go's net/rpc) calls through here.
+    pub(crate) async fn dispatch(&self, req: Request) -> Result<Response, Status> {
+        let deadline = req.deadline;
+        let ctx = Context::at(deadline, req.metadata.clone(), req.peer);
+        let mut chain = Next::new(&self.chain, &*self.router).run(req);
+        // A panicking handler must not leave its caller waiting: it becomes
+        // an Internal error and the connection carries on.
+        let guarded = std::future::poll_fn(move |cx| {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| chain.as_mut().poll(cx))) {
+                Ok(poll) => poll,
+                Err(_) => {
+                    // Still inside the call's Context: it names the method.
+                    let method = Context::current().and_then(|c| c.metadata().method().map(str::to_owned));
+                    let method = method.unwrap_or_default();
+                    tracing::error!(%method, "handler panicked");
+                    Poll::Ready(Err(Status::internal(format!("the handler of {method} panicked"))))
+                }
+            }
+        });
+        let call = ctx.scope(guarded);
+        match deadline {
+            None => call.await,
+            Some(at) => match tokio::time::timeout_at(at, call).await {
+                Ok(result) => result,
+                Err(_) => Err(Status::deadline_exceeded("the deadline passed while the server was handling the call")),
+            },
+        }
+    }
+}
+
 /// A Switchboard server. Cheap to clone; all clones control the same server.
 #[derive(Clone)]
 pub struct Server {
@@ -287,7 +326,7 @@ impl Server {
             let _ = stream.set_nodelay(true);
             let inner = Arc::clone(&self.inner);
             self.inner.connections.spawn(async move {
-                conn::serve(inner, stream, peer).await;
+                sniff::serve(inner, stream, peer).await;
                 drop(slot);
             });
         }

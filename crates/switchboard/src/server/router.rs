@@ -251,6 +251,21 @@ impl Router {
         self.generation.subscribe()
     }
 
+    /// Whether `full` (`Service.Method`) names a method served right now,
+    /// and if not, what is missing. (The router itself answers an unknown
+    /// name with `NotFound`; Go's net/rpc callers expect its own wording,
+    /// which needs the distinction.)
+    pub(crate) fn resolve(&self, full: &str) -> Resolved {
+        let table = self.table.load();
+        let (service, method) = split_method(full);
+        match table.get(service) {
+            None => Resolved::NoService,
+            Some(Entry::Dynamic(methods)) if methods.contains_key(method) => Resolved::Found,
+            Some(Entry::Object(s)) if s.methods().iter().any(|m| m == method) => Resolved::Found,
+            Some(_) => Resolved::NoMethod,
+        }
+    }
+
     /// Route `req` to its handler.
     pub fn dispatch(&self, req: Request) -> BoxFuture<'static, Result<Response, Status>> {
         let table = self.table.load();
@@ -267,6 +282,14 @@ impl Router {
         };
         call.unwrap_or_else(|status| Box::pin(std::future::ready(Err(status))))
     }
+}
+
+/// What [`Router::resolve`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resolved {
+    Found,
+    NoService,
+    NoMethod,
 }
 
 fn no_method(service: &str, method: &str, entry: &Entry) -> Status {
