@@ -21,6 +21,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 use switchboard::balance::Balanced;
+use switchboard::go::netrpc::{GoClient, GoProtocol};
 use switchboard::{CallOptions, Client, Codec};
 use switchboard_examples::parse_duration;
 
@@ -48,6 +49,10 @@ enum Command {
         /// Metadata to send, KEY=VALUE (repeatable).
         #[arg(long = "meta", value_parser = parse_key_value)]
         metadata: Vec<(String, String)>,
+        /// Speak Go's net/rpc to a Go server at --addr: go-gob (rpc.ServeConn),
+        /// go-jsonrpc (jsonrpc.ServeConn) or go-http (rpc.HandleHTTP).
+        #[arg(long, requires = "addr", value_parser = parse_go_protocol)]
+        protocol: Option<GoProtocol>,
         /// Service.Method, e.g. Arith.Multiply.
         method: String,
         /// The argument as JSON (default: null).
@@ -169,11 +174,12 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Call { addr, registry, timeout, metadata, method, json } => {
-            let target = match (addr, registry) {
-                (_, Some(url)) => Target::Registry(url),
-                (Some(addr), None) => Target::Addr(addr),
-                (None, None) => unreachable!("clap requires --addr or --registry"),
+        Command::Call { addr, registry, timeout, metadata, protocol, method, json } => {
+            let target = match (addr, registry, protocol) {
+                (_, Some(url), _) => Target::Registry(url),
+                (Some(addr), None, Some(protocol)) => Target::Go(addr, protocol),
+                (Some(addr), None, None) => Target::Addr(addr),
+                (None, None, _) => unreachable!("clap requires --addr or --registry"),
             };
             call(target, timeout, metadata, method, json).await
         }
@@ -248,6 +254,11 @@ async fn main() -> ExitCode {
 enum Target {
     Addr(String),
     Registry(String),
+    Go(String, GoProtocol),
+}
+
+fn parse_go_protocol(s: &str) -> Result<GoProtocol, String> {
+    s.parse()
 }
 
 async fn call(
@@ -269,6 +280,10 @@ async fn call(
     let result = match target {
         Target::Addr(addr) => {
             let client = Client::builder(addr).codec(Codec::Json).timeout(Some(timeout)).build();
+            client.call_with::<Value, Value>(&method, &arg, &opts).await
+        }
+        Target::Go(addr, protocol) => {
+            let client = GoClient::lazy(addr, protocol).with_timeout(Some(timeout));
             client.call_with::<Value, Value>(&method, &arg, &opts).await
         }
         Target::Registry(url) => {

@@ -1,5 +1,7 @@
-//! Go's `net/rpc`, spoken by a Switchboard server: unmodified Go programs
-//! call our services, on the same port as Switchboard's own protocol.
+//! Go's `net/rpc`, both ways: a Switchboard server answers unmodified Go
+//! programs on the same port as its own protocol, and [`GoClient`] calls Go
+//! servers through the same [`Channel`](crate::Channel) API as Switchboard's
+//! own client.
 //!
 //! Three wire forms, all from Go's standard library:
 //!
@@ -43,7 +45,10 @@
 //! why, lets calls already running answer, and closes it. Other
 //! connections are untouched.
 
+mod client;
 pub(crate) mod server;
+
+pub use client::{GoClient, GoProtocol};
 
 /// The protocol a connection speaks, judged from its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

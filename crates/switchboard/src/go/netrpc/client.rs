@@ -1,0 +1,456 @@
+//! The client side of Go's net/rpc: [`GoClient`] calls a Go server (or any
+//! net/rpc server) over gob, JSON-RPC or `rpc.HandleHTTP`'s CONNECT, through
+//! the same [`Channel`] trait as Switchboard's own [`Client`](crate::Client),
+//! so typed stubs, `call::<Req, Resp>` and untyped JSON calls all work.
+//!
+//! One connection, many calls in flight: each call takes the next `Seq`,
+//! its request is written under the connection's write lock (gob's stream
+//! state must see messages in the order they are written), and a reader
+//! task matches answers to callers by `Seq`, in whatever order they come. A
+//! broken connection fails the calls in flight with
+//! [`Error::ConnectionLost`]; the next call dials again.
+//!
+//! ```no_run
+//! use switchboard::go::netrpc::{GoClient, GoProtocol};
+//!
+//! #[derive(serde::Serialize)]
+//! struct Args { #[serde(rename = "A")] a: i64, #[serde(rename = "B")] b: i64 }
+//!
+//! # async fn run() -> Result<(), switchboard::Error> {
+//! let go = GoClient::connect("127.0.0.1:9100", GoProtocol::Gob).await?;
+//! let product: i64 = go.call("Arith.Multiply", &Args { a: 7, b: 8 }).await?;
+//! assert_eq!(product, 56);
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+use crate::call::{BoxFuture, Request, Response};
+use crate::client::{call_typed, CallOptions, Channel};
+use crate::codec::{Codec, Decode, Encode};
+use crate::error::Error;
+use crate::go::gob;
+use crate::status::Status;
+
+/// Which of Go's net/rpc wire forms to speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GoProtocol {
+    /// `rpc.ServeConn`: gob over TCP (`rpc.Dial`'s peer).
+    Gob,
+    /// `jsonrpc.ServeConn`: JSON-RPC 1.0 (`jsonrpc.Dial`'s peer).
+    JsonRpc,
+    /// `rpc.HandleHTTP`: `CONNECT /_goRPC_`, then gob (`rpc.DialHTTP`'s peer).
+    Http,
+}
+
+impl FromStr for GoProtocol {
+    type Err = String;
+
+    /// `go-gob`, `go-jsonrpc`, `go-http` (or without the `go-`).
+    fn from_str(s: &str) -> Result<GoProtocol, String> {
+        match s.strip_prefix("go-").unwrap_or(s) {
+            "gob" => Ok(GoProtocol::Gob),
+            "jsonrpc" => Ok(GoProtocol::JsonRpc),
+            "http" => Ok(GoProtocol::Http),
+            _ => Err(format!("unknown Go protocol {s:?} (go-gob, go-jsonrpc, go-http)")),
+        }
+    }
+}
+
+/// A client of one Go net/rpc server.
+#[derive(Debug, Clone)]
+pub struct GoClient {
+    inner: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    addr: String,
+    protocol: GoProtocol,
+    timeout: Option<Duration>,
+    conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
+}
+
+/// Callers waiting for their answers, by `Seq`; `None` once the connection
+/// is over.
+type Pending = Option<HashMap<u64, oneshot::Sender<Result<Response, Error>>>>;
+
+/// One connection: the write side under a lock, the answers awaited.
+struct Conn {
+    writer: tokio::sync::Mutex<Writer>,
+    pending: Mutex<Pending>,
+    next_seq: AtomicU64,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").finish_non_exhaustive()
+    }
+}
+
+struct Writer {
+    wr: OwnedWriteHalf,
+    /// The gob stream's encoder (`None` for JSON-RPC).
+    encoder: Option<gob::Encoder>,
+    out: Vec<u8>,
+}
+
+#[derive(Serialize)]
+struct RequestHeader<'a> {
+    #[serde(rename = "ServiceMethod")]
+    service_method: &'a str,
+    #[serde(rename = "Seq")]
+    seq: u64,
+}
+
+#[derive(Deserialize)]
+struct ResponseHeader {
+    #[serde(rename = "ServiceMethod", default)]
+    _service_method: String,
+    #[serde(rename = "Seq", default)]
+    seq: u64,
+    #[serde(rename = "Error", default)]
+    error: String,
+}
+
+#[derive(Deserialize)]
+struct JsonResponse {
+    #[serde(default)]
+    id: Option<u64>,
+    #[serde(default)]
+    result: Option<Box<serde_json::value::RawValue>>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+impl GoClient {
+    /// Connects to the net/rpc server at `addr`.
+    pub async fn connect(addr: impl Into<String>, protocol: GoProtocol) -> Result<GoClient, Error> {
+        let client = GoClient::lazy(addr, protocol);
+        client.connection().await?;
+        Ok(client)
+    }
+
+    /// A client that dials on its first call.
+    pub fn lazy(addr: impl Into<String>, protocol: GoProtocol) -> GoClient {
+        GoClient {
+            inner: Arc::new(Shared {
+                addr: addr.into(),
+                protocol,
+                timeout: Some(Duration::from_secs(30)),
+                conn: tokio::sync::Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The same client with another default timeout (`None`: wait forever).
+    pub fn with_timeout(self, timeout: Option<Duration>) -> GoClient {
+        let shared = &self.inner;
+        GoClient {
+            inner: Arc::new(Shared {
+                addr: shared.addr.clone(),
+                protocol: shared.protocol,
+                timeout,
+                conn: tokio::sync::Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> &str {
+        &self.inner.addr
+    }
+
+    /// Calls `method` (`Service.Method`) with `req`.
+    pub async fn call<Req, Resp>(&self, method: &str, req: &Req) -> Result<Resp, Error>
+    where
+        Req: Encode + ?Sized,
+        Resp: Decode,
+    {
+        call_typed(self, method.to_owned(), req, &CallOptions::default()).await
+    }
+
+    /// [`GoClient::call`] with per-call options (timeout, codec).
+    pub async fn call_with<Req, Resp>(&self, method: &str, req: &Req, opts: &CallOptions) -> Result<Resp, Error>
+    where
+        Req: Encode + ?Sized,
+        Resp: Decode,
+    {
+        call_typed(self, method.to_owned(), req, opts).await
+    }
+
+    /// The open connection, dialling one if there is none (or it broke).
+    async fn connection(&self) -> Result<Arc<Conn>, Error> {
+        let mut slot = self.inner.conn.lock().await;
+        if let Some(conn) = slot.as_ref().filter(|c| c.is_open()) {
+            return Ok(Arc::clone(conn));
+        }
+        let addr = &self.inner.addr;
+        let connect = |source| Error::Connect { addr: addr.clone(), source };
+        let stream = TcpStream::connect(addr).await.map_err(connect)?;
+        let _ = stream.set_nodelay(true);
+        let (mut rd, mut wr) = stream.into_split();
+        let mut buf = BytesMut::with_capacity(8 << 10);
+        if self.inner.protocol == GoProtocol::Http {
+            handshake(&mut rd, &mut wr, &mut buf).await.map_err(connect)?;
+        }
+        let gob = self.inner.protocol != GoProtocol::JsonRpc;
+        let conn = Arc::new(Conn {
+            writer: tokio::sync::Mutex::new(Writer {
+                wr,
+                encoder: gob.then(gob::Encoder::new),
+                out: Vec::with_capacity(4096),
+            }),
+            pending: Mutex::new(Some(HashMap::new())),
+            next_seq: AtomicU64::new(0),
+        });
+        let reader = Arc::clone(&conn);
+        let addr = addr.clone();
+        tokio::spawn(async move {
+            let reason = match gob {
+                true => read_gob(&reader, rd, buf).await,
+                false => read_json(&reader, rd, buf).await,
+            };
+            reader.fail_all(&addr, &reason);
+        });
+        *slot = Some(Arc::clone(&conn));
+        Ok(conn)
+    }
+}
+
+/// `rpc.DialHTTP`'s handshake.
+async fn handshake(rd: &mut OwnedReadHalf, wr: &mut OwnedWriteHalf, buf: &mut BytesMut) -> std::io::Result<()> {
+    wr.write_all(b"CONNECT /_goRPC_ HTTP/1.0\n\n").await?;
+    loop {
+        if let Some(end) = buf.windows(2).position(|w| w == b"\n\n").map(|at| at + 2) {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            buf.advance(end);
+            let status = head.lines().next().unwrap_or_default();
+            if status.contains("200 Connected to Go RPC") {
+                return Ok(());
+            }
+            return Err(std::io::Error::other(format!("not a net/rpc HTTP endpoint: {status:?}")));
+        }
+        if buf.len() > 8 << 10 || rd.read_buf(buf).await? == 0 {
+            return Err(std::io::Error::other("the server closed the connection during the HTTP handshake"));
+        }
+    }
+}
+
+impl Conn {
+    fn is_open(&self) -> bool {
+        lock(&self.pending).is_some()
+    }
+
+    /// Hands `seq`'s answer to its caller.
+    fn complete(&self, seq: u64, result: Result<Response, Error>) {
+        let waiter = lock(&self.pending).as_mut().and_then(|p| p.remove(&seq));
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(result);
+        }
+    }
+
+    /// The connection is over: every call still waiting fails.
+    fn fail_all(&self, addr: &str, reason: &str) {
+        let pending = lock(&self.pending).take().unwrap_or_default();
+        for (_, waiter) in pending {
+            let _ = waiter.send(Err(Error::ConnectionLost { addr: addr.to_owned(), reason: reason.to_owned() }));
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A Go error string as a status: Go's own "can't find" wording is
+/// NotFound, anything else the application's error.
+fn go_status(error: &str) -> Status {
+    if error.starts_with("rpc: can't find") {
+        Status::not_found(error)
+    } else if error.starts_with("rpc: service/method request ill-formed") {
+        Status::invalid_argument(error)
+    } else {
+        Status::unknown(error)
+    }
+}
+
+async fn read_gob(conn: &Conn, mut rd: OwnedReadHalf, mut buf: BytesMut) -> String {
+    let mut decoder = gob::Decoder::new();
+    loop {
+        let header: ResponseHeader = match next_gob(&mut rd, &mut buf, &mut decoder, |d, b| d.decode_value(b)).await {
+            Ok(header) => header,
+            Err(reason) => return reason,
+        };
+        let body = next_gob(&mut rd, &mut buf, &mut decoder, |d, b| {
+            if header.error.is_empty() {
+                reply_payload(d, b).map(Some)
+            } else {
+                Ok(None) // the empty struct Go sends with an error
+            }
+        })
+        .await;
+        match body {
+            Ok(Some(response)) => conn.complete(header.seq, Ok(response)),
+            Ok(None) => conn.complete(header.seq, Err(Error::Status(go_status(&header.error)))),
+            Err(reason) => return reason,
+        }
+    }
+}
+
+/// The reply body as a JSON payload.
+fn reply_payload(decoder: &gob::Decoder, body: &[u8]) -> Result<Response, gob::GobError> {
+    let value: serde_json::Value = decoder.decode_value(body)?;
+    let bytes = serde_json::to_vec(&value).map_err(|e| gob::GobError::Custom(e.to_string()))?;
+    Ok(Response::new(Codec::Json, Bytes::from(bytes)))
+}
+
+async fn next_gob<T>(
+    rd: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    decoder: &mut gob::Decoder,
+    take: impl Fn(&gob::Decoder, &[u8]) -> Result<T, gob::GobError>,
+) -> Result<T, String> {
+    loop {
+        match decoder.next_value(buf) {
+            Ok(Some((body, used))) => {
+                let value = take(decoder, body).map_err(|e| format!("bad gob answer: {e}"))?;
+                buf.advance(used);
+                return Ok(value);
+            }
+            Ok(None) => {}
+            Err(e) => return Err(format!("bad gob stream: {e}")),
+        }
+        match rd.read_buf(buf).await {
+            Ok(0) => return Err("the server closed the connection".to_owned()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("read failed: {e}")),
+        }
+    }
+}
+
+async fn read_json(conn: &Conn, mut rd: OwnedReadHalf, mut buf: BytesMut) -> String {
+    loop {
+        let mut stream = serde_json::Deserializer::from_slice(&buf).into_iter::<JsonResponse>();
+        match stream.next() {
+            Some(Ok(answer)) => {
+                let used = stream.byte_offset();
+                buf.advance(used);
+                let Some(seq) = answer.id else { return "a JSON-RPC answer without a numeric id".to_owned() };
+                let result = match (answer.error, answer.result) {
+                    (Some(serde_json::Value::String(e)), _) => Err(Error::Status(go_status(&e))),
+                    (Some(serde_json::Value::Null) | None, Some(result)) => {
+                        Ok(Response::new(Codec::Json, Bytes::copy_from_slice(result.get().as_bytes())))
+                    }
+                    (Some(serde_json::Value::Null) | None, None) => {
+                        Ok(Response::new(Codec::Json, Bytes::from_static(b"null")))
+                    }
+                    (Some(other), _) => Err(Error::Status(go_status(&other.to_string()))),
+                };
+                conn.complete(seq, result);
+                continue;
+            }
+            Some(Err(e)) if !e.is_eof() => return format!("bad JSON-RPC answer: {e}"),
+            _ => {}
+        }
+        match rd.read_buf(&mut buf).await {
+            Ok(0) => return "the server closed the connection".to_owned(),
+            Ok(_) => {}
+            Err(e) => return format!("read failed: {e}"),
+        }
+    }
+}
+
+impl Channel for GoClient {
+    fn call_raw<'a>(&'a self, req: Request, opts: &'a CallOptions) -> BoxFuture<'a, Result<Response, Error>> {
+        Box::pin(async move {
+            let method = req.metadata.method().unwrap_or_default().to_owned();
+            let conn = self.connection().await?;
+            let seq = conn.next_seq.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = oneshot::channel();
+            match lock(&conn.pending).as_mut() {
+                Some(pending) => pending.insert(seq, tx),
+                None => {
+                    return Err(Error::ConnectionLost {
+                        addr: self.inner.addr.clone(),
+                        reason: "closed before the call was sent".into(),
+                    })
+                }
+            };
+            if let Err(e) = self.send(&conn, &method, seq, &req).await {
+                conn.complete(seq, Err(e));
+            }
+            let timeout = opts.timeout.or(self.inner.timeout);
+            let answer = match timeout {
+                Some(limit) => match tokio::time::timeout(limit, rx).await {
+                    Ok(answer) => answer,
+                    Err(_) => {
+                        // Go's protocol cannot cancel: forget the call; its
+                        // answer, if it comes, is dropped.
+                        lock(&conn.pending).as_mut().map(|p| p.remove(&seq));
+                        return Err(Error::DeadlineExceeded(limit));
+                    }
+                },
+                None => rx.await,
+            };
+            answer.unwrap_or_else(|_| {
+                Err(Error::ConnectionLost { addr: self.inner.addr.clone(), reason: "the reader stopped".into() })
+            })
+        })
+    }
+
+    fn default_codec(&self) -> Codec {
+        Codec::Json
+    }
+}
+
+impl GoClient {
+    /// Writes one request: header and argument.
+    async fn send(&self, conn: &Conn, method: &str, seq: u64, req: &Request) -> Result<(), Error> {
+        let protocol_error = |reason: String| Error::Protocol { addr: self.inner.addr.clone(), reason };
+        let arg: serde_json::Value = match req.codec {
+            Codec::Json => serde_json::from_slice(&req.payload)
+                .map_err(|e| protocol_error(format!("the argument is not JSON: {e}")))?,
+            other => {
+                return Err(protocol_error(format!(
+                    "Go's net/rpc takes JSON or gob arguments here, not {other:?}; call with the json codec"
+                )))
+            }
+        };
+        let mut writer = conn.writer.lock().await;
+        let Writer { wr, encoder, out } = &mut *writer;
+        out.clear();
+        match encoder {
+            Some(encoder) => {
+                let header = RequestHeader { service_method: method, seq };
+                // Encode both before writing either: a failed encode leaves
+                // the stream as it was.
+                let mut body = Vec::new();
+                encoder
+                    .encode_json("Args", &arg, &mut body)
+                    .map_err(|e| protocol_error(format!("cannot encode the argument as gob: {e}")))?;
+                encoder.encode(&header, out).map_err(|e| protocol_error(e.to_string()))?;
+                out.extend_from_slice(&body);
+            }
+            None => {
+                let request = serde_json::json!({ "method": method, "params": [arg], "id": seq });
+                serde_json::to_writer(&mut *out, &request).map_err(|e| protocol_error(e.to_string()))?;
+                out.push(b'\n');
+            }
+        }
+        wr.write_all(out)
+            .await
+            .map_err(|e| Error::ConnectionLost { addr: self.inner.addr.clone(), reason: format!("write failed: {e}") })
+    }
+}
