@@ -7,5 +7,8 @@
 //! headers over gob, `net/rpc/jsonrpc`, `DialHTTP`'s `CONNECT`), for serving
 //! Go clients and calling Go servers.
 
+pub mod bytes;
 pub mod gob;
 pub mod netrpc;
+
+pub use bytes::Bytes;

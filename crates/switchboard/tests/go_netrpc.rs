@@ -1,0 +1,245 @@
+//! Wire compatibility with Go's net/rpc, against real Go programs
+//! (tests/go/netrpc, standard library only): unmodified Go clients (rpc.Dial,
+//! jsonrpc.Dial, rpc.DialHTTP) call a Switchboard server on the port it
+//! serves its own protocol on, and the Switchboard client (`GoClient`) calls
+//! Go servers.
+
+#[path = "support/go.rs"]
+mod go;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use switchboard::go::netrpc::{GoClient, GoProtocol};
+use switchboard::server::handler_fn;
+use switchboard::{Client, Code, Error, Server, Status};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Args {
+    #[serde(rename = "A")]
+    a: i64,
+    #[serde(rename = "B")]
+    b: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Quotient {
+    #[serde(rename = "Quo")]
+    quo: i64,
+    #[serde(rename = "Rem")]
+    rem: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Inner {
+    name: String,
+    tags: Vec<String>,
+    score: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Nested {
+    title: String,
+    count: i64,
+    ratio: f64,
+    flag: bool,
+    #[serde(with = "serde_bytes")]
+    data: Vec<u8>,
+    items: Vec<Inner>,
+    labels: BTreeMap<String, i64>,
+    ptr: Option<Inner>,
+    neg: i32,
+    big: u64,
+}
+
+/// The services the Go peer's server has, in Rust: one set of handlers for
+/// Switchboard and Go callers alike.
+fn server() -> Server {
+    let server = Server::builder().build();
+    let router = server.router();
+    let add = |name: &str, handler| router.add_method(name, handler).expect("valid name");
+    add("Arith.Multiply", handler_fn(|a: Args| async move { Ok::<_, Status>(a.a * a.b) }));
+    add(
+        "Arith.Divide",
+        handler_fn(|a: Args| async move {
+            if a.b == 0 {
+                return Err(Status::invalid_argument("divide by zero"));
+            }
+            Ok(Quotient { quo: a.a / a.b, rem: a.a % a.b })
+        }),
+    );
+    add("Echo.Nested", handler_fn(|n: Nested| async move { Ok::<_, Status>(n) }));
+    add(
+        "Echo.Bytes",
+        handler_fn(|b: serde_bytes::ByteBuf| async move { Ok::<_, Status>(b) }),
+    );
+    add("Echo.Text", handler_fn(|s: String| async move { Ok::<_, Status>(s) }));
+    server
+}
+
+async fn serve() -> (Server, String) {
+    let server = server();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(server.clone().serve(listener));
+    (server, addr)
+}
+
+/// Runs a Go client case against `addr`; returns its stdout, failing the
+/// test (with its stderr) if it failed.
+async fn go_case(proto: &str, addr: &str, case: &str) -> String {
+    let (proto, addr, case) = (proto.to_owned(), addr.to_owned(), case.to_owned());
+    let out = tokio::task::spawn_blocking(move || go::go_client(&proto, &addr, &case)).await.expect("go client");
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "the Go client failed: {stdout}\n{stderr}");
+    stdout
+}
+
+const PROTOCOLS: [&str; 3] = ["gob", "jsonrpc", "http"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_clients_call_a_switchboard_server_on_its_own_port() {
+    let (server, addr) = serve().await;
+    for proto in PROTOCOLS {
+        assert_eq!(go_case(proto, &addr, "multiply").await, "56", "{proto}");
+        assert_eq!(go_case(proto, &addr, "divide").await, "3 2", "{proto}");
+        assert_eq!(go_case(proto, &addr, "apperror").await, "divide by zero", "{proto}");
+        assert_eq!(go_case(proto, &addr, "unknown").await, "rpc: can't find method Arith.Nope", "{proto}");
+        assert_eq!(go_case(proto, &addr, "text").await, "ok", "{proto}");
+    }
+    // The same port still speaks Switchboard's own protocol.
+    let native = Client::connect(addr.clone()).await.expect("connect");
+    assert_eq!(native.call::<Args, i64>("Arith.Multiply", &Args { a: 6, b: 7 }).await.expect("native call"), 42);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_structs_maps_non_ascii_text_and_a_mebibyte_of_bytes_round_trip() {
+    let (server, addr) = serve().await;
+    for proto in PROTOCOLS {
+        assert_eq!(go_case(proto, &addr, "nested").await, "ok", "{proto}");
+        assert_eq!(go_case(proto, &addr, "bytes").await, "ok 1048576", "{proto}");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_pipelined_calls_on_one_go_connection_are_answered() {
+    let (server, addr) = serve().await;
+    for proto in PROTOCOLS {
+        assert_eq!(go_case(proto, &addr, "concurrent").await, "ok 1000", "{proto}");
+    }
+    server.shutdown().await;
+}
+
+/// Captures the server's log lines.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_mid_stream_closes_that_connection_logs_why_and_others_carry_on() {
+    let logs = Logs::default();
+    let sink = logs.clone();
+    let _ = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .try_init();
+    let (server, addr) = serve().await;
+    // A Switchboard client keeps its connection across the whole test.
+    let native = Client::connect(addr.clone()).await.expect("connect");
+    for proto in PROTOCOLS {
+        let closed = go_case(proto, &addr, "garbage").await;
+        assert!(closed.starts_with("closed"), "{proto}: {closed}");
+        assert_eq!(go_case(proto, &addr, "multiply").await, "56", "{proto}: the server serves new connections");
+    }
+    assert_eq!(native.call::<Args, i64>("Arith.Multiply", &Args { a: 2, b: 3 }).await.expect("still connected"), 6);
+    let logged = String::from_utf8_lossy(&logs.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
+    let closings: Vec<&str> = logged.lines().filter(|l| l.contains("closing a net/rpc connection")).collect();
+    assert!(closings.len() >= 3, "one warning per garbage connection, with the reason:\n{logged}");
+    assert!(closings.iter().any(|l| l.contains("gob")) && closings.iter().any(|l| l.contains("JSON")), "{logged}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_switchboard_client_calls_go_servers_typed_and_untyped() {
+    for proto in ["gob", "jsonrpc", "http"] {
+        let go_server = tokio::task::spawn_blocking(move || go::GoServer::start(proto)).await.expect("go server");
+        let protocol: GoProtocol = proto.parse().expect("protocol");
+        let go = GoClient::connect(go_server.addr.clone(), protocol).await.expect("connect");
+        let product: i64 = go.call("Arith.Multiply", &Args { a: 7, b: 8 }).await.expect("multiply");
+        assert_eq!(product, 56, "{proto}");
+        let q: Quotient = go.call("Arith.Divide", &Args { a: 17, b: 5 }).await.expect("divide");
+        assert_eq!(q, Quotient { quo: 3, rem: 2 }, "{proto}");
+        // Untyped, as `switchboard call --protocol` does.
+        let any: serde_json::Value =
+            go.call("Arith.Divide", &serde_json::json!({"A": 9, "B": 2})).await.expect("untyped");
+        assert_eq!(any, serde_json::json!({"Quo": 4, "Rem": 1}), "{proto}");
+        // The Go server's errors arrive as statuses.
+        match go.call::<Args, Quotient>("Arith.Divide", &Args { a: 1, b: 0 }).await {
+            Err(Error::Status(s)) => assert_eq!((s.code(), s.message()), (Code::Unknown, "divide by zero"), "{proto}"),
+            other => panic!("{proto}: {other:?}"),
+        }
+        match go.call::<Args, i64>("Arith.Nope", &Args { a: 1, b: 0 }).await {
+            Err(Error::Status(s)) => assert_eq!(s.code(), Code::NotFound, "{proto}: {s}"),
+            other => panic!("{proto}: {other:?}"),
+        }
+        let text: String = go.call("Echo.Text", "héllo wörld ✓ 日本").await.expect("text");
+        assert_eq!(text, "héllo wörld ✓ 日本");
+        // 1,000 calls in flight on the one connection.
+        let calls = (0..1000i64).map(|i| {
+            let go = go.clone();
+            async move { go.call::<Args, i64>("Arith.Multiply", &Args { a: i, b: 3 }).await.map(|p| (i, p)) }
+        });
+        let answers = futures::future::join_all(calls).await;
+        for answer in answers {
+            let (i, p) = answer.expect("every call answered");
+            assert_eq!(p, i * 3, "{proto}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_switchboard_client_sends_go_servers_nested_values_and_bytes() {
+    let nested = Nested {
+        title: "héllo wörld ✓ 日本".into(),
+        count: -12_345_678_901,
+        ratio: 0.25,
+        flag: true,
+        data: (0..=255u8).cycle().take(4096).collect(),
+        items: vec![
+            Inner { name: "a".into(), tags: vec!["x".into(), "ÿ".into()], score: 1.5 },
+            Inner { name: "b".into(), tags: vec!["z".into()], score: -2.0 },
+        ],
+        labels: BTreeMap::from([("one".into(), 1), ("two".into(), 2)]),
+        ptr: Some(Inner { name: "p".into(), tags: vec!["q".into()], score: 3.25 }),
+        neg: -7,
+        big: u64::MAX,
+    };
+    let mebibyte: Vec<u8> = (0..1 << 20).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    for proto in ["gob", "jsonrpc", "http"] {
+        let go_server = tokio::task::spawn_blocking(move || go::GoServer::start(proto)).await.expect("go server");
+        let go = GoClient::connect(go_server.addr.clone(), proto.parse().expect("protocol")).await.expect("connect");
+        let back: Nested = go.call("Echo.Nested", &nested).await.expect("nested");
+        assert_eq!(back, nested, "{proto}");
+        let bytes: serde_bytes::ByteBuf =
+            go.call("Echo.Bytes", &serde_bytes::Bytes::new(&mebibyte)).await.expect("bytes");
+        assert_eq!(bytes.len(), mebibyte.len(), "{proto}");
+        assert!(bytes.as_slice() == mebibyte.as_slice(), "{proto}: the mebibyte came back changed");
+    }
+}
