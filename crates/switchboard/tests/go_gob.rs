@@ -8,11 +8,13 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use switchboard::go::gob::{Decoder, Encoder, GobError};
+
+#[path = "support/go.rs"]
+mod go;
 
 #[derive(Serialize, Deserialize, Debug, PartialEq, Clone, Default)]
 struct Args {
@@ -136,43 +138,9 @@ fn decode_all<T: serde::de::DeserializeOwned>(stream: &[u8]) -> Vec<T> {
     values
 }
 
-/// The Go program, built once per test binary (Go's caches under the cargo
-/// target dir, no network).
-fn go_program() -> &'static Path {
-    static PROGRAM: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let built = PROGRAM.get_or_init(|| {
-        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gobfixtures");
-        std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-        // nextest runs each test in its own process: build to a private
-        // name, then rename into place (atomic), so no process ever runs a
-        // half-written binary.
-        let exe = tmp.join("gobfixtures");
-        let private = tmp.join(format!("gobfixtures.{}", std::process::id()));
-        let out = Command::new("go")
-            .args(["build", "-o"])
-            .arg(&private)
-            .arg(".")
-            .current_dir(program_dir())
-            .env("GOCACHE", tmp.join("go-build-cache"))
-            .env("GOPATH", tmp.join("gopath"))
-            .env("GOFLAGS", "-mod=mod -buildvcs=false")
-            .env("GOPROXY", "off")
-            .env("GOTOOLCHAIN", "local")
-            .env("CGO_ENABLED", "0")
-            .output()
-            .map_err(|e| {
-                format!("cannot run `go` ({e}): these tests need Go on PATH (Debian: apt-get install golang-go)")
-            })?;
-        if !out.status.success() {
-            return Err(format!("go build failed:\n{}", String::from_utf8_lossy(&out.stderr)));
-        }
-        std::fs::rename(&private, &exe).map_err(|e| format!("{}: {e}", exe.display()))?;
-        Ok(exe)
-    });
-    match built {
-        Ok(path) => path,
-        Err(e) => panic!("{e}"),
-    }
+/// The Go program, built once per test process (support/go.rs).
+fn go_program() -> PathBuf {
+    go::go_program("gobfixtures")
 }
 
 fn run_go(args: &[&str], stdin: &str) -> Result<String, String> {

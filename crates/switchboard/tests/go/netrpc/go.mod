@@ -1,0 +1,3 @@
+module netrpcpeer
+
+go 1.19
