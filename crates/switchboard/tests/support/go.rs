@@ -57,9 +57,10 @@ pub(crate) fn go_program(dir_name: &str) -> PathBuf {
     }
 }
 
-/// Where the Go programs' sources live.
+/// Where the Go programs' sources live: `crates/switchboard/tests/go`,
+/// found from whichever crate of the workspace includes this module.
 pub(crate) fn go_source_dir(dir_name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go").join(dir_name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../switchboard/tests/go").join(dir_name)
 }
 
 /// Builds `tests/go/<dir_name>` with the `go` command `go`.
