@@ -42,9 +42,13 @@ use super::{GobError, Limits};
 pub struct Encoder {
     /// Every type defined on this stream, by shape.
     known: HashMap<Shape, TypeId>,
-    next_id: TypeId,
+    /// Every type defined on this stream, by its definition (with this
+    /// stream's ids): how [`encode_standalone`](Self::encode_standalone)
+    /// finds types it can reuse.
+    pub(super) by_wire: HashMap<WireType, TypeId>,
+    pub(super) next_id: TypeId,
     package: String,
-    limits: Limits,
+    pub(super) limits: Limits,
 }
 
 impl Default for Encoder {
@@ -82,7 +86,7 @@ impl Encoder {
     /// An encoder that refuses to write a message bigger than
     /// `limits.max_message` (so a peer with the same limits can read it).
     pub fn with_limits(limits: Limits) -> Self {
-        Encoder { known: HashMap::new(), next_id: 65, package: String::new(), limits }
+        Encoder { known: HashMap::new(), by_wire: HashMap::new(), next_id: 65, package: String::new(), limits }
     }
 
     /// Sets the Go package name used in the names of composite types
@@ -139,6 +143,10 @@ impl Encoder {
                 self.known.remove(s);
             }
             self.next_id -= new.shapes.len() as TypeId;
+        } else {
+            for (id, wire) in new.defs {
+                self.by_wire.entry(wire).or_insert(id);
+            }
         }
         result
     }
