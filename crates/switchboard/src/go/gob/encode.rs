@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::ser::{Val, ValSerializer};
 use super::shape::{finalize, shape_of, unify, Shape};
+use super::standalone::Sent;
 use super::types::{put_wire_type, FieldType, TypeId, WireType, BOOL, BYTES, FLOAT, INT, STRING, UINT};
 use super::wire::{put_bytes, put_float, put_int, put_message, put_uint};
 use super::{GobError, Limits};
@@ -42,10 +43,9 @@ use super::{GobError, Limits};
 pub struct Encoder {
     /// Every type defined on this stream, by shape.
     known: HashMap<Shape, TypeId>,
-    /// Every type defined on this stream, by its definition (with this
-    /// stream's ids): how [`encode_standalone`](Self::encode_standalone)
-    /// finds types it can reuse.
-    pub(super) by_wire: HashMap<WireType, TypeId>,
+    /// Every type defined on this stream, by id and by outline: where
+    /// [`encode_standalone`](Self::encode_standalone) finds types to reuse.
+    pub(super) sent: Sent,
     pub(super) next_id: TypeId,
     package: String,
     pub(super) limits: Limits,
@@ -86,7 +86,7 @@ impl Encoder {
     /// An encoder that refuses to write a message bigger than
     /// `limits.max_message` (so a peer with the same limits can read it).
     pub fn with_limits(limits: Limits) -> Self {
-        Encoder { known: HashMap::new(), by_wire: HashMap::new(), next_id: 65, package: String::new(), limits }
+        Encoder { known: HashMap::new(), sent: Sent::default(), next_id: 65, package: String::new(), limits }
     }
 
     /// Sets the Go package name used in the names of composite types
@@ -145,7 +145,7 @@ impl Encoder {
             self.next_id -= new.shapes.len() as TypeId;
         } else {
             for (id, wire) in new.defs {
-                self.by_wire.entry(wire).or_insert(id);
+                self.sent.insert(id, wire);
             }
         }
         result

@@ -137,10 +137,10 @@ impl Encoder {
     /// encoder is unchanged.
     ///
     /// Types that contain themselves (`type Node struct{ Kids []Node }`) are
-    /// never matched with earlier ones: each payload holding one defines it
-    /// anew. And [`encode`](Self::encode) does not reuse types defined here
-    /// (it knows types by their Rust shape); Go accepts a type defined twice
-    /// under two ids.
+    /// matched too (as the same infinite tree of definitions). But
+    /// [`encode`](Self::encode) does not reuse types defined here (it knows
+    /// types by their Rust shape): a type met both ways is defined twice,
+    /// under two ids, which Go accepts.
     pub fn encode_standalone(&mut self, standalone: &[u8], out: &mut Vec<u8>) -> Result<(), GobError> {
         let mut dec = Decoder::with_limits(self.limits);
         let body = dec.standalone_value(standalone)?;
@@ -150,17 +150,12 @@ impl Encoder {
         let order = Order::of(&dec.types, root, self.limits.max_depth)?;
 
         // The payload's types this stream has, then new ids for the others.
-        let mut reuse = Reuse {
-            types: &dec.types,
-            sent: &self.by_wire,
-            max_depth: self.limits.max_depth,
-            found: HashMap::new(),
-            stack: HashSet::new(),
-        };
+        let mut reuse =
+            Reuse { types: &dec.types, sent: &self.sent, max_depth: self.limits.max_depth, found: HashMap::new() };
         let mut ids = HashMap::new();
         let mut fresh = Vec::new();
         for &id in &order.numbering {
-            match reuse.find(id, 0)? {
+            match reuse.find(id) {
                 Some(ours) => {
                     ids.insert(id, ours);
                 }
@@ -201,7 +196,7 @@ impl Encoder {
         out.extend_from_slice(&msgs);
         self.next_id += fresh_count;
         for (wire, id) in defined {
-            self.by_wire.entry(wire).or_insert(id);
+            self.sent.insert(id, wire);
         }
         Ok(())
     }
@@ -329,56 +324,76 @@ fn send(
     Ok(())
 }
 
+/// The types an encoder has defined on its stream.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Sent {
+    defs: HashMap<TypeId, WireType>,
+    /// Ids by [`outline`]: the candidates for a match.
+    by_outline: HashMap<WireType, Vec<TypeId>>,
+}
+
+impl Sent {
+    pub(super) fn insert(&mut self, id: TypeId, wire: WireType) {
+        self.by_outline.entry(outline(&wire)).or_default().push(id);
+        self.defs.insert(id, wire);
+    }
+}
+
+/// A definition with the ids of its defined parts blanked out (the
+/// predefined ones kept): what two identical types have in common before
+/// their parts are compared.
+fn outline(wire: &WireType) -> WireType {
+    renumber(wire, |id| if is_builtin(id) { id } else { 0 })
+}
+
 /// Finds the payload's types among those a stream has defined.
 struct Reuse<'a> {
     /// The payload's types.
     types: &'a HashMap<TypeId, WireType>,
-    /// The stream's, by definition.
-    sent: &'a HashMap<WireType, TypeId>,
+    /// The stream's.
+    sent: &'a Sent,
     max_depth: usize,
     /// Answers so far.
     found: HashMap<TypeId, Option<TypeId>>,
-    /// The types whose parts are being looked at.
-    stack: HashSet<TypeId>,
 }
 
 impl Reuse<'_> {
-    /// The stream's id for the payload's type `id`, if the stream has
-    /// defined it: the same definition, whose parts are the stream's ids for
-    /// the payload's parts. A type met again while its parts are looked at
-    /// contains itself; it, and everything containing it, is new.
-    fn find(&mut self, id: TypeId, depth: usize) -> Result<Option<TypeId>, GobError> {
+    /// The id of a type the stream has defined that is identical to the
+    /// payload's type `id`: the same definition, and parts that are
+    /// identical in turn (recursive types included: they are the same
+    /// infinite tree of definitions).
+    fn find(&mut self, id: TypeId) -> Option<TypeId> {
         if is_builtin(id) {
-            return Ok(Some(id));
+            return Some(id);
         }
         if let Some(found) = self.found.get(&id) {
-            return Ok(*found);
+            return *found;
         }
-        if self.stack.contains(&id) {
-            return Ok(None);
-        }
-        let wire = self.types.get(&id).ok_or(GobError::UnknownType(id))?;
-        if depth >= self.max_depth {
-            return Err(GobError::TooDeep(self.max_depth));
-        }
-        self.stack.insert(id);
-        let mut ours = HashMap::new();
-        let mut all = true;
-        for part in parts(wire) {
-            match self.find(part, depth + 1)? {
-                Some(p) => {
-                    ours.insert(part, p);
-                }
-                None => {
-                    all = false;
-                    break;
-                }
-            }
-        }
-        self.stack.remove(&id);
-        let found =
-            if all { self.sent.get(&renumber(wire, |p| ours.get(&p).copied().unwrap_or(p))).copied() } else { None };
+        let found = self.types.get(&id).and_then(|wire| {
+            let candidates = self.sent.by_outline.get(&outline(wire))?;
+            candidates.iter().copied().find(|&ours| self.same(id, ours, 0, &mut HashSet::new()))
+        });
         self.found.insert(id, found);
-        Ok(found)
+        found
+    }
+
+    /// Whether the payload's type `theirs` and the stream's type `ours` are
+    /// identical, assuming the pairs in `assumed` are (the usual check for
+    /// recursive types: a pair met again while being compared is taken as
+    /// identical; any difference anywhere fails the whole comparison).
+    /// Comparisons deeper than `max_depth` fail, so a type is defined anew
+    /// rather than the stack overflowing.
+    fn same(&self, theirs: TypeId, ours: TypeId, depth: usize, assumed: &mut HashSet<(TypeId, TypeId)>) -> bool {
+        if is_builtin(theirs) || is_builtin(ours) {
+            return theirs == ours;
+        }
+        if !assumed.insert((theirs, ours)) {
+            return true;
+        }
+        if depth >= self.max_depth {
+            return false;
+        }
+        let (Some(t), Some(o)) = (self.types.get(&theirs), self.sent.defs.get(&ours)) else { return false };
+        outline(t) == outline(o) && parts(t).into_iter().zip(parts(o)).all(|(t, o)| self.same(t, o, depth + 1, assumed))
     }
 }

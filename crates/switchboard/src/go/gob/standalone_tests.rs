@@ -238,7 +238,7 @@ struct Node {
 }
 
 #[test]
-fn recursive_types_are_renumbered_and_defined_anew() {
+fn recursive_types_are_renumbered_and_reused() {
     // After another type, the recursive pair has ids 66 and 67.
     let stream = [encode(&Args { a: 1, b: 2 }), node_stream(66, 67)].concat();
     let alone = cut_loose(&stream).unwrap().remove(1);
@@ -247,14 +247,16 @@ fn recursive_types_are_renumbered_and_defined_anew() {
     let want = Node { name: "a".into(), kids: vec![Node { name: "b".into(), kids: vec![] }] };
     assert_eq!(Decoder::new().decode_standalone::<Node>(&alone).unwrap(), want);
 
-    // A type that contains itself is never matched with the stream's
-    // types: each payload defines it again (Go accepts that).
+    // A type that contains itself is matched too: the second payload
+    // reuses both definitions.
     let mut enc = Encoder::new();
     let mut out = Vec::new();
     enc.encode(&Args::default(), &mut out).unwrap();
     enc.encode_standalone(&alone, &mut out).unwrap();
+    let at = out.len();
     enc.encode_standalone(&alone, &mut out).unwrap();
-    assert_eq!(definitions(&out), 5);
+    assert_eq!(definitions(&out), 3);
+    assert_eq!(out[at..], msg(&[&[0xff, 0x84][..], &alone[alone.len() - 10..]].concat())[..]);
     let mut dec = Decoder::new();
     let (_, mut at) = dec.decode::<Args>(&out).unwrap().unwrap();
     for _ in 0..2 {
@@ -413,4 +415,36 @@ fn a_failed_standalone_leaves_the_encoder_as_it_was() {
     snapshot.clone().encode_standalone(&small, &mut b).unwrap();
     assert_eq!(a, b);
     assert_eq!(definitions(&a), 1);
+}
+
+/// Two definitions that unroll to the same infinite type are that type:
+/// `A = []B, B = []A` is `T = []T`.
+#[test]
+fn recursive_types_match_as_infinite_trees() {
+    let t = define(65, &WireType::Slice { name: String::new(), elem: 65 });
+    let mut enc = Encoder::new();
+    let mut out = Vec::new();
+    enc.encode_standalone(&[t, msg(&[0xff, 0x82, 0x00, 0x01, 0x00])].concat(), &mut out).unwrap();
+    let pair = [
+        define(65, &WireType::Slice { name: String::new(), elem: 66 }),
+        define(66, &WireType::Slice { name: String::new(), elem: 65 }),
+        msg(&[0xff, 0x82, 0x00, 0x02, 0x01, 0x00, 0x00]),
+    ]
+    .concat();
+    let at = out.len();
+    enc.encode_standalone(&pair, &mut out).unwrap();
+    assert_eq!(out[at..], msg(&[0xff, 0x82, 0x00, 0x02, 0x01, 0x00, 0x00])[..]);
+    // A named one is another type.
+    let named = [define(65, &WireType::Slice { name: "N".into(), elem: 65 }), msg(&[0xff, 0x82, 0x00, 0x00])].concat();
+    let at = out.len();
+    enc.encode_standalone(&named, &mut out).unwrap();
+    assert_eq!(definitions(&out[at..]), 1);
+    let mut dec = Decoder::new();
+    let mut at = 0;
+    let mut got = Vec::new();
+    while let Some((v, used)) = dec.decode::<serde_json::Value>(&out[at..]).unwrap() {
+        got.push(v);
+        at += used;
+    }
+    assert_eq!(got, [serde_json::json!([[]]), serde_json::json!([[[]], []]), serde_json::json!([])]);
 }
