@@ -44,6 +44,7 @@
 //! The example in the [parent module's docs](super#standalone-payloads) shows
 //! both directions.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 
 use serde::de::IgnoredAny;
@@ -150,8 +151,7 @@ impl Encoder {
         let order = Order::of(&dec.types, root, self.limits.max_depth)?;
 
         // The payload's types this stream has, then new ids for the others.
-        let mut reuse =
-            Reuse { types: &dec.types, sent: &self.sent, max_depth: self.limits.max_depth, found: HashMap::new() };
+        let mut reuse = Reuse::new(&dec.types, &self.sent, self.limits.max_depth);
         let mut ids = HashMap::new();
         let mut fresh = Vec::new();
         for &id in &order.numbering {
@@ -355,9 +355,20 @@ struct Reuse<'a> {
     max_depth: usize,
     /// Answers so far.
     found: HashMap<TypeId, Option<TypeId>>,
+    /// Pairs of types left to compare: once spent, the remaining types are
+    /// defined anew (correct, only longer), so no stream of definitions can
+    /// make matching slow.
+    budget: Cell<usize>,
 }
 
-impl Reuse<'_> {
+/// How many pairs of types one payload may compare against the stream's.
+const MATCH_BUDGET: usize = 1 << 20;
+
+impl<'a> Reuse<'a> {
+    fn new(types: &'a HashMap<TypeId, WireType>, sent: &'a Sent, max_depth: usize) -> Self {
+        Reuse { types, sent, max_depth, found: HashMap::new(), budget: Cell::new(MATCH_BUDGET) }
+    }
+
     /// The id of a type the stream has defined that is identical to the
     /// payload's type `id`: the same definition, and parts that are
     /// identical in turn (recursive types included: they are the same
@@ -390,6 +401,8 @@ impl Reuse<'_> {
         if !assumed.insert((theirs, ours)) {
             return true;
         }
+        let Some(budget) = self.budget.get().checked_sub(1) else { return false };
+        self.budget.set(budget);
         if depth >= self.max_depth {
             return false;
         }
