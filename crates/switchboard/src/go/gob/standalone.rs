@@ -37,9 +37,18 @@
 //!
 //! Types are numbered from 65 and sent in the order Go's own encoder uses (a
 //! struct's id before its fields' types, a slice's, array's or map's after
-//! its elements'; each definition before those of its parts), so a
-//! standalone payload is byte for byte what a fresh Go process writes for
-//! the value (`tests/go_gob.rs` checks this against Go).
+//! its elements'; each definition before those of its parts), so a value
+//! cut loose from a Go stream is byte for byte what a fresh Go process
+//! writes for that value alone (`tests/go_gob.rs` checks this against Go).
+//! The one difference: type names are kept as the stream sent them, and Go
+//! names a composite type after where its process first met it (`[]main.Node`
+//! as a struct field, unnamed at the top level). Go's decoder ignores names.
+//!
+//! On the way out, a type the stream has defined is matched by its whole
+//! definition: kind, names, field names and order, array length, and parts
+//! matched in turn; types that contain themselves are compared as the
+//! infinite trees they unroll to (the usual check for recursive types), so
+//! a reply type is defined once per connection, not once per reply.
 //!
 //! The example in the [parent module's docs](super#standalone-payloads) shows
 //! both directions.
