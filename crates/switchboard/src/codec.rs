@@ -11,11 +11,23 @@
 //! | 2 | `Binary` | compact binary (postcard) | serde |
 //! | 3 | `MsgPack` | MessagePack, structs as maps (rmp-serde) | serde |
 //! | 4 | `Protobuf` | Protocol Buffers (prost) | [`Proto<M>`] |
+//! | 5 | `Gob` | Go's gob, one standalone stream per payload ([`go::gob`](crate::go::gob)) | serde |
 //!
 //! Types are encoded through two small traits, [`Encode`] and [`Decode`].
 //! Every serde type implements them for the serde codecs; a prost message
 //! wrapped in [`Proto`] implements them for Protobuf. Asking a serde type for
 //! Protobuf (or the reverse) is a clear [`CodecError`], not a panic.
+//!
+//! [`Codec::Gob`] is what a Go `net/rpc` caller's arguments become on their
+//! way to a handler (and its reply on the way back): each payload is a
+//! *standalone* gob stream, the type definitions of one value and then the
+//! value (see [standalone payloads](crate::go::gob#standalone-payloads)).
+//! Gob describes itself, so untyped targets such as `serde_json::Value`
+//! decode it (structs as objects). Gob cannot send a value whose type it
+//! cannot see: a top-level `None`, empty sequence or empty map fails to
+//! encode with a [`CodecError`] saying so (wrap it in a struct, where an
+//! empty field is simply left out). A `serde_json::Value` object is sent as
+//! a Go map, so all its values must have one type.
 //!
 //! ```
 //! use switchboard::codec::{Codec, Decode, Encode};
@@ -47,11 +59,15 @@ pub enum Codec {
     MsgPack = 3,
     /// Protocol Buffers via prost, for [`Proto`]-wrapped message types.
     Protobuf = 4,
+    /// Go's gob: each payload a standalone gob stream (type definitions,
+    /// then one value), as Go's `encoding/gob` reads and writes it. See
+    /// [`go::gob`](crate::go::gob).
+    Gob = 5,
 }
 
 impl Codec {
     /// Every codec, in id order.
-    pub const ALL: [Codec; 4] = [Codec::Json, Codec::Binary, Codec::MsgPack, Codec::Protobuf];
+    pub const ALL: [Codec; 5] = [Codec::Json, Codec::Binary, Codec::MsgPack, Codec::Protobuf, Codec::Gob];
 
     /// The codec with this wire id, if this build knows it.
     pub fn from_id(id: u8) -> Option<Codec> {
@@ -63,13 +79,14 @@ impl Codec {
         self as u8
     }
 
-    /// Lower-case name (`json`, `binary`, `msgpack`, `protobuf`).
+    /// Lower-case name (`json`, `binary`, `msgpack`, `protobuf`, `gob`).
     pub fn name(self) -> &'static str {
         match self {
             Codec::Json => "json",
             Codec::Binary => "binary",
             Codec::MsgPack => "msgpack",
             Codec::Protobuf => "protobuf",
+            Codec::Gob => "gob",
         }
     }
 
@@ -81,7 +98,7 @@ impl Codec {
     /// Whether this build was compiled with support for the codec.
     pub fn is_enabled(self) -> bool {
         match self {
-            Codec::Json | Codec::Binary => true,
+            Codec::Json | Codec::Binary | Codec::Gob => true,
             Codec::MsgPack => cfg!(feature = "msgpack"),
             Codec::Protobuf => cfg!(feature = "protobuf"),
         }
@@ -181,6 +198,7 @@ impl<T: Serialize + ?Sized> Encode for T {
             }
             #[cfg(feature = "msgpack")]
             Codec::MsgPack => rmp_serde::encode::write_named(out, self).map_err(|e| err(&e)),
+            Codec::Gob => crate::go::gob::Encoder::new().encode(self, out).map_err(|e| err(&e)),
             Codec::Protobuf => Err(CodecError::encode(
                 codec,
                 "this type is a serde type; wrap a prost message in switchboard::codec::Proto to use protobuf",
@@ -203,6 +221,7 @@ impl<T: DeserializeOwned> Decode for T {
             Codec::Binary => postcard::from_bytes(bytes).map_err(|e| err(&e)),
             #[cfg(feature = "msgpack")]
             Codec::MsgPack => rmp_serde::from_slice(bytes).map_err(|e| err(&e)),
+            Codec::Gob => crate::go::gob::Decoder::new().decode_standalone(bytes).map_err(|e| err(&e)),
             Codec::Protobuf => Err(CodecError::decode(
                 codec,
                 "this type is a serde type; wrap a prost message in switchboard::codec::Proto to use protobuf",
@@ -411,7 +430,7 @@ mod tests {
     #[test]
     fn every_serde_codec_round_trips() {
         let value = Echo { id: 42, name: "ünïcode".into(), payload: vec![1, 2, 3, 255] };
-        for codec in [Codec::Json, Codec::Binary, Codec::MsgPack] {
+        for codec in [Codec::Json, Codec::Binary, Codec::MsgPack, Codec::Gob] {
             let mut buf = Vec::new();
             value.encode(codec, &mut buf).unwrap();
             assert_eq!(Echo::decode(codec, &buf).unwrap(), value, "{codec}");
@@ -439,7 +458,7 @@ mod tests {
     #[test]
     fn zerocopy_fields_round_trip_in_every_serde_codec_and_slice_the_frame_when_they_can() {
         let blob = Blob { id: 3, data: bytes::Bytes::from((0..=255u8).cycle().take(5000).collect::<Vec<_>>()) };
-        for codec in [Codec::Json, Codec::Binary, Codec::MsgPack] {
+        for codec in [Codec::Json, Codec::Binary, Codec::MsgPack, Codec::Gob] {
             let frame = blob.encode_bytes(codec).unwrap();
             let back = Blob::decode_bytes(codec, frame.clone()).unwrap();
             assert_eq!(back, blob, "{codec}");
@@ -459,5 +478,91 @@ mod tests {
         }
         assert_eq!(Codec::from_id(0), None);
         assert_eq!(Codec::from_id(9), None);
+        assert_eq!((Codec::Gob.id(), Codec::Gob.name()), (5, "gob"));
+        assert!(Codec::Gob.is_enabled());
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize, Default)]
+    #[serde(rename_all = "PascalCase")]
+    struct Typed {
+        small: i8,
+        big: u64,
+        ratio: f32,
+        text: String,
+        tags: Vec<String>,
+        scores: std::collections::BTreeMap<String, i64>,
+        inner: Option<Box<Typed>>,
+        grid: [i16; 2],
+    }
+
+    #[test]
+    fn gob_payloads_are_standalone_gob_streams() {
+        let value = Typed {
+            small: -3,
+            big: u64::MAX,
+            ratio: 0.25,
+            text: "Grüße".into(),
+            tags: vec!["a".into(), String::new()],
+            scores: [("x".to_owned(), -1)].into(),
+            inner: Some(Box::new(Typed { text: "in".into(), ..Typed::default() })),
+            grid: [1, -1],
+        };
+        let mut buf = Vec::new();
+        value.encode(Codec::Gob, &mut buf).unwrap();
+        assert_eq!(Typed::decode(Codec::Gob, &buf).unwrap(), value);
+        // What a fresh gob encoder writes, types first.
+        let mut fresh = Vec::new();
+        crate::go::gob::Encoder::new().encode(&value, &mut fresh).unwrap();
+        assert_eq!(buf, fresh);
+        // Self-describing: untyped targets read it, structs as objects.
+        let json = serde_json::Value::decode(Codec::Gob, &buf).unwrap();
+        assert_eq!(json["Big"], serde_json::json!(u64::MAX));
+        assert_eq!(json["Inner"]["Text"], serde_json::json!("in"));
+        for v in [56i64, -1, 0] {
+            assert_eq!(i64::decode(Codec::Gob, &v.encode_bytes(Codec::Gob).unwrap()).unwrap(), v);
+        }
+        assert_eq!(
+            Vec::<String>::decode(Codec::Gob, &vec!["z".to_owned()].encode_bytes(Codec::Gob).unwrap()).unwrap(),
+            ["z"]
+        );
+        <()>::decode(Codec::Gob, &().encode_bytes(Codec::Gob).unwrap()).unwrap();
+
+        // A payload is one whole value: less, or more, is an error.
+        for bad in [&buf[..0], &buf[..1], &buf[..buf.len() - 1]] {
+            let err = Typed::decode(Codec::Gob, bad).unwrap_err().to_string();
+            assert!(err.starts_with("gob decode: truncated"), "{err}");
+        }
+        let two = [buf.clone(), buf.clone()].concat();
+        let err = Typed::decode(Codec::Gob, &two).unwrap_err().to_string();
+        assert!(err.contains("bytes after the value"), "{err}");
+        assert!(Typed::decode(Codec::Gob, b"\x05\xff\x82\x01\x02").is_err());
+
+        // Gob cannot send a top-level value whose type it cannot see.
+        for err in [Vec::<i64>::new().encode_bytes(Codec::Gob), None::<i64>.encode_bytes(Codec::Gob)] {
+            let err = err.unwrap_err().to_string();
+            assert!(err.starts_with("gob encode: gob: cannot tell the gob type"), "{err}");
+        }
+    }
+
+    #[cfg(feature = "protobuf")]
+    #[test]
+    fn protobuf_messages_are_not_gob() {
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct Ping {
+            #[prost(uint64, tag = "1")]
+            id: u64,
+        }
+        let err = Proto(Ping { id: 1 }).encode(Codec::Gob, &mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("only be sent with the protobuf codec"), "{err}");
+        assert!(Proto::<Ping>::decode(Codec::Gob, &[]).is_err());
+    }
+
+    proptest::proptest! {
+        /// Arbitrary bytes are an error or a value, never a panic.
+        #[test]
+        fn gob_garbage_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let _ = Typed::decode(Codec::Gob, &bytes);
+            let _ = serde_json::Value::decode(Codec::Gob, &bytes);
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! The gob codec against real Go (`tests/go/gobfixtures`, a standard-library
 //! Go program): the committed fixtures are what Go's encoder wrote; we decode
 //! them, encode the same values byte for byte, and hand our encodings to Go's
-//! decoder. Needs `go` on PATH (Debian's `golang-go`; scripts/test.sh installs
+//! decoder; values cut loose from Go's streams are what Go writes for them
+//! alone, and standalone payloads put on our streams are what Go reads.
+//! Needs `go` on PATH (Debian's `golang-go`; scripts/test.sh installs
 //! it): without it these tests fail, they do not skip.
 
 use std::collections::BTreeMap;
@@ -11,6 +13,7 @@ use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use switchboard::codec::{Codec, Decode, Encode};
 use switchboard::go::gob::{Decoder, Encoder, GobError};
 
 #[path = "support/go.rs"]
@@ -71,6 +74,58 @@ struct RpcResponse {
 
 fn request(seq: u64) -> RpcRequest {
     RpcRequest { service_method: "Arith.Multiply".into(), seq }
+}
+
+/// Go's `Node`: it contains itself, so its gob type is recursive.
+#[derive(Serialize, Deserialize, Debug, PartialEq, Clone, Default)]
+#[serde(rename_all = "PascalCase")]
+struct Node {
+    name: String,
+    kids: Vec<Node>,
+}
+
+/// Go's `Mixed`. `When` is a `time.Time`, which encodes itself: its bytes
+/// arrive as they are.
+#[derive(Deserialize, Debug, PartialEq, Default)]
+#[serde(rename_all = "PascalCase")]
+struct Mixed {
+    tree: Node,
+    #[serde(with = "serde_bytes")]
+    when: Vec<u8>,
+    any: Option<i64>,
+    small: i8,
+    byte: u8,
+    ratio: f32,
+    ids: BTreeMap<i32, String>,
+    ptr: Option<Inner>,
+    pair: [bool; 2],
+    us: Vec<u16>,
+    c: (f64, f64),
+}
+
+fn node(name: &str, kids: Vec<Node>) -> Node {
+    Node { name: name.into(), kids }
+}
+
+/// Go's `mixed()`.
+fn mixed() -> Mixed {
+    // time.Time's MarshalBinary: version 1, seconds since year 1, nanoseconds,
+    // zone offset in minutes (-1: UTC).
+    let secs: u64 = 1_704_164_645 + 62_135_596_800; // 2024-01-02T03:04:05Z
+    let when = [&[1][..], &secs.to_be_bytes(), &6u32.to_be_bytes(), &[0xff, 0xff]].concat();
+    Mixed {
+        tree: node("root", vec![node("a", vec![]), node("b", vec![node("c", vec![])])]),
+        when,
+        any: None,
+        small: -8,
+        byte: 200,
+        ratio: 0.5,
+        ids: BTreeMap::from([(-1, "minus one".into())]),
+        ptr: Some(Inner { label: "p".into(), score: -1.0 }),
+        pair: [false, true],
+        us: vec![1, 65535],
+        c: (1.5, -2.0),
+    }
 }
 
 /// The value of testdata/nested.hex.
@@ -307,7 +362,9 @@ fn net_rpc_messages_match_go_byte_for_byte() {
 /// The fixtures are what the Go program writes today (not hand-edited).
 #[test]
 fn fixtures_are_what_go_writes() {
-    for name in ["args", "args_stream", "nested", "zeros", "int", "string", "float", "slice", "map", "call", "reply"] {
+    let names =
+        ["args", "args_stream", "nested", "zeros", "int", "string", "float", "slice", "map", "call", "reply", "mixed"];
+    for name in names {
         let go = run_go(&["encode", name], "").unwrap_or_else(|e| panic!("encode {name}: {e}"));
         assert_eq!(go, fixture_text(name), "testdata/{name}.hex is stale: rerun `gobfixtures gen testdata`");
     }
@@ -449,4 +506,169 @@ fn count_struct_definitions(stream: &[u8], name: &str) -> usize {
         at += header + len;
     }
     count
+}
+
+// --- (d) standalone payloads: values cut loose from streams, and back -------
+
+/// Every value of `stream` cut loose (`Decoder::to_standalone`).
+fn cut_loose(stream: &[u8]) -> Vec<Vec<u8>> {
+    let mut dec = Decoder::new();
+    let mut at = 0;
+    let mut out = Vec::new();
+    while at < stream.len() {
+        let (body, used) = dec.next_value(&stream[at..]).expect("framing").expect("a whole value");
+        out.push(dec.to_standalone(body).expect("to_standalone"));
+        at += used;
+    }
+    out
+}
+
+/// What a fresh Go process writes for value `i` of fixture `name` alone.
+fn go_single(name: &str, i: usize) -> Vec<u8> {
+    hex_decode(&run_go(&["single", name, &i.to_string()], "").unwrap_or_else(|e| panic!("single {name} {i}: {e}")))
+}
+
+/// Each value of Go's streams, cut loose, is byte for byte what Go writes
+/// for that value alone (same types, same ids, same order, same omitted
+/// fields), and decodes into the Rust type.
+#[test]
+fn go_stream_values_cut_loose_are_what_go_writes_alone() {
+    for (name, count) in [("args_stream", 3), ("call", 4), ("reply", 4), ("nested", 1), ("zeros", 1), ("mixed", 7)] {
+        let cut = cut_loose(&fixture(name));
+        assert_eq!(cut.len(), count, "{name}");
+        for (i, alone) in cut.iter().enumerate() {
+            // Go names a type after where it first meets it: in the mixed
+            // stream, []Node was first a field ("[]main.Node") and Inner
+            // first a struct field type ("Inner"), alone they are a
+            // top-level slice and a map element (unnamed). The cut keeps
+            // the stream's names; Go reads both the same.
+            match (name, i) {
+                ("mixed", 4) => {
+                    assert!(alone.windows(11).any(|w| w == b"[]main.Node"));
+                    assert_eq!(go_decode("nodes", alone), go_decode("nodes", &go_single(name, i)));
+                }
+                ("mixed", 5) => {
+                    assert!(alone.windows(5).any(|w| w == b"Inner"));
+                    assert_eq!(go_decode("innermap", alone), go_decode("innermap", &go_single(name, i)));
+                }
+                _ => assert_eq!(hex_encode(alone), hex_encode(&go_single(name, i)), "value {i} of {name}"),
+            }
+        }
+    }
+
+    // And each decodes on its own into the Rust type, as Codec::Gob.
+    let call = cut_loose(&fixture("call"));
+    assert_eq!(RpcRequest::decode(Codec::Gob, &call[2]).unwrap(), request(1));
+    assert_eq!(Args::decode(Codec::Gob, &call[3]).unwrap(), Args { a: 0, b: 9 });
+    let reply = cut_loose(&fixture("reply"));
+    assert_eq!(i64::decode(Codec::Gob, &reply[1]).unwrap(), 56);
+    assert_eq!(RpcResponse::decode(Codec::Gob, &reply[2]).unwrap().error, "divide by zero");
+    <()>::decode(Codec::Gob, &reply[3]).unwrap();
+    let m = cut_loose(&fixture("mixed"));
+    assert_eq!(RpcRequest::decode(Codec::Gob, &m[0]).unwrap().service_method, "Svc.Mixed");
+    assert_eq!(Mixed::decode(Codec::Gob, &m[1]).unwrap(), mixed());
+    assert_eq!(Args::decode(Codec::Gob, &m[2]).unwrap(), Args { a: 7, b: 8 });
+    assert_eq!(Mixed::decode(Codec::Gob, &m[3]).unwrap(), Mixed { small: -1, ..Mixed::default() });
+    assert_eq!(Vec::<Node>::decode(Codec::Gob, &m[4]).unwrap(), [node("x", vec![Node::default()])]);
+    let inner = BTreeMap::from([("k".to_owned(), Inner { label: "v".into(), score: 1.0 })]);
+    assert_eq!(BTreeMap::<String, Inner>::decode(Codec::Gob, &m[5]).unwrap(), inner);
+    let inners = [Inner { label: "k".into(), score: 0.0 }, Inner::default()];
+    assert_eq!(Vec::<Inner>::decode(Codec::Gob, &m[6]).unwrap(), inners);
+    let alone = cut_loose(&fixture("nested")).remove(0);
+    assert_eq!(Nested::decode(Codec::Gob, &alone).unwrap(), nested());
+}
+
+/// A net/rpc exchange as the connection layer will run it: each argument
+/// cut loose and decoded by a handler with Codec::Gob, each reply encoded
+/// with Codec::Gob and put on the outgoing stream after its header. The
+/// streams are byte for byte Go's.
+#[test]
+fn handler_payloads_on_net_rpc_streams_are_what_go_writes() {
+    let call = fixture("call");
+    let args: Vec<Args> =
+        cut_loose(&call)[1..].iter().step_by(2).map(|p| Args::decode(Codec::Gob, p).unwrap()).collect();
+    assert_eq!(args, [Args { a: 7, b: 8 }, Args { a: 0, b: 9 }]);
+
+    // The client side, with payloads: the same bytes as Go's client.
+    let mut enc = Encoder::new();
+    let mut ours = Vec::new();
+    for (seq, a) in args.iter().enumerate() {
+        enc.encode(&request(seq as u64), &mut ours).unwrap();
+        enc.encode_standalone(&a.encode_bytes(Codec::Gob).unwrap(), &mut ours).unwrap();
+    }
+    assert_eq!(hex_encode(&ours), hex_encode(&call));
+
+    // The server side: a product, then an error reply's empty body.
+    let mut enc = Encoder::new();
+    let mut reply = Vec::new();
+    let ok = RpcResponse { service_method: "Arith.Multiply".into(), seq: 0, error: String::new() };
+    enc.encode(&ok, &mut reply).unwrap();
+    enc.encode_standalone(&(args[0].a * args[0].b).encode_bytes(Codec::Gob).unwrap(), &mut reply).unwrap();
+    let failed = RpcResponse { service_method: "Arith.Divide".into(), seq: 1, error: "divide by zero".into() };
+    enc.encode(&failed, &mut reply).unwrap();
+    enc.encode_standalone(&().encode_bytes(Codec::Gob).unwrap(), &mut reply).unwrap();
+    assert_eq!(hex_encode(&reply), hex_encode(&fixture("reply")));
+    assert_eq!(go_decode("response,int,response,skip", &reply)[1], json!(56));
+}
+
+/// Payloads from Go's streams and from our codec, put on one of our
+/// streams between values of its own, in an order unlike Go's: Go decodes
+/// every value into its own types as it did the originals.
+#[test]
+fn go_decodes_standalone_payloads_put_on_our_stream() {
+    let go_mixed = go_decode("request,mixed,args,mixed,nodes,innermap,inners", &fixture("mixed"));
+    let m = cut_loose(&fixture("mixed"));
+    let mut enc = Encoder::new();
+    let mut stream = Vec::new();
+    let mut kinds = Vec::new();
+    let mut want = Vec::new();
+    let mut add = |enc: &mut Encoder, stream: &mut Vec<u8>, payload: &[u8], kind: &str, value: &Value| {
+        enc.encode_standalone(payload, stream).unwrap_or_else(|e| panic!("{kind}: {e}"));
+        kinds.push(kind.to_owned());
+        want.push(value.clone());
+    };
+    enc.encode(&request(5), &mut stream).unwrap();
+    let (kinds0, want0) = (vec!["request".to_owned()], vec![json!({"ServiceMethod": "Arith.Multiply", "Seq": 5})]);
+    add(&mut enc, &mut stream, &m[4], "nodes", &go_mixed[4]);
+    add(&mut enc, &mut stream, &m[3], "mixed", &go_mixed[3]);
+    add(&mut enc, &mut stream, &fixture("args"), "args", &json!({"A": 7, "B": 8}));
+    add(&mut enc, &mut stream, &m[1], "mixed", &go_mixed[1]);
+    add(&mut enc, &mut stream, &m[6], "inners", &go_mixed[6]);
+    add(&mut enc, &mut stream, &m[5], "innermap", &go_mixed[5]);
+    add(&mut enc, &mut stream, &m[4], "nodes", &go_mixed[4]);
+    add(
+        &mut enc,
+        &mut stream,
+        &Args { a: -1, b: 2 }.encode_bytes(Codec::Gob).unwrap(),
+        "args",
+        &json!({"A": -1, "B": 2}),
+    );
+    add(&mut enc, &mut stream, &fixture("nested"), "nested", &go_decode("nested", &fixture("nested"))[0]);
+    add(
+        &mut enc,
+        &mut stream,
+        &nested().encode_bytes(Codec::Gob).unwrap(),
+        "nested",
+        &go_decode("nested", &fixture("nested"))[0],
+    );
+    add(&mut enc, &mut stream, &m[2], "args", &json!({"A": 7, "B": 8}));
+    let kinds: Vec<String> = kinds0.into_iter().chain(kinds).collect();
+    let want: Vec<Value> = want0.into_iter().chain(want).collect();
+    assert_eq!(go_decode(&kinds.join(","), &stream), want);
+
+    // Types were reused: Args, Mixed and the recursive Node defined once.
+    for name in ["Args", "Mixed", "Node"] {
+        assert_eq!(count_struct_definitions(&stream, name), 1, "{name}");
+    }
+    // And we read our stream back as well.
+    let mut dec = Decoder::new();
+    let mut at = 0;
+    let mut got = Vec::new();
+    while at < stream.len() {
+        let (body, used) = dec.next_value(&stream[at..]).unwrap().unwrap();
+        got.push(dec.to_standalone(body).unwrap());
+        at += used;
+    }
+    assert_eq!(Mixed::decode(Codec::Gob, &got[4]).unwrap(), mixed());
+    assert_eq!(Nested::decode(Codec::Gob, &got[9]).unwrap(), nested());
 }

@@ -38,7 +38,7 @@ use super::{GobError, Limits};
 /// ```
 #[derive(Debug, Default, Clone)]
 pub struct Decoder {
-    types: HashMap<TypeId, WireType>,
+    pub(super) types: HashMap<TypeId, WireType>,
     type_bytes: usize,
     limits: Limits,
 }

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::ser::{Val, ValSerializer};
 use super::shape::{finalize, shape_of, unify, Shape};
+use super::standalone::Sent;
 use super::types::{put_wire_type, FieldType, TypeId, WireType, BOOL, BYTES, FLOAT, INT, STRING, UINT};
 use super::wire::{put_bytes, put_float, put_int, put_message, put_uint};
 use super::{GobError, Limits};
@@ -42,9 +43,12 @@ use super::{GobError, Limits};
 pub struct Encoder {
     /// Every type defined on this stream, by shape.
     known: HashMap<Shape, TypeId>,
-    next_id: TypeId,
+    /// Every type defined on this stream, by id and by outline: where
+    /// [`encode_standalone`](Self::encode_standalone) finds types to reuse.
+    pub(super) sent: Sent,
+    pub(super) next_id: TypeId,
     package: String,
-    limits: Limits,
+    pub(super) limits: Limits,
 }
 
 impl Default for Encoder {
@@ -82,7 +86,7 @@ impl Encoder {
     /// An encoder that refuses to write a message bigger than
     /// `limits.max_message` (so a peer with the same limits can read it).
     pub fn with_limits(limits: Limits) -> Self {
-        Encoder { known: HashMap::new(), next_id: 65, package: String::new(), limits }
+        Encoder { known: HashMap::new(), sent: Sent::default(), next_id: 65, package: String::new(), limits }
     }
 
     /// Sets the Go package name used in the names of composite types
@@ -139,6 +143,10 @@ impl Encoder {
                 self.known.remove(s);
             }
             self.next_id -= new.shapes.len() as TypeId;
+        } else {
+            for (id, wire) in new.defs {
+                self.sent.insert(id, wire);
+            }
         }
         result
     }

@@ -141,6 +141,59 @@
 //! zero values a type can make the decoder fill in. Bad input is a
 //! [`GobError`], never a panic.
 //!
+//! # Standalone payloads
+//!
+//! Go's `net/rpc` sends every call on one gob stream per connection, so a
+//! value there means nothing without the type definitions sent before it;
+//! Switchboard's router hands handlers payloads that must decode on their
+//! own. A **standalone payload** is a complete gob stream for exactly one
+//! value: what a fresh [`Encoder`] (or a fresh Go process) writes for it, the
+//! payload of [`Codec::Gob`](crate::Codec::Gob). The connection layer turns
+//! a value of its incoming stream into one with [`Decoder::to_standalone`],
+//! and puts a reply payload onto its outgoing stream with
+//! [`Encoder::encode_standalone`]; [`Decoder::decode_standalone`] decodes
+//! one. Both conversions walk the wire types and copy the value's bytes, so
+//! nothing Go can tell apart is lost (struct or map, `[]byte` or `[]int`,
+//! signed or unsigned, field names, nested and recursive types), which a
+//! detour through serde would lose.
+//!
+//! ```
+//! use switchboard::codec::{Codec, Decode, Encode};
+//! use switchboard::go::gob::{Decoder, Encoder};
+//!
+//! #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+//! struct Args { #[serde(rename = "A")] a: i64, #[serde(rename = "B")] b: i64 }
+//!
+//! // What a Go client sends: two calls' arguments on one stream (the second
+//! // without a type definition), here written by our own encoder.
+//! let mut go = Encoder::new();
+//! let mut conn = Vec::new();
+//! go.encode(&Args { a: 7, b: 8 }, &mut conn).unwrap();
+//! go.encode(&Args { a: 6, b: 9 }, &mut conn).unwrap();
+//!
+//! // In: the connection's decoder finds the second value; cut loose, it
+//! // decodes on its own, as a Codec::Gob request payload.
+//! let mut dec = Decoder::new();
+//! let (_, used) = dec.next_value(&conn).unwrap().unwrap();
+//! let (body, _) = dec.next_value(&conn[used..]).unwrap().unwrap();
+//! // Just the type id (65) and the fields: Args was defined by the first value.
+//! assert_eq!(body, [0xff, 0x82, 0x01, 0x0c, 0x01, 0x12, 0x00]);
+//! let payload = dec.to_standalone(body).unwrap();
+//! assert_eq!(Args::decode(Codec::Gob, &payload).unwrap(), Args { a: 6, b: 9 });
+//!
+//! // Out: the handler's reply, encoded on its own, joins the connection's
+//! // outgoing stream after what is already there.
+//! let mut reply = Vec::new();
+//! Args { a: 42, b: 0 }.encode(Codec::Gob, &mut reply).unwrap();
+//! let mut out_enc = Encoder::new();
+//! let mut out = Vec::new();
+//! out_enc.encode(&Args { a: 1, b: 1 }, &mut out).unwrap();
+//! let before = out.len();
+//! out_enc.encode_standalone(&reply, &mut out).unwrap();
+//! // Args is defined on this stream already: only the value is added.
+//! assert_eq!(out[before..], [0x05, 0xff, 0x82, 0x01, 0x54, 0x00]);
+//! ```
+//!
 //! # Why not the `gob` crate
 //!
 //! crates.io has one gob implementation, `gob` 0.1.0 (srijs/rust-gob, from
@@ -165,10 +218,13 @@ mod error;
 mod json;
 mod ser;
 mod shape;
+mod standalone;
 mod types;
 mod wire;
 mod zero;
 
+#[cfg(test)]
+mod standalone_tests;
 #[cfg(test)]
 mod tests;
 

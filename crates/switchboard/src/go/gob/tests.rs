@@ -13,7 +13,7 @@ use super::wire::{put_int, put_uint};
 use super::{Decoder, Encoder, GobError, Limits};
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Default)]
-enum Color {
+pub(super) enum Color {
     #[default]
     Red,
     Green,
@@ -22,7 +22,7 @@ enum Color {
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 #[serde(rename_all = "PascalCase")]
-struct Leaf {
+pub(super) struct Leaf {
     i: i64,
     u: u64,
     f: f64,
@@ -37,7 +37,7 @@ struct Leaf {
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 #[serde(rename_all = "PascalCase")]
-struct Tree {
+pub(super) struct Tree {
     name: String,
     leaves: Vec<Leaf>,
     by_name: BTreeMap<String, Leaf>,
@@ -51,7 +51,7 @@ struct Tree {
     unit: (),
 }
 
-fn arb_leaf() -> impl Strategy<Value = Leaf> {
+pub(super) fn arb_leaf() -> impl Strategy<Value = Leaf> {
     (
         (any::<i64>(), any::<u64>(), any::<f64>().prop_filter("finite", |f| f.is_finite()), ".{0,12}"),
         (
@@ -67,7 +67,7 @@ fn arb_leaf() -> impl Strategy<Value = Leaf> {
         .prop_map(|((i, u, f, s), (b, o, flag, small, color))| Leaf { i, u, f, s, b, o, flag, small, color })
 }
 
-fn arb_tree() -> impl Strategy<Value = Tree> {
+pub(super) fn arb_tree() -> impl Strategy<Value = Tree> {
     (
         (".{0,8}", vec(arb_leaf(), 0..4), btree_map(".{0,4}", arb_leaf(), 0..3)),
         // Inner sequences are never all empty: then their element type is
@@ -90,7 +90,7 @@ fn arb_tree() -> impl Strategy<Value = Tree> {
         })
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = Vec::new();
     Encoder::new().encode(value, &mut out).expect("encode");
     out
@@ -105,7 +105,7 @@ fn decode<T: serde::de::DeserializeOwned>(stream: &[u8]) -> Result<T, GobError> 
 }
 
 /// Splits a stream into its message bodies.
-fn bodies(stream: &[u8]) -> Vec<&[u8]> {
+pub(super) fn bodies(stream: &[u8]) -> Vec<&[u8]> {
     let dec = Decoder::new();
     let mut out = Vec::new();
     let mut at = 0;
@@ -118,7 +118,7 @@ fn bodies(stream: &[u8]) -> Vec<&[u8]> {
 }
 
 /// Frames a message body.
-fn msg(body: &[u8]) -> Vec<u8> {
+pub(super) fn msg(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     put_uint(&mut out, body.len() as u64);
     out.extend_from_slice(body);
@@ -126,7 +126,7 @@ fn msg(body: &[u8]) -> Vec<u8> {
 }
 
 /// A type definition message.
-fn define(id: i64, t: &WireType) -> Vec<u8> {
+pub(super) fn define(id: i64, t: &WireType) -> Vec<u8> {
     let mut body = Vec::new();
     put_int(&mut body, -id);
     put_wire_type(&mut body, id, t);

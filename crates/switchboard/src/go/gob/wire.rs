@@ -99,6 +99,11 @@ impl<'de> Reader<'de> {
         self.buf.len()
     }
 
+    /// The bytes not read yet.
+    pub(crate) fn rest(&self) -> &'de [u8] {
+        self.buf
+    }
+
     /// Reads an unsigned integer; `what` names it in the error.
     pub(crate) fn uint(&mut self, what: &'static str) -> Result<u64, GobError> {
         let (x, n) = uint_prefix(self.buf)?.ok_or(GobError::Truncated(what))?;

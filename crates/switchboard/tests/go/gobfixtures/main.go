@@ -5,6 +5,9 @@
 //	                         by a fresh process (gob type ids are per process)
 //	gobfixtures encode NAME  print the gob stream of fixture NAME as hex,
 //	                         one message per line
+//	gobfixtures single NAME I  the same for value I (from 0) of fixture NAME
+//	                         alone, as this fresh process's first value: its
+//	                         standalone payload
 //	gobfixtures decode KINDS read a hex gob stream from stdin, decode every
 //	                         value in it into the Go types KINDS (a comma-
 //	                         separated cycle, e.g. request,args) and print
@@ -29,7 +32,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // Args is the argument of the classic net/rpc example, Arith.Multiply.
@@ -57,6 +62,44 @@ type Nested struct {
 	Grid   [3]int32
 	Zero   int64
 	Empty  string
+}
+
+// Node contains itself (through a slice): gob sends recursive types.
+type Node struct {
+	Name string
+	Kids []Node
+}
+
+// Mixed has what Nested lacks: a recursive type, a type that encodes
+// itself (time.Time, a GobEncoder), an interface, sized and unsigned
+// numbers, a map with integer keys, a pointer to a struct, a complex number.
+type Mixed struct {
+	Tree  Node
+	When  time.Time
+	Any   interface{}
+	Small int8
+	Byte  uint8
+	Ratio float32
+	Ids   map[int32]string
+	Ptr   *Inner
+	Pair  [2]bool
+	Us    []uint16
+	C     complex128 `json:"-"` // JSON has no complex numbers
+}
+
+func mixed() Mixed {
+	return Mixed{
+		Tree:  Node{Name: "root", Kids: []Node{{Name: "a"}, {Name: "b", Kids: []Node{{Name: "c"}}}}},
+		When:  time.Date(2024, 1, 2, 3, 4, 5, 6, time.UTC),
+		Small: -8,
+		Byte:  200,
+		Ratio: 0.5,
+		Ids:   map[int32]string{-1: "minus one"},
+		Ptr:   &Inner{Label: "p", Score: -1},
+		Pair:  [2]bool{false, true},
+		Us:    []uint16{1, 65535},
+		C:     complex(1.5, -2),
+	}
 }
 
 // fixtures are the values behind testdata/NAME.hex. Each is a list of values
@@ -100,6 +143,14 @@ func fixtures() map[string][]any {
 			rpc.Response{ServiceMethod: "Arith.Multiply", Seq: 0}, 56,
 			rpc.Response{ServiceMethod: "Arith.Divide", Seq: 1, Error: "divide by zero"}, struct{}{},
 		},
+		// Values whose types were partly defined by earlier ones.
+		"mixed": {
+			rpc.Request{ServiceMethod: "Svc.Mixed", Seq: 3}, mixed(), Args{A: 7, B: 8},
+			Mixed{Small: -1}, []Node{{Name: "x", Kids: []Node{{}}}},
+			map[string]Inner{"k": {Label: "v", Score: 1}},
+			// Sent before its element type's definition, numbered after it.
+			[]Inner{{Label: "k"}, {}},
+		},
 	}
 }
 
@@ -111,8 +162,11 @@ func main() {
 }
 
 func run(args []string) error {
+	if len(args) == 3 && args[0] == "single" {
+		return single(args[1], args[2], os.Stdout)
+	}
 	if len(args) != 2 {
-		return errors.New("usage: gobfixtures gen DIR | encode NAME | decode KIND")
+		return errors.New("usage: gobfixtures gen DIR | encode NAME | single NAME I | decode KIND")
 	}
 	switch args[0] {
 	case "gen":
@@ -170,6 +224,18 @@ func encode(name string, w io.Writer) error {
 	return nil
 }
 
+func single(name, index string, w io.Writer) error {
+	values, ok := fixtures()[name]
+	if !ok {
+		return fmt.Errorf("no fixture %q", name)
+	}
+	i, err := strconv.Atoi(index)
+	if err != nil || i < 0 || i >= len(values) {
+		return fmt.Errorf("fixture %s has no value %q", name, index)
+	}
+	return gob.NewEncoder(lineWriter{w}).Encode(values[i])
+}
+
 func decode(kinds string, r io.Reader, w io.Writer) error {
 	text, err := io.ReadAll(r)
 	if err != nil {
@@ -201,6 +267,14 @@ func decode(kinds string, r io.Reader, w io.Writer) error {
 			v = new(map[string]int)
 		case "empty":
 			v = new(struct{})
+		case "mixed":
+			v = new(Mixed)
+		case "nodes":
+			v = new([]Node)
+		case "innermap":
+			v = new(map[string]Inner)
+		case "inners":
+			v = new([]Inner)
 		case "request":
 			v = new(rpc.Request)
 		case "response":
