@@ -143,4 +143,17 @@ mod tests {
         assert_eq!(packed, [4, 0, 1, 2, 250]);
         assert_eq!(postcard::from_bytes::<Bytes>(&packed).expect("postcard"), b);
     }
+
+    #[test]
+    fn gob_carries_raw_bytes_as_go_s_byte_slice() {
+        use crate::go::gob::{Decoder, Encoder};
+        let b = Bytes(vec![0, 1, 2, 250]);
+        let (mut ours, mut plain) = (Vec::new(), Vec::new());
+        Encoder::new().encode(&b, &mut ours).expect("gob");
+        // Exactly what a plain byte slice (serialize_bytes) gives: Go's []byte.
+        Encoder::new().encode(&serde_bytes::Bytes::new(&b.0), &mut plain).expect("gob");
+        assert_eq!(ours, plain);
+        let (back, _) = Decoder::new().decode::<Bytes>(&ours).expect("decodes").expect("whole");
+        assert_eq!(back, b);
+    }
 }

@@ -167,6 +167,12 @@ impl<'a, 'de> ValueDe<'a, '_, 'de> {
 }
 
 impl<'de> de::Deserializer<'de> for ValueDe<'_, '_, 'de> {
+    /// Gob is a binary format: `[]byte` travels as bytes, not as text
+    /// (see [`crate::go::bytes`]).
+    fn is_human_readable(&self) -> bool {
+        false
+    }
+
     type Error = GobError;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, GobError> {

@@ -47,6 +47,12 @@ fn no_sum_types(name: &str, variant: &str) -> GobError {
 }
 
 impl ser::Serializer for ValSerializer {
+    /// Gob is a binary format: `[]byte` travels as bytes, not as text
+    /// (see [`crate::go::bytes`]).
+    fn is_human_readable(&self) -> bool {
+        false
+    }
+
     type Ok = Val;
     type Error = GobError;
     type SerializeSeq = SeqBuilder;

@@ -36,6 +36,12 @@ pub(super) struct ZeroDe<'a> {
 }
 
 impl<'de> de::Deserializer<'de> for ZeroDe<'_> {
+    /// Gob is a binary format: `[]byte` travels as bytes, not as text
+    /// (see [`crate::go::bytes`]).
+    fn is_human_readable(&self) -> bool {
+        false
+    }
+
     type Error = GobError;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, GobError> {
@@ -223,6 +229,12 @@ pub(super) struct MissingDe<'a> {
 }
 
 impl<'de> de::Deserializer<'de> for MissingDe<'_> {
+    /// Gob is a binary format: `[]byte` travels as bytes, not as text
+    /// (see [`crate::go::bytes`]).
+    fn is_human_readable(&self) -> bool {
+        false
+    }
+
     type Error = GobError;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, GobError> {
