@@ -283,8 +283,9 @@ async fn call(
             client.call_with::<Value, Value>(&method, &arg, &opts).await
         }
         Target::Go(addr, protocol) => {
+            // JSON in and out: its objects go to Go as structs.
             let client = GoClient::lazy(addr, protocol).with_timeout(Some(timeout));
-            client.call_with::<Value, Value>(&method, &arg, &opts).await
+            client.call_with::<Value, Value>(&method, &arg, &opts.clone().codec(Codec::Json)).await
         }
         Target::Registry(url) => {
             let backend = match switchboard_registry::from_url(&url) {

@@ -176,9 +176,11 @@ async fn the_switchboard_client_calls_go_servers_typed_and_untyped() {
         assert_eq!(product, 56, "{proto}");
         let q: Quotient = go.call("Arith.Divide", &Args { a: 17, b: 5 }).await.expect("divide");
         assert_eq!(q, Quotient { quo: 3, rem: 2 }, "{proto}");
-        // Untyped, as `switchboard call --protocol` does.
+        // Untyped, as `switchboard call --protocol` does: in the JSON codec,
+        // whose objects go to Go as structs.
+        let json = switchboard::CallOptions::new().codec(switchboard::Codec::Json);
         let any: serde_json::Value =
-            go.call("Arith.Divide", &serde_json::json!({"A": 9, "B": 2})).await.expect("untyped");
+            go.call_with("Arith.Divide", &serde_json::json!({"A": 9, "B": 2}), &json).await.expect("untyped");
         assert_eq!(any, serde_json::json!({"Quo": 4, "Rem": 1}), "{proto}");
         // The Go server's errors arrive as statuses.
         match go.call::<Args, Quotient>("Arith.Divide", &Args { a: 1, b: 0 }).await {
@@ -232,4 +234,34 @@ async fn the_switchboard_client_sends_go_servers_nested_values_and_bytes() {
         assert_eq!(bytes.len(), mebibyte.len(), "{proto}");
         assert!(bytes.0 == mebibyte, "{proto}: the mebibyte came back changed");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_on_one_gob_connection_run_concurrently_and_are_answered_as_they_finish() {
+    let (server, addr) = serve().await;
+    server
+        .router()
+        .add_method(
+            "Sleep.For",
+            handler_fn(|ms: u64| async move {
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                Ok::<_, Status>(ms)
+            }),
+        )
+        .expect("valid name");
+    for protocol in [GoProtocol::Gob, GoProtocol::JsonRpc, GoProtocol::Http] {
+        // Our own Go-protocol client against our own server: one connection.
+        let go = GoClient::connect(addr.clone(), protocol).await.expect("connect");
+        let slow = tokio::spawn({
+            let go = go.clone();
+            async move { go.call::<u64, u64>("Sleep.For", &800).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let began = std::time::Instant::now();
+        assert_eq!(go.call::<u64, u64>("Sleep.For", &1).await.expect("fast"), 1);
+        assert!(began.elapsed() < std::time::Duration::from_millis(500), "{protocol:?}: the fast call waited");
+        assert!(!slow.is_finished(), "{protocol:?}: answered out of order, the slow one still running");
+        assert_eq!(slow.await.expect("join").expect("slow"), 800);
+    }
+    server.shutdown().await;
 }

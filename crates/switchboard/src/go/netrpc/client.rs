@@ -90,6 +90,8 @@ type Pending = Option<HashMap<u64, oneshot::Sender<Result<Response, Error>>>>;
 struct Conn {
     writer: tokio::sync::Mutex<Writer>,
     pending: Mutex<Pending>,
+    /// The codec each gob call was made in, for its reply.
+    codecs: Mutex<HashMap<u64, Codec>>,
     next_seq: AtomicU64,
 }
 
@@ -213,6 +215,7 @@ impl GoClient {
                 out: Vec::with_capacity(4096),
             }),
             pending: Mutex::new(Some(HashMap::new())),
+            codecs: Mutex::new(HashMap::new()),
             next_seq: AtomicU64::new(0),
         });
         let reader = Arc::clone(&conn);
@@ -295,8 +298,10 @@ async fn read_gob(conn: &Conn, mut rd: OwnedReadHalf, mut buf: BytesMut) -> Stri
         };
         let body = next_gob(&mut rd, &mut buf, &mut decoder, |d, b| {
             if header.error.is_empty() {
-                reply_payload(d, b).map(Some)
+                let codec = lock(&conn.codecs).remove(&header.seq).unwrap_or(Codec::Gob);
+                reply_payload(d, b, codec).map(Some)
             } else {
+                lock(&conn.codecs).remove(&header.seq);
                 Ok(None) // the empty struct Go sends with an error
             }
         })
@@ -309,11 +314,18 @@ async fn read_gob(conn: &Conn, mut rd: OwnedReadHalf, mut buf: BytesMut) -> Stri
     }
 }
 
-/// The reply body as a JSON payload.
-fn reply_payload(decoder: &gob::Decoder, body: &[u8]) -> Result<Response, gob::GobError> {
-    let value: serde_json::Value = decoder.decode_value(body)?;
-    let bytes = serde_json::to_vec(&value).map_err(|e| gob::GobError::Custom(e.to_string()))?;
-    Ok(Response::new(Codec::Json, Bytes::from(bytes)))
+/// The reply body as a payload in the codec the call was made in: a
+/// standalone gob payload for typed calls (exact Go types: bytes, unsigned,
+/// structs), JSON for untyped ones.
+fn reply_payload(decoder: &gob::Decoder, body: &[u8], codec: Codec) -> Result<Response, gob::GobError> {
+    match codec {
+        Codec::Json => {
+            let value: serde_json::Value = decoder.decode_value(body)?;
+            let bytes = serde_json::to_vec(&value).map_err(|e| gob::GobError::Custom(e.to_string()))?;
+            Ok(Response::new(Codec::Json, Bytes::from(bytes)))
+        }
+        _ => Ok(Response::new(Codec::Gob, Bytes::from(decoder.to_standalone(body)?))),
+    }
 }
 
 async fn next_gob<T>(
@@ -410,8 +422,12 @@ impl Channel for GoClient {
         })
     }
 
+    /// Gob for gob servers (exact Go types both ways), JSON for JSON-RPC.
     fn default_codec(&self) -> Codec {
-        Codec::Json
+        match self.inner.protocol {
+            GoProtocol::JsonRpc => Codec::Json,
+            GoProtocol::Gob | GoProtocol::Http => Codec::Gob,
+        }
     }
 }
 
@@ -419,14 +435,9 @@ impl GoClient {
     /// Writes one request: header and argument.
     async fn send(&self, conn: &Conn, method: &str, seq: u64, req: &Request) -> Result<(), Error> {
         let protocol_error = |reason: String| Error::Protocol { addr: self.inner.addr.clone(), reason };
-        let arg: serde_json::Value = match req.codec {
-            Codec::Json => serde_json::from_slice(&req.payload)
-                .map_err(|e| protocol_error(format!("the argument is not JSON: {e}")))?,
-            other => {
-                return Err(protocol_error(format!(
-                    "Go's net/rpc takes JSON or gob arguments here, not {other:?}; call with the json codec"
-                )))
-            }
+        let json = |payload: &[u8]| {
+            serde_json::from_slice::<serde_json::Value>(payload)
+                .map_err(|e| protocol_error(format!("the argument is not JSON: {e}")))
         };
         let mut writer = conn.writer.lock().await;
         let Writer { wr, encoder, out } = &mut *writer;
@@ -434,16 +445,28 @@ impl GoClient {
         match encoder {
             Some(encoder) => {
                 let header = RequestHeader { service_method: method, seq };
-                // Encode both before writing either: a failed encode leaves
-                // the stream as it was.
+                // Encode the argument before the header: a failed encode
+                // leaves the stream as it was.
                 let mut body = Vec::new();
-                encoder
-                    .encode_json("Args", &arg, &mut body)
-                    .map_err(|e| protocol_error(format!("cannot encode the argument as gob: {e}")))?;
+                let encoded = match req.codec {
+                    Codec::Gob => encoder.encode_standalone(&req.payload, &mut body),
+                    Codec::Json => encoder.encode_json("Args", &json(&req.payload)?, &mut body),
+                    other => {
+                        return Err(protocol_error(format!(
+                            "Go's net/rpc over gob takes gob or JSON arguments, not {other:?}"
+                        )))
+                    }
+                };
+                encoded.map_err(|e| protocol_error(format!("cannot encode the argument as gob: {e}")))?;
                 encoder.encode(&header, out).map_err(|e| protocol_error(e.to_string()))?;
                 out.extend_from_slice(&body);
+                lock(&conn.codecs).insert(seq, req.codec);
             }
             None => {
+                let arg = match req.codec {
+                    Codec::Json => json(&req.payload)?,
+                    other => return Err(protocol_error(format!("Go's JSON-RPC takes JSON arguments, not {other:?}"))),
+                };
                 let request = serde_json::json!({ "method": method, "params": [arg], "id": seq });
                 serde_json::to_writer(&mut *out, &request).map_err(|e| protocol_error(e.to_string()))?;
                 out.push(b'\n');

@@ -225,11 +225,12 @@ where
     }
 }
 
-/// The argument of a call, as the payload the router hands a handler.
+/// The argument of a call, as the payload the router hands a handler: a
+/// standalone gob payload ([`Codec::Gob`]), the value with exactly the wire
+/// types the Go client sent, decodable on its own by the handler's serde
+/// types.
 fn body_payload(decoder: &gob::Decoder, body: &[u8]) -> Result<(Codec, Bytes), GobError> {
-    let value: serde_json::Value = decoder.decode_value(body)?;
-    let bytes = serde_json::to_vec(&value).map_err(|e| GobError::Custom(e.to_string()))?;
-    Ok((Codec::Json, Bytes::from(bytes)))
+    Ok((Codec::Gob, Bytes::from(decoder.to_standalone(body)?)))
 }
 
 /// Encodes one answer (header, then body) on the gob stream. An answer that
@@ -260,13 +261,19 @@ fn encode_gob_reply(encoder: &mut gob::Encoder, reply: Reply<u64>, out: &mut Vec
     encoder.encode(&(), out)
 }
 
-/// The reply's payload as a gob value on this stream.
+/// The reply's payload as a gob value on this stream. Handlers answer in
+/// the request's codec, gob; a middleware that answered in JSON is
+/// converted, objects as structs.
 fn reply_body(encoder: &mut gob::Encoder, response: &Response, out: &mut Vec<u8>) -> Result<(), GobError> {
-    let value: serde_json::Value = match response.codec {
-        Codec::Json => serde_json::from_slice(&response.payload).map_err(|e| GobError::Custom(e.to_string()))?,
-        other => return Err(GobError::Custom(format!("a reply in the {other:?} codec"))),
-    };
-    encoder.encode_json("Reply", &value, out)
+    match response.codec {
+        Codec::Gob => encoder.encode_standalone(&response.payload, out),
+        Codec::Json => {
+            let value: serde_json::Value =
+                serde_json::from_slice(&response.payload).map_err(|e| GobError::Custom(e.to_string()))?;
+            encoder.encode_json("Reply", &value, out)
+        }
+        other => Err(GobError::Custom(format!("a reply in the {other:?} codec"))),
+    }
 }
 
 async fn gob_writer<W: AsyncWrite + Unpin>(mut wr: W, mut queue: mpsc::Receiver<Reply<u64>>, peer: SocketAddr) {
