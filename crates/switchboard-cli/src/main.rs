@@ -152,7 +152,10 @@ fn init_logging_quiet() {
 }
 
 fn parse_codec(s: &str) -> Result<Codec, String> {
-    Codec::from_name(s).ok_or_else(|| format!("unknown codec {s:?} (json, binary, msgpack, protobuf)"))
+    Codec::from_name(s).ok_or_else(|| {
+        let names: Vec<&str> = Codec::ALL.iter().map(|c| c.name()).collect();
+        format!("unknown codec {s:?} ({})", names.join(", "))
+    })
 }
 
 /// Exit status for a command that either worked or failed with an error.
