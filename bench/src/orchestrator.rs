@@ -61,7 +61,7 @@ pub(crate) fn run(opts: &Options) -> anyhow::Result<bool> {
     let programs = Programs {
         harness: std::env::current_exe().context("cannot find the harness binary")?,
         echo_server: opts.echo_server.clone(),
-        go: if opts.systems.contains(&System::Go) {
+        go: if opts.systems.iter().any(|s| matches!(s, System::Go | System::SwitchboardGob)) {
             GoPrograms::find(&opts.go_dir).map_err(|e| format!("{e:#}"))
         } else {
             Ok(None)
@@ -92,8 +92,10 @@ pub(crate) fn run(opts: &Options) -> anyhow::Result<bool> {
         let mut results = Vec::new();
         for &system in &opts.systems {
             let outcome = match (system, &programs.go) {
-                (System::Go, Ok(None)) => Outcome::Skipped("Go is not installed (no `go` on PATH)".to_owned()),
-                (System::Go, Err(e)) => Outcome::Failed(e.clone()),
+                (System::Go | System::SwitchboardGob, Ok(None)) => {
+                    Outcome::Skipped("Go is not installed (no `go` on PATH)".to_owned())
+                }
+                (System::Go | System::SwitchboardGob, Err(e)) => Outcome::Failed(e.clone()),
                 _ => match measure(system, cell, opts.plan, &programs) {
                     Ok(m) => Outcome::Measured(m),
                     Err(e) => Outcome::Failed(format!("{e:#}")),
@@ -147,7 +149,7 @@ fn measure(system: System, cell: Cell, plan: Plan, programs: &Programs) -> anyho
         System::RawStd => {
             systems::raw_std::callers(addr, cell, plan.grace).and_then(|callers| driver::run_blocking(callers, plan))
         }
-        System::Go => go_programs(programs)?.run_client(addr, cell, plan),
+        System::Go | System::SwitchboardGob => go_programs(programs)?.run_client(addr, cell, plan),
     };
     let sample = match sample {
         Ok(sample) => sample,
@@ -163,7 +165,7 @@ fn measure(system: System, cell: Cell, plan: Plan, programs: &Programs) -> anyho
 
 fn server_command(system: System, programs: &Programs) -> anyhow::Result<Command> {
     Ok(match system {
-        System::Switchboard | System::SwitchboardJson => {
+        System::Switchboard | System::SwitchboardJson | System::SwitchboardGob => {
             systems::switchboard::server_command(&programs.echo_server, false)
         }
         System::SwitchboardLog => systems::switchboard::server_command(&programs.echo_server, true),

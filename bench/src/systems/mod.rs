@@ -9,6 +9,7 @@
 //! | `tonic` | `switchboard-bench serve tonic` | one shared tonic `Channel` |
 //! | `tarpc` | `switchboard-bench serve tarpc` | one shared tarpc client, bincode over TCP |
 //! | `go` | `go-echo-server` (net/rpc, gob) | `go-echo-client`, its own process, one shared `rpc.Client` |
+//! | `switchboard-gob` | the `echo_server` example | `go-echo-client`: Go's net/rpc client calling Switchboard |
 //! | `raw-tokio` | `switchboard-bench serve raw-tokio` | a tokio connection per caller |
 //! | `raw-std` | `switchboard-bench serve raw-std` | a thread and blocking socket per caller |
 
@@ -31,6 +32,7 @@ pub(crate) enum System {
     Switchboard,
     SwitchboardJson,
     SwitchboardLog,
+    SwitchboardGob,
     Tonic,
     Tarpc,
     Go,
@@ -51,10 +53,11 @@ pub(crate) enum Role {
 
 impl System {
     /// In the order they run and are listed.
-    pub(crate) const ALL: [System; 8] = [
+    pub(crate) const ALL: [System; 9] = [
         System::Switchboard,
         System::SwitchboardJson,
         System::SwitchboardLog,
+        System::SwitchboardGob,
         System::Tonic,
         System::Tarpc,
         System::Go,
@@ -67,6 +70,7 @@ impl System {
             System::Switchboard => "switchboard",
             System::SwitchboardJson => "switchboard-json",
             System::SwitchboardLog => "switchboard+log",
+            System::SwitchboardGob => "switchboard-gob",
             System::Tonic => "tonic",
             System::Tarpc => "tarpc",
             System::Go => "go",
@@ -77,7 +81,9 @@ impl System {
 
     pub(crate) fn role(self) -> Role {
         match self {
-            System::Switchboard | System::SwitchboardJson | System::SwitchboardLog => Role::Subject,
+            System::Switchboard | System::SwitchboardJson | System::SwitchboardLog | System::SwitchboardGob => {
+                Role::Subject
+            }
             System::Tonic | System::Tarpc | System::Go => Role::Peer,
             System::RawTokio | System::RawStd => Role::Floor,
         }
@@ -90,6 +96,9 @@ impl System {
             System::SwitchboardJson => "Switchboard, JSON codec: same server and client set-up",
             System::SwitchboardLog => {
                 "Switchboard, binary codec, server with the Logging middleware and RUST_LOG=warn (info events off)"
+            }
+            System::SwitchboardGob => {
+                "Switchboard serving Go: echo_server answering Go's own net/rpc client (gob), the Go client process of `go`"
             }
             System::Tonic => "tonic gRPC (HTTP/2, prost message): one shared Channel",
             System::Tarpc => "tarpc, bincode over TCP (length-delimited): one shared client",

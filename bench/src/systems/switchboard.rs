@@ -19,6 +19,7 @@ use crate::workload::{self, Cell};
 
 /// The echo_server's message (the same fields and serde attributes).
 #[derive(Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")] // Go's field names: Go's net/rpc client calls the same server
 struct Message {
     id: u64,
     name: String,

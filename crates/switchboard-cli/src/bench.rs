@@ -22,6 +22,7 @@ use switchboard_examples::load::micros;
 
 /// The message `--payload-size` sends: the shape of the `Echo` example.
 #[derive(Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")] // Go's field names: Go's net/rpc client calls the same server
 struct Message {
     id: u64,
     name: String,

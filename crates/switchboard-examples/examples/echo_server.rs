@@ -13,6 +13,7 @@ use switchboard::{Server, Status};
 /// The benchmark message. The payload is a zero-copy byte string: decoding
 /// it slices the request frame instead of copying it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")] // Go's field names: Go's net/rpc client calls the same server
 pub struct Message {
     pub id: u64,
     pub name: String,
