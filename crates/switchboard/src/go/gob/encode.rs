@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::ser::{Val, ValSerializer};
 use super::shape::{finalize, shape_of, unify, Shape};
-use super::standalone::Sent;
+use super::standalone::{Sent, Standalones};
 use super::types::{put_wire_type, FieldType, TypeId, WireType, BOOL, BYTES, FLOAT, INT, STRING, UINT};
 use super::wire::{put_bytes, put_float, put_int, put_message, put_uint};
 use super::{GobError, Limits};
@@ -49,6 +49,8 @@ pub struct Encoder {
     pub(super) next_id: TypeId,
     package: String,
     pub(super) limits: Limits,
+    /// What [`encode_standalone`](Self::encode_standalone) remembers.
+    pub(super) standalones: Standalones,
 }
 
 impl Default for Encoder {
@@ -86,7 +88,14 @@ impl Encoder {
     /// An encoder that refuses to write a message bigger than
     /// `limits.max_message` (so a peer with the same limits can read it).
     pub fn with_limits(limits: Limits) -> Self {
-        Encoder { known: HashMap::new(), sent: Sent::default(), next_id: 65, package: String::new(), limits }
+        Encoder {
+            known: HashMap::new(),
+            sent: Sent::default(),
+            next_id: 65,
+            package: String::new(),
+            limits,
+            standalones: Standalones::default(),
+        }
     }
 
     /// Sets the Go package name used in the names of composite types

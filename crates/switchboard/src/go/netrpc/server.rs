@@ -200,7 +200,7 @@ async fn read_gob<R, T>(
     rd: &mut R,
     buf: &mut BytesMut,
     decoder: &mut gob::Decoder,
-    take: impl Fn(&gob::Decoder, &[u8]) -> Result<T, GobError>,
+    take: impl Fn(&mut gob::Decoder, &[u8]) -> Result<T, GobError>,
 ) -> Result<T, End>
 where
     R: AsyncRead + Unpin,
@@ -229,8 +229,8 @@ where
 /// standalone gob payload ([`Codec::Gob`]), the value with exactly the wire
 /// types the Go client sent, decodable on its own by the handler's serde
 /// types.
-fn body_payload(decoder: &gob::Decoder, body: &[u8]) -> Result<(Codec, Bytes), GobError> {
-    Ok((Codec::Gob, Bytes::from(decoder.to_standalone(body)?)))
+fn body_payload(decoder: &mut gob::Decoder, body: &[u8]) -> Result<(Codec, Bytes), GobError> {
+    Ok((Codec::Gob, Bytes::from(decoder.to_standalone_cached(body)?)))
 }
 
 /// Encodes one answer (header, then body) on the gob stream. An answer that
