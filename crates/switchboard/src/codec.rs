@@ -198,7 +198,7 @@ impl<T: Serialize + ?Sized> Encode for T {
             }
             #[cfg(feature = "msgpack")]
             Codec::MsgPack => rmp_serde::encode::write_named(out, self).map_err(|e| err(&e)),
-            Codec::Gob => crate::go::gob::Encoder::new().encode(self, out).map_err(|e| err(&e)),
+            Codec::Gob => crate::go::gob::Encoder::encode_alone(self, out).map_err(|e| err(&e)),
             Codec::Protobuf => Err(CodecError::encode(
                 codec,
                 "this type is a serde type; wrap a prost message in switchboard::codec::Proto to use protobuf",

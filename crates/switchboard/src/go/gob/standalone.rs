@@ -272,7 +272,7 @@ impl Encoder {
 /// message) and its value message's body; `None` unless the payload is
 /// framed as definitions then exactly one value message that ends it (the
 /// definitions themselves are not checked).
-fn split_standalone(payload: &[u8], max: usize) -> Option<(&[u8], &[u8])> {
+pub(super) fn split_standalone(payload: &[u8], max: usize) -> Option<(&[u8], &[u8])> {
     let mut at = 0;
     loop {
         let rest = payload.get(at..)?;

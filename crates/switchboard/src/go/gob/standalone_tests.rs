@@ -591,3 +591,55 @@ fn caches_stay_bounded() {
     assert_eq!(definitions(&out), n);
     assert_eq!(cut_loose(&out).unwrap(), cut_loose(&stream).unwrap());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// `Encoder::encode_alone` (Codec::Gob's encoding, cached per type)
+    /// writes what a fresh encoder writes, the first time and from the
+    /// cache, and fails where it fails.
+    #[test]
+    fn encode_alone_is_a_fresh_encoders_output(trees in vec(arb_tree(), 1..4), args in any::<(i64, i64)>()) {
+        for _ in 0..2 {
+            for tree in &trees {
+                let mut cached = vec![9];
+                let mut fresh = vec![9];
+                let got = Encoder::encode_alone(tree, &mut cached);
+                prop_assert_eq!(&got, &Encoder::new().encode(tree, &mut fresh));
+                prop_assert_eq!(&cached, &fresh);
+            }
+            let mut cached = Vec::new();
+            Encoder::encode_alone(&Args { a: args.0, b: args.1 }, &mut cached)?;
+            prop_assert_eq!(cached, encode(&Args { a: args.0, b: args.1 }));
+        }
+    }
+}
+
+#[test]
+fn encode_alone_never_mixes_types_and_stays_bounded() {
+    // Same Rust type, different gob types (what the value reveals), and
+    // many types: each payload is exactly a fresh encoder's.
+    let values = [json!({"A": 1}), json!({"A": "x"}), json!({"A": [1]}), json!({"B": 1}), json!([1, 2]), json!(1)];
+    for _ in 0..2 {
+        for v in &values {
+            let mut cached = Vec::new();
+            Encoder::encode_alone(v, &mut cached).unwrap();
+            assert_eq!(cached, encode(v));
+            assert_eq!(Decoder::new().decode_standalone::<serde_json::Value>(&cached).unwrap(), *v);
+        }
+    }
+    for i in 0..200 {
+        let v = json!({ format!("F{i}"): i });
+        let mut cached = Vec::new();
+        Encoder::encode_alone(&v, &mut cached).unwrap();
+        assert_eq!(cached, encode(&v));
+        assert!(super::encode::fresh_cache_len() <= super::standalone::PREFIX_CACHE_ENTRIES);
+    }
+    // Errors leave `out` alone, cached type or not.
+    let mut out = vec![1, 2, 3];
+    assert!(Encoder::encode_alone(&Vec::<i64>::new(), &mut out).is_err());
+    assert!(Encoder::encode_alone(&vec![Some(1), None], &mut out).is_err());
+    Encoder::encode_alone(&vec![Some(1)], &mut Vec::new()).unwrap();
+    assert!(Encoder::encode_alone(&vec![Some(1), None], &mut out).is_err());
+    assert_eq!(out, [1, 2, 3]);
+}
