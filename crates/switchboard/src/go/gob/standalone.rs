@@ -53,15 +53,16 @@
 //! The example in the [parent module's docs](super#standalone-payloads) shows
 //! both directions.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use super::types::{put_wire_type, FieldType, TypeId, WireType, BOOL, INTERFACE};
 use super::wire::{message_len, put_int, put_message, Reader};
-use super::{Decoder, Encoder, GobError};
+use super::{Decoder, Encoder, GobError, Limits};
 
 /// The first id a fresh stream defines (Go's encoder, and ours).
 const FIRST_ID: TypeId = 65;
@@ -153,6 +154,25 @@ impl Decoder {
     pub fn decode_standalone<'de, T: Deserialize<'de>>(mut self, payload: &'de [u8]) -> Result<T, GobError> {
         let body = self.standalone_value(payload)?;
         self.decode_value(body)
+    }
+
+    /// What `Decoder::new().decode_standalone(payload)` returns
+    /// ([`Codec::Gob`](crate::Codec::Gob)'s decoding), with the payload's
+    /// definitions read once per thread for each distinct definition bytes
+    /// (at most 64 of them and 256 KiB; the cache starts over when full):
+    /// the same bytes define the same types.
+    pub(crate) fn decode_alone<'de, T: Deserialize<'de>>(payload: &'de [u8]) -> Result<T, GobError> {
+        let Some((prefix, body)) = split_standalone(payload, Limits::default().max_message) else {
+            return Decoder::new().decode_standalone(payload);
+        };
+        if let Some(dec) = DEFINITIONS.with(|defs| defs.borrow().get(prefix)) {
+            return dec.decode_value(body);
+        }
+        let mut dec = Decoder::new();
+        let body = dec.standalone_value(payload)?;
+        let dec = Rc::new(dec);
+        DEFINITIONS.with(|defs| defs.borrow_mut().insert(prefix, Rc::clone(&dec)));
+        dec.decode_value(body)
     }
 
     /// Takes in the definitions of a standalone payload and returns the body
@@ -291,6 +311,44 @@ pub(super) const PREFIX_CACHE_ENTRIES: usize = 64;
 /// Most bytes of standalone prefixes a decoder remembers; also the most
 /// bytes of payload definitions an encoder remembers.
 pub(super) const PREFIX_CACHE_BYTES: usize = 256 << 10;
+
+thread_local! {
+    /// [`Decoder::decode_alone`]'s cache.
+    static DEFINITIONS: RefCell<Definitions> = RefCell::default();
+}
+
+/// Standalone payloads' definitions, read, by their bytes.
+#[derive(Default)]
+struct Definitions {
+    by_prefix: HashMap<Vec<u8>, Rc<Decoder>>,
+    bytes: usize,
+}
+
+impl Definitions {
+    fn get(&self, prefix: &[u8]) -> Option<Rc<Decoder>> {
+        self.by_prefix.get(prefix).cloned()
+    }
+
+    fn insert(&mut self, prefix: &[u8], dec: Rc<Decoder>) {
+        if prefix.len() > PREFIX_CACHE_BYTES {
+            return;
+        }
+        if self.by_prefix.len() >= PREFIX_CACHE_ENTRIES || self.bytes + prefix.len() > PREFIX_CACHE_BYTES {
+            self.by_prefix.clear();
+            self.bytes = 0;
+        }
+        if self.by_prefix.insert(prefix.to_vec(), dec).is_none() {
+            self.bytes += prefix.len();
+        }
+    }
+}
+
+/// How many definition prefixes this thread's [`Decoder::decode_alone`]
+/// cache holds.
+#[cfg(test)]
+pub(super) fn definitions_cache_len() -> usize {
+    DEFINITIONS.with(|defs| defs.borrow().by_prefix.len())
+}
 
 /// A decoder's standalone prefixes, by the stream's type id of the value.
 #[derive(Debug, Clone, Default)]

@@ -643,3 +643,43 @@ fn encode_alone_never_mixes_types_and_stays_bounded() {
     assert!(Encoder::encode_alone(&vec![Some(1), None], &mut out).is_err());
     assert_eq!(out, [1, 2, 3]);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// `Decoder::decode_alone` (Codec::Gob's decoding, definitions cached
+    /// per thread) gives what a fresh decoder gives, values and errors,
+    /// for well-formed payloads and damaged ones.
+    #[test]
+    fn decode_alone_is_a_fresh_decoders_result(trees in vec(arb_tree(), 1..4), cut in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        for _ in 0..2 {
+            for tree in &trees {
+                let payload = encode(tree);
+                prop_assert_eq!(Decoder::decode_alone::<Tree>(&payload), Decoder::new().decode_standalone::<Tree>(&payload));
+                let typed = Decoder::decode_alone::<serde_json::Value>(&payload);
+                prop_assert_eq!(typed, Decoder::new().decode_standalone::<serde_json::Value>(&payload));
+                // Damaged: a byte changed, or the end cut off, or one added.
+                let mut bad = payload.clone();
+                let at = cut.index(bad.len());
+                bad[at] ^= byte | 1;
+                prop_assert_eq!(Decoder::decode_alone::<Tree>(&bad), Decoder::new().decode_standalone::<Tree>(&bad));
+                let short = &payload[..at];
+                prop_assert_eq!(Decoder::decode_alone::<Tree>(short), Decoder::new().decode_standalone::<Tree>(short));
+                let mut long = payload.clone();
+                long.push(byte);
+                prop_assert_eq!(Decoder::decode_alone::<Tree>(&long), Decoder::new().decode_standalone::<Tree>(&long));
+            }
+        }
+        prop_assert!(super::standalone::definitions_cache_len() <= super::standalone::PREFIX_CACHE_ENTRIES);
+    }
+}
+
+#[test]
+fn decode_alone_stays_bounded() {
+    for i in 0..200 {
+        let v = json!({ format!("F{i}"): i });
+        let payload = encode(&v);
+        assert_eq!(Decoder::decode_alone::<serde_json::Value>(&payload).unwrap(), v);
+        assert!(super::standalone::definitions_cache_len() <= super::standalone::PREFIX_CACHE_ENTRIES);
+    }
+}
