@@ -207,6 +207,12 @@ impl Encoder {
     }
 
     fn write(&mut self, val: &Val, shape: &Shape, new: &mut NewTypes, out: &mut Vec<u8>) -> Result<(), GobError> {
+        if let Some(&id) = self.known.get(shape) {
+            // Defined on this stream already (with all its parts): just the value.
+            let mut body = Vec::with_capacity(64);
+            self.put_top(&mut body, id, val, shape)?;
+            return put_message(out, &body, self.limits.max_message);
+        }
         let id = self.register(shape, Place::Top, new)?;
         let mut msgs = Vec::new();
         let mut body = Vec::new();
