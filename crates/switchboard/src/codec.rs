@@ -198,7 +198,7 @@ impl<T: Serialize + ?Sized> Encode for T {
             }
             #[cfg(feature = "msgpack")]
             Codec::MsgPack => rmp_serde::encode::write_named(out, self).map_err(|e| err(&e)),
-            Codec::Gob => crate::go::gob::Encoder::new().encode(self, out).map_err(|e| err(&e)),
+            Codec::Gob => crate::go::gob::Encoder::encode_alone(self, out).map_err(|e| err(&e)),
             Codec::Protobuf => Err(CodecError::encode(
                 codec,
                 "this type is a serde type; wrap a prost message in switchboard::codec::Proto to use protobuf",
@@ -221,7 +221,7 @@ impl<T: DeserializeOwned> Decode for T {
             Codec::Binary => postcard::from_bytes(bytes).map_err(|e| err(&e)),
             #[cfg(feature = "msgpack")]
             Codec::MsgPack => rmp_serde::from_slice(bytes).map_err(|e| err(&e)),
-            Codec::Gob => crate::go::gob::Decoder::new().decode_standalone(bytes).map_err(|e| err(&e)),
+            Codec::Gob => crate::go::gob::Decoder::decode_alone(bytes).map_err(|e| err(&e)),
             Codec::Protobuf => Err(CodecError::decode(
                 codec,
                 "this type is a serde type; wrap a prost message in switchboard::codec::Proto to use protobuf",

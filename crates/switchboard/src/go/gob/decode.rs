@@ -6,6 +6,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use super::de::{top_level, Ctx};
+use super::standalone::Prefixes;
 use super::types::{read_wire_type, TypeId, WireType, FIRST_USER_ID};
 use super::wire::{message_len, Reader};
 use super::{GobError, Limits};
@@ -41,6 +42,8 @@ pub struct Decoder {
     pub(super) types: HashMap<TypeId, WireType>,
     type_bytes: usize,
     limits: Limits,
+    /// What [`to_standalone_cached`](Self::to_standalone_cached) remembers.
+    pub(super) prefixes: Prefixes,
 }
 
 impl Decoder {

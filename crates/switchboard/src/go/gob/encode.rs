@@ -1,14 +1,16 @@
 //! [`Encoder`]: one sending side of a gob stream.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 use serde::Serialize;
 
 use super::ser::{Val, ValSerializer};
 use super::shape::{finalize, shape_of, unify, Shape};
-use super::standalone::Sent;
+use super::standalone::{split_standalone, Sent, Standalones, PREFIX_CACHE_BYTES, PREFIX_CACHE_ENTRIES};
 use super::types::{put_wire_type, FieldType, TypeId, WireType, BOOL, BYTES, FLOAT, INT, STRING, UINT};
-use super::wire::{put_bytes, put_float, put_int, put_message, put_uint};
+use super::wire::{put_bytes, put_float, put_int, put_message, put_uint, Reader};
 use super::{GobError, Limits};
 
 /// The sending side of one gob stream (one connection).
@@ -49,12 +51,58 @@ pub struct Encoder {
     pub(super) next_id: TypeId,
     package: String,
     pub(super) limits: Limits,
+    /// What [`encode_standalone`](Self::encode_standalone) remembers.
+    pub(super) standalones: Standalones,
 }
 
 impl Default for Encoder {
     fn default() -> Self {
         Encoder::new()
     }
+}
+
+thread_local! {
+    /// [`Encoder::encode_alone`]'s cache.
+    static FRESH: RefCell<FreshTypes> = RefCell::default();
+}
+
+/// The definitions a fresh stream starts with for a value of each type
+/// (finalized shape), and the value's type id.
+#[derive(Default)]
+struct FreshTypes {
+    by_shape: HashMap<Shape, Rc<(Vec<u8>, TypeId)>>,
+    bytes: usize,
+}
+
+impl FreshTypes {
+    fn get(&self, shape: &Shape) -> Option<Rc<(Vec<u8>, TypeId)>> {
+        self.by_shape.get(shape).cloned()
+    }
+
+    fn insert(&mut self, shape: Shape, entry: Rc<(Vec<u8>, TypeId)>) {
+        if entry.0.len() > PREFIX_CACHE_BYTES {
+            return;
+        }
+        if self.by_shape.len() >= PREFIX_CACHE_ENTRIES || self.bytes + entry.0.len() > PREFIX_CACHE_BYTES {
+            self.by_shape.clear();
+            self.bytes = 0;
+        }
+        self.bytes += entry.0.len();
+        if let Some(old) = self.by_shape.insert(shape, entry) {
+            self.bytes -= old.0.len();
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_shape.len()
+    }
+}
+
+/// How many types this thread's [`Encoder::encode_alone`] cache holds.
+#[cfg(test)]
+pub(super) fn fresh_cache_len() -> usize {
+    FRESH.with(|fresh| fresh.borrow().len())
 }
 
 /// Where a type is first met; Go names composite types after it.
@@ -86,7 +134,14 @@ impl Encoder {
     /// An encoder that refuses to write a message bigger than
     /// `limits.max_message` (so a peer with the same limits can read it).
     pub fn with_limits(limits: Limits) -> Self {
-        Encoder { known: HashMap::new(), sent: Sent::default(), next_id: 65, package: String::new(), limits }
+        Encoder {
+            known: HashMap::new(),
+            sent: Sent::default(),
+            next_id: 65,
+            package: String::new(),
+            limits,
+            standalones: Standalones::default(),
+        }
     }
 
     /// Sets the Go package name used in the names of composite types
@@ -152,22 +207,67 @@ impl Encoder {
     }
 
     fn write(&mut self, val: &Val, shape: &Shape, new: &mut NewTypes, out: &mut Vec<u8>) -> Result<(), GobError> {
+        if let Some(&id) = self.known.get(shape) {
+            // Defined on this stream already (with all its parts): just the value.
+            let mut body = Vec::with_capacity(64);
+            self.put_top(&mut body, id, val, shape)?;
+            return put_message(out, &body, self.limits.max_message);
+        }
         let id = self.register(shape, Place::Top, new)?;
         let mut msgs = Vec::new();
         let mut body = Vec::new();
         let mut sent = HashSet::new();
         self.define(shape, new, &mut sent, &mut body, &mut msgs)?;
         body.clear();
-        put_int(&mut body, id);
-        match (val, shape) {
-            (Val::Struct(_, fields), Shape::Struct(_, sfields)) => self.put_struct(&mut body, fields, sfields)?,
-            _ => {
-                put_uint(&mut body, 0);
-                self.put_value(&mut body, val, shape)?;
-            }
-        }
+        self.put_top(&mut body, id, val, shape)?;
         put_message(&mut msgs, &body, self.limits.max_message)?;
         out.extend_from_slice(&msgs);
+        Ok(())
+    }
+
+    /// The body of the message that sends `val`, of type `id`.
+    fn put_top(&self, body: &mut Vec<u8>, id: TypeId, val: &Val, shape: &Shape) -> Result<(), GobError> {
+        put_int(body, id);
+        match (val, shape) {
+            (Val::Struct(_, fields), Shape::Struct(_, sfields)) => self.put_struct(body, fields, sfields),
+            _ => {
+                put_uint(body, 0);
+                self.put_value(body, val, shape)
+            }
+        }
+    }
+
+    /// What `Encoder::new().encode(value, out)` writes (a standalone
+    /// payload: [`Codec::Gob`](crate::Codec::Gob)'s encoding), with the
+    /// definitions a fresh stream starts with remembered per thread and per
+    /// type, so the next value of the same type does not define its types
+    /// again (at most 64 types and 256 KiB; the cache starts over when
+    /// full). A fresh stream's definitions depend only on the type.
+    pub(crate) fn encode_alone<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), GobError> {
+        let val = value.serialize(ValSerializer)?;
+        let shape = finalize(shape_of(&val)?)?;
+        let enc = Encoder::new();
+        let known = FRESH.with(|fresh| fresh.borrow().get(&shape));
+        if let Some(known) = known {
+            let (prefix, id) = &*known;
+            let mut body = Vec::with_capacity(64);
+            enc.put_top(&mut body, *id, &val, &shape)?;
+            let start = out.len();
+            out.reserve(prefix.len() + body.len() + 10);
+            out.extend_from_slice(prefix);
+            // Nothing appended on error.
+            return put_message(out, &body, enc.limits.max_message).inspect_err(|_| out.truncate(start));
+        }
+        let mut enc = enc;
+        let start = out.len();
+        enc.encode_val(&val, shape.clone(), out)?;
+        if let Some((prefix, body)) = out.get(start..).and_then(|alone| split_standalone(alone, enc.limits.max_message))
+        {
+            if let Ok(id) = Reader::new(body).int("a message's type id") {
+                let entry = Rc::new((prefix.to_vec(), id));
+                FRESH.with(|fresh| fresh.borrow_mut().insert(shape, entry));
+            }
+        }
         Ok(())
     }
 

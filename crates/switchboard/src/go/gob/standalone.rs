@@ -53,15 +53,16 @@
 //! The example in the [parent module's docs](super#standalone-payloads) shows
 //! both directions.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use super::types::{put_wire_type, FieldType, TypeId, WireType, BOOL, INTERFACE};
-use super::wire::{put_int, put_message, Reader};
-use super::{Decoder, Encoder, GobError};
+use super::wire::{message_len, put_int, put_message, Reader};
+use super::{Decoder, Encoder, GobError, Limits};
 
 /// The first id a fresh stream defines (Go's encoder, and ours).
 const FIRST_ID: TypeId = 65;
@@ -80,6 +81,32 @@ impl Decoder {
         self.decode_value::<IgnoredAny>(body)?;
         let mut r = Reader::new(body);
         let root = r.int("a message's type id")?;
+        let (prefix, new_root) = self.standalone_prefix(root)?;
+        self.with_prefix(&prefix, new_root, r.rest())
+    }
+
+    /// [`to_standalone`](Self::to_standalone), remembering per type the
+    /// definitions it puts before the value: the same bytes, without
+    /// walking the type graph again for the next value of that type. A
+    /// stream never redefines a type id, so what a type id needs never
+    /// changes. At most 64 types and 256 KiB of definitions are remembered
+    /// (the cache starts over when full).
+    pub fn to_standalone_cached(&mut self, body: &[u8]) -> Result<Vec<u8>, GobError> {
+        self.decode_value::<IgnoredAny>(body)?;
+        let mut r = Reader::new(body);
+        let root = r.int("a message's type id")?;
+        if let Some((prefix, new_root)) = self.prefixes.get(root) {
+            return self.with_prefix(prefix, new_root, r.rest());
+        }
+        let (prefix, new_root) = self.standalone_prefix(root)?;
+        let out = self.with_prefix(&prefix, new_root, r.rest())?;
+        self.prefixes.insert(root, prefix, new_root);
+        Ok(out)
+    }
+
+    /// The definitions a standalone payload of a value of type `root`
+    /// starts with (framed messages), and the id `root` has there.
+    fn standalone_prefix(&self, root: TypeId) -> Result<(Vec<u8>, TypeId), GobError> {
         let order = Order::of(&self.types, root, self.limits().max_depth)?;
         let ids: HashMap<TypeId, TypeId> = order.numbering.iter().copied().zip(FIRST_ID..).collect();
         let new_id = |id: TypeId| ids.get(&id).copied().unwrap_or(id);
@@ -93,9 +120,17 @@ impl Decoder {
             put_wire_type(&mut msg, id, &renumber(wire, new_id));
             put_message(&mut out, &msg, self.limits().max_message)?;
         }
-        msg.clear();
-        put_int(&mut msg, new_id(root));
-        msg.extend_from_slice(r.rest());
+        Ok((out, new_id(root)))
+    }
+
+    /// `prefix`, then the value message of type `root` whose bytes after
+    /// the type id are `value`.
+    fn with_prefix(&self, prefix: &[u8], root: TypeId, value: &[u8]) -> Result<Vec<u8>, GobError> {
+        let mut msg = Vec::with_capacity(value.len() + 10);
+        put_int(&mut msg, root);
+        msg.extend_from_slice(value);
+        let mut out = Vec::with_capacity(prefix.len() + msg.len() + 10);
+        out.extend_from_slice(prefix);
         put_message(&mut out, &msg, self.limits().max_message)?;
         Ok(out)
     }
@@ -119,6 +154,25 @@ impl Decoder {
     pub fn decode_standalone<'de, T: Deserialize<'de>>(mut self, payload: &'de [u8]) -> Result<T, GobError> {
         let body = self.standalone_value(payload)?;
         self.decode_value(body)
+    }
+
+    /// What `Decoder::new().decode_standalone(payload)` returns
+    /// ([`Codec::Gob`](crate::Codec::Gob)'s decoding), with the payload's
+    /// definitions read once per thread for each distinct definition bytes
+    /// (at most 64 of them and 256 KiB; the cache starts over when full):
+    /// the same bytes define the same types.
+    pub(crate) fn decode_alone<'de, T: Deserialize<'de>>(payload: &'de [u8]) -> Result<T, GobError> {
+        let Some((prefix, body)) = split_standalone(payload, Limits::default().max_message) else {
+            return Decoder::new().decode_standalone(payload);
+        };
+        if let Some(dec) = DEFINITIONS.with(|defs| defs.borrow().get(prefix)) {
+            return dec.decode_value(body);
+        }
+        let mut dec = Decoder::new();
+        let body = dec.standalone_value(payload)?;
+        let dec = Rc::new(dec);
+        DEFINITIONS.with(|defs| defs.borrow_mut().insert(prefix, Rc::clone(&dec)));
+        dec.decode_value(body)
     }
 
     /// Takes in the definitions of a standalone payload and returns the body
@@ -152,6 +206,25 @@ impl Encoder {
     /// types by their Rust shape): a type met both ways is defined twice,
     /// under two ids, which Go accepts.
     pub fn encode_standalone(&mut self, standalone: &[u8], out: &mut Vec<u8>) -> Result<(), GobError> {
+        if let Some((prefix, body)) = split_standalone(standalone, self.limits.max_message) {
+            let mut r = Reader::new(body);
+            if let (Ok(root), Some(known)) = (r.int("a message's type id"), self.standalones.get(prefix)) {
+                if let Some(ours) = known.id_of(root) {
+                    known.payload.decode_value::<IgnoredAny>(body)?;
+                    let mut msg = Vec::with_capacity(r.rest().len() + 10);
+                    put_int(&mut msg, ours);
+                    msg.extend_from_slice(r.rest());
+                    return put_message(out, &msg, self.limits.max_message);
+                }
+            }
+        }
+        self.encode_standalone_uncached(standalone, out)
+    }
+
+    /// [`encode_standalone`](Self::encode_standalone) without its cache:
+    /// compares the payload's types with the stream's, and remembers the
+    /// result for the payload's definition bytes.
+    pub(super) fn encode_standalone_uncached(&mut self, standalone: &[u8], out: &mut Vec<u8>) -> Result<(), GobError> {
         let mut dec = Decoder::with_limits(self.limits);
         let body = dec.standalone_value(standalone)?;
         dec.decode_value::<IgnoredAny>(body)?;
@@ -198,7 +271,8 @@ impl Encoder {
             defined.push((wire, id));
         }
         msg.clear();
-        put_int(&mut msg, new_id(root));
+        let ours = new_id(root);
+        put_int(&mut msg, ours);
         msg.extend_from_slice(r.rest());
         put_message(&mut msgs, &msg, self.limits.max_message)?;
 
@@ -207,7 +281,157 @@ impl Encoder {
         for (wire, id) in defined {
             self.sent.insert(id, wire);
         }
+        if let Some((prefix, _)) = split_standalone(standalone, self.limits.max_message) {
+            self.standalones.insert(prefix, dec, root, ours);
+        }
         Ok(())
+    }
+}
+
+/// A standalone payload's definitions (the bytes before its value
+/// message) and its value message's body; `None` unless the payload is
+/// framed as definitions then exactly one value message that ends it (the
+/// definitions themselves are not checked).
+pub(super) fn split_standalone(payload: &[u8], max: usize) -> Option<(&[u8], &[u8])> {
+    let mut at = 0;
+    loop {
+        let rest = payload.get(at..)?;
+        let (header, len) = message_len(rest, max).ok()??;
+        let body = rest.get(header..header.checked_add(len)?)?;
+        let end = at + header + len;
+        if Reader::new(body).int("a message's type id").ok()? >= 0 {
+            return if end == payload.len() { Some((payload.get(..at)?, body)) } else { None };
+        }
+        at = end;
+    }
+}
+
+/// Most types a decoder remembers standalone prefixes for.
+pub(super) const PREFIX_CACHE_ENTRIES: usize = 64;
+/// Most bytes of standalone prefixes a decoder remembers; also the most
+/// bytes of payload definitions an encoder remembers.
+pub(super) const PREFIX_CACHE_BYTES: usize = 256 << 10;
+
+thread_local! {
+    /// [`Decoder::decode_alone`]'s cache.
+    static DEFINITIONS: RefCell<Definitions> = RefCell::default();
+}
+
+/// Standalone payloads' definitions, read, by their bytes.
+#[derive(Default)]
+struct Definitions {
+    by_prefix: HashMap<Vec<u8>, Rc<Decoder>>,
+    bytes: usize,
+}
+
+impl Definitions {
+    fn get(&self, prefix: &[u8]) -> Option<Rc<Decoder>> {
+        self.by_prefix.get(prefix).cloned()
+    }
+
+    fn insert(&mut self, prefix: &[u8], dec: Rc<Decoder>) {
+        if prefix.len() > PREFIX_CACHE_BYTES {
+            return;
+        }
+        if self.by_prefix.len() >= PREFIX_CACHE_ENTRIES || self.bytes + prefix.len() > PREFIX_CACHE_BYTES {
+            self.by_prefix.clear();
+            self.bytes = 0;
+        }
+        if self.by_prefix.insert(prefix.to_vec(), dec).is_none() {
+            self.bytes += prefix.len();
+        }
+    }
+}
+
+/// How many definition prefixes this thread's [`Decoder::decode_alone`]
+/// cache holds.
+#[cfg(test)]
+pub(super) fn definitions_cache_len() -> usize {
+    DEFINITIONS.with(|defs| defs.borrow().by_prefix.len())
+}
+
+/// A decoder's standalone prefixes, by the stream's type id of the value.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Prefixes {
+    by_root: HashMap<TypeId, (Vec<u8>, TypeId)>,
+    bytes: usize,
+}
+
+impl Prefixes {
+    fn get(&self, root: TypeId) -> Option<(&[u8], TypeId)> {
+        self.by_root.get(&root).map(|(prefix, id)| (prefix.as_slice(), *id))
+    }
+
+    fn insert(&mut self, root: TypeId, prefix: Vec<u8>, id: TypeId) {
+        if prefix.len() > PREFIX_CACHE_BYTES {
+            return;
+        }
+        if self.by_root.len() >= PREFIX_CACHE_ENTRIES || self.bytes + prefix.len() > PREFIX_CACHE_BYTES {
+            self.by_root.clear();
+            self.bytes = 0;
+        }
+        self.bytes += prefix.len();
+        if let Some((old, _)) = self.by_root.insert(root, (prefix, id)) {
+            self.bytes -= old.len();
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.by_root.len()
+    }
+}
+
+/// An encoder's memory of the standalone payloads it has put on its
+/// stream, by their definition bytes: the same definitions mean the same
+/// types, which the stream has from then on under the same ids.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Standalones {
+    by_prefix: HashMap<Vec<u8>, Known>,
+    bytes: usize,
+}
+
+/// What one payload's definitions became on the stream.
+#[derive(Debug, Clone)]
+struct Known {
+    /// The definitions, read (to check values with).
+    payload: Decoder,
+    /// Value type ids of the payload's, and the stream's ids for them.
+    roots: Vec<(TypeId, TypeId)>,
+}
+
+impl Known {
+    fn id_of(&self, root: TypeId) -> Option<TypeId> {
+        self.roots.iter().find(|(theirs, _)| *theirs == root).map(|(_, ours)| *ours)
+    }
+}
+
+impl Standalones {
+    fn get(&self, prefix: &[u8]) -> Option<&Known> {
+        self.by_prefix.get(prefix)
+    }
+
+    fn insert(&mut self, prefix: &[u8], payload: Decoder, root: TypeId, ours: TypeId) {
+        if let Some(known) = self.by_prefix.get_mut(prefix) {
+            if known.id_of(root).is_none() && known.roots.len() < PREFIX_CACHE_ENTRIES {
+                known.roots.push((root, ours));
+            }
+            return;
+        }
+        if prefix.len() > PREFIX_CACHE_BYTES {
+            return;
+        }
+        if self.by_prefix.len() >= PREFIX_CACHE_ENTRIES || self.bytes + prefix.len() > PREFIX_CACHE_BYTES {
+            self.by_prefix.clear();
+            self.bytes = 0;
+        }
+        self.bytes += prefix.len();
+        self.by_prefix.insert(prefix.to_vec(), Known { payload, roots: vec![(root, ours)] });
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.by_prefix.len()
     }
 }
 

@@ -5,6 +5,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::tests::{arb_tree, bodies, define, encode, msg, Tree};
 use super::types::{FieldType, Marshaler, WireType, INT, INTERFACE, STRING};
@@ -447,4 +448,238 @@ fn recursive_types_match_as_infinite_trees() {
         at += used;
     }
     assert_eq!(got, [serde_json::json!([[]]), serde_json::json!([[[]], []]), serde_json::json!([])]);
+}
+
+/// A stream of `n` values of `n` different struct types (`{F<i>: i}`), and
+/// a second value of each after all of them.
+fn many_types(n: usize) -> Vec<u8> {
+    let mut enc = Encoder::new();
+    let mut stream = Vec::new();
+    for round in 0..2 {
+        for i in 0..n {
+            let value = serde_json::json!({ format!("F{i}"): i + round });
+            enc.encode_json(&format!("T{i}"), &value, &mut stream).expect("encodes");
+        }
+    }
+    stream
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// The cached conversions write exactly what the uncached ones do, in
+    /// both directions, whatever the mix of types and repeats.
+    #[test]
+    fn cached_conversions_match_uncached(trees in vec(arb_tree(), 1..6), order in vec(0usize..6, 0..12)) {
+        let mut enc = Encoder::new();
+        let mut stream = Vec::new();
+        for i in order.iter().copied().chain(0..trees.len()) {
+            let tree = &trees[i % trees.len()];
+            enc.encode(tree, &mut stream)?;
+            enc.encode(&Args { a: 1, b: 2 }, &mut stream)?;
+        }
+        let (mut cached, mut plain) = (Decoder::new(), Decoder::new());
+        let (mut out_cached, mut out_plain) = (Encoder::new(), Encoder::new());
+        let (mut bytes_cached, mut bytes_plain) = (Vec::new(), Vec::new());
+        let mut at = 0;
+        while at < stream.len() {
+            let (body, used) = cached.next_value(&stream[at..])?.expect("whole");
+            let alone = cached.to_standalone_cached(body)?;
+            let (body, _) = plain.next_value(&stream[at..])?.expect("whole");
+            prop_assert_eq!(&alone, &plain.to_standalone(body)?);
+            out_cached.encode_standalone(&alone, &mut bytes_cached)?;
+            out_plain.encode_standalone_uncached(&alone, &mut bytes_plain)?;
+            prop_assert_eq!(&bytes_cached, &bytes_plain);
+            at += used;
+        }
+        prop_assert_eq!(cut_loose(&bytes_cached)?, cut_loose(&stream)?);
+    }
+}
+
+#[test]
+fn cached_prefixes_belong_to_their_own_type() {
+    // Two types on the stream, values alternating: each cut loose decodes
+    // to its own value, from the cache as without it.
+    let stream = many_types(2);
+    let mut dec = Decoder::new();
+    let mut at = 0;
+    let mut got = Vec::new();
+    while at < stream.len() {
+        let (body, used) = dec.next_value(&stream[at..]).unwrap().unwrap();
+        let alone = dec.to_standalone_cached(body).unwrap();
+        assert_eq!(alone, dec.to_standalone(body).unwrap());
+        got.push(Decoder::new().decode_standalone::<serde_json::Value>(&alone).unwrap());
+        at += used;
+    }
+    assert_eq!(got, [json!({"F0": 0}), json!({"F1": 1}), json!({"F0": 1}), json!({"F1": 2})]);
+    assert_eq!(dec.prefixes.len(), 2);
+
+    // Two payloads whose value types share an id (65) but not a
+    // definition: the stream gives them different ids, every time.
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    Encoder::new().encode(&Args { a: 1, b: 2 }, &mut a).unwrap();
+    Encoder::new().encode_json("Other", &json!({"C": 3}), &mut b).unwrap();
+    let mut enc = Encoder::new();
+    let mut out = Vec::new();
+    for _ in 0..3 {
+        enc.encode_standalone(&a, &mut out).unwrap();
+        enc.encode_standalone(&b, &mut out).unwrap();
+    }
+    assert_eq!(enc.standalones.len(), 2);
+    assert_eq!(definitions(&out), 2);
+    let mut dec = Decoder::new();
+    let mut values = Vec::new();
+    let mut at = 0;
+    while let Some((value, used)) = dec.decode::<serde_json::Value>(&out[at..]).unwrap() {
+        values.push(value);
+        at += used;
+    }
+    let pair = [json!({"A": 1, "B": 2}), json!({"C": 3})];
+    assert_eq!(values, pair.iter().cycle().take(6).cloned().collect::<Vec<_>>());
+}
+
+#[test]
+fn cached_payloads_are_still_checked() {
+    let mut payload = Vec::new();
+    Encoder::new().encode(&Args { a: 1, b: 2 }, &mut payload).unwrap();
+    let mut enc = Encoder::new();
+    let mut out = Vec::new();
+    enc.encode_standalone(&payload, &mut out).unwrap();
+    let before = out.clone();
+    // Same definitions, a value that is not an Args (field 5 does not
+    // exist), then one with bytes after it: refused as without the cache,
+    // nothing written.
+    let mut bad = payload.clone();
+    let len = bad.len();
+    bad[len - 5..].copy_from_slice(&[0xff, 0x82, 0x05, 0x02, 0x00]);
+    let uncached = enc.clone().encode_standalone_uncached(&bad, &mut Vec::new()).unwrap_err();
+    assert_eq!(enc.encode_standalone(&bad, &mut out).unwrap_err(), uncached);
+    let mut long = payload.clone();
+    long.push(0);
+    assert!(enc.encode_standalone(&long, &mut out).is_err());
+    assert_eq!(out, before);
+
+    // The decoder's cache too: a bad value of a cached type is an error.
+    let stream = many_types(1);
+    let mut dec = Decoder::new();
+    let (body, used) = dec.next_value(&stream).unwrap().unwrap();
+    dec.to_standalone_cached(body).unwrap();
+    let (body, _) = dec.next_value(&stream[used..]).unwrap().unwrap();
+    let mut body = body.to_vec();
+    body.push(0);
+    assert_eq!(dec.to_standalone_cached(&body).unwrap_err(), dec.to_standalone(&body).unwrap_err());
+}
+
+#[test]
+fn caches_stay_bounded() {
+    let n = 200;
+    let stream = many_types(n);
+    let mut dec = Decoder::new();
+    let mut enc = Encoder::new();
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < stream.len() {
+        let (body, used) = dec.next_value(&stream[at..]).unwrap().unwrap();
+        let alone = dec.to_standalone_cached(body).unwrap();
+        assert_eq!(alone, dec.to_standalone(body).unwrap());
+        enc.encode_standalone(&alone, &mut out).unwrap();
+        assert!(dec.prefixes.len() <= super::standalone::PREFIX_CACHE_ENTRIES);
+        assert!(enc.standalones.len() <= super::standalone::PREFIX_CACHE_ENTRIES);
+        at += used;
+    }
+    // Every type defined once on the way out, cache or not.
+    assert_eq!(definitions(&out), n);
+    assert_eq!(cut_loose(&out).unwrap(), cut_loose(&stream).unwrap());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// `Encoder::encode_alone` (Codec::Gob's encoding, cached per type)
+    /// writes what a fresh encoder writes, the first time and from the
+    /// cache, and fails where it fails.
+    #[test]
+    fn encode_alone_is_a_fresh_encoders_output(trees in vec(arb_tree(), 1..4), args in any::<(i64, i64)>()) {
+        for _ in 0..2 {
+            for tree in &trees {
+                let mut cached = vec![9];
+                let mut fresh = vec![9];
+                let got = Encoder::encode_alone(tree, &mut cached);
+                prop_assert_eq!(&got, &Encoder::new().encode(tree, &mut fresh));
+                prop_assert_eq!(&cached, &fresh);
+            }
+            let mut cached = Vec::new();
+            Encoder::encode_alone(&Args { a: args.0, b: args.1 }, &mut cached)?;
+            prop_assert_eq!(cached, encode(&Args { a: args.0, b: args.1 }));
+        }
+    }
+}
+
+#[test]
+fn encode_alone_never_mixes_types_and_stays_bounded() {
+    // Same Rust type, different gob types (what the value reveals), and
+    // many types: each payload is exactly a fresh encoder's.
+    let values = [json!({"A": 1}), json!({"A": "x"}), json!({"A": [1]}), json!({"B": 1}), json!([1, 2]), json!(1)];
+    for _ in 0..2 {
+        for v in &values {
+            let mut cached = Vec::new();
+            Encoder::encode_alone(v, &mut cached).unwrap();
+            assert_eq!(cached, encode(v));
+            assert_eq!(Decoder::new().decode_standalone::<serde_json::Value>(&cached).unwrap(), *v);
+        }
+    }
+    for i in 0..200 {
+        let v = json!({ format!("F{i}"): i });
+        let mut cached = Vec::new();
+        Encoder::encode_alone(&v, &mut cached).unwrap();
+        assert_eq!(cached, encode(&v));
+        assert!(super::encode::fresh_cache_len() <= super::standalone::PREFIX_CACHE_ENTRIES);
+    }
+    // Errors leave `out` alone, cached type or not.
+    let mut out = vec![1, 2, 3];
+    assert!(Encoder::encode_alone(&Vec::<i64>::new(), &mut out).is_err());
+    assert!(Encoder::encode_alone(&vec![Some(1), None], &mut out).is_err());
+    Encoder::encode_alone(&vec![Some(1)], &mut Vec::new()).unwrap();
+    assert!(Encoder::encode_alone(&vec![Some(1), None], &mut out).is_err());
+    assert_eq!(out, [1, 2, 3]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// `Decoder::decode_alone` (Codec::Gob's decoding, definitions cached
+    /// per thread) gives what a fresh decoder gives, values and errors,
+    /// for well-formed payloads and damaged ones.
+    #[test]
+    fn decode_alone_is_a_fresh_decoders_result(trees in vec(arb_tree(), 1..4), cut in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        for _ in 0..2 {
+            for tree in &trees {
+                let payload = encode(tree);
+                prop_assert_eq!(Decoder::decode_alone::<Tree>(&payload), Decoder::new().decode_standalone::<Tree>(&payload));
+                let typed = Decoder::decode_alone::<serde_json::Value>(&payload);
+                prop_assert_eq!(typed, Decoder::new().decode_standalone::<serde_json::Value>(&payload));
+                // Damaged: a byte changed, or the end cut off, or one added.
+                let mut bad = payload.clone();
+                let at = cut.index(bad.len());
+                bad[at] ^= byte | 1;
+                prop_assert_eq!(Decoder::decode_alone::<Tree>(&bad), Decoder::new().decode_standalone::<Tree>(&bad));
+                let short = &payload[..at];
+                prop_assert_eq!(Decoder::decode_alone::<Tree>(short), Decoder::new().decode_standalone::<Tree>(short));
+                let mut long = payload.clone();
+                long.push(byte);
+                prop_assert_eq!(Decoder::decode_alone::<Tree>(&long), Decoder::new().decode_standalone::<Tree>(&long));
+            }
+        }
+        prop_assert!(super::standalone::definitions_cache_len() <= super::standalone::PREFIX_CACHE_ENTRIES);
+    }
+}
+
+#[test]
+fn decode_alone_stays_bounded() {
+    for i in 0..200 {
+        let v = json!({ format!("F{i}"): i });
+        let payload = encode(&v);
+        assert_eq!(Decoder::decode_alone::<serde_json::Value>(&payload).unwrap(), v);
+        assert!(super::standalone::definitions_cache_len() <= super::standalone::PREFIX_CACHE_ENTRIES);
+    }
 }

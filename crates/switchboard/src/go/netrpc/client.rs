@@ -317,14 +317,14 @@ async fn read_gob(conn: &Conn, mut rd: OwnedReadHalf, mut buf: BytesMut) -> Stri
 /// The reply body as a payload in the codec the call was made in: a
 /// standalone gob payload for typed calls (exact Go types: bytes, unsigned,
 /// structs), JSON for untyped ones.
-fn reply_payload(decoder: &gob::Decoder, body: &[u8], codec: Codec) -> Result<Response, gob::GobError> {
+fn reply_payload(decoder: &mut gob::Decoder, body: &[u8], codec: Codec) -> Result<Response, gob::GobError> {
     match codec {
         Codec::Json => {
             let value: serde_json::Value = decoder.decode_value(body)?;
             let bytes = serde_json::to_vec(&value).map_err(|e| gob::GobError::Custom(e.to_string()))?;
             Ok(Response::new(Codec::Json, Bytes::from(bytes)))
         }
-        _ => Ok(Response::new(Codec::Gob, Bytes::from(decoder.to_standalone(body)?))),
+        _ => Ok(Response::new(Codec::Gob, Bytes::from(decoder.to_standalone_cached(body)?))),
     }
 }
 
@@ -332,7 +332,7 @@ async fn next_gob<T>(
     rd: &mut OwnedReadHalf,
     buf: &mut BytesMut,
     decoder: &mut gob::Decoder,
-    take: impl Fn(&gob::Decoder, &[u8]) -> Result<T, gob::GobError>,
+    take: impl Fn(&mut gob::Decoder, &[u8]) -> Result<T, gob::GobError>,
 ) -> Result<T, String> {
     loop {
         match decoder.next_value(buf) {

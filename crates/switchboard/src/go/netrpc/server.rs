@@ -200,7 +200,7 @@ async fn read_gob<R, T>(
     rd: &mut R,
     buf: &mut BytesMut,
     decoder: &mut gob::Decoder,
-    take: impl Fn(&gob::Decoder, &[u8]) -> Result<T, GobError>,
+    take: impl Fn(&mut gob::Decoder, &[u8]) -> Result<T, GobError>,
 ) -> Result<T, End>
 where
     R: AsyncRead + Unpin,
@@ -229,21 +229,27 @@ where
 /// standalone gob payload ([`Codec::Gob`]), the value with exactly the wire
 /// types the Go client sent, decodable on its own by the handler's serde
 /// types.
-fn body_payload(decoder: &gob::Decoder, body: &[u8]) -> Result<(Codec, Bytes), GobError> {
-    Ok((Codec::Gob, Bytes::from(decoder.to_standalone(body)?)))
+fn body_payload(decoder: &mut gob::Decoder, body: &[u8]) -> Result<(Codec, Bytes), GobError> {
+    Ok((Codec::Gob, Bytes::from(decoder.to_standalone_cached(body)?)))
 }
 
 /// Encodes one answer (header, then body) on the gob stream. An answer that
 /// cannot be encoded becomes an error answer: the caller hears why.
-fn encode_gob_reply(encoder: &mut gob::Encoder, reply: Reply<u64>, out: &mut Vec<u8>) -> Result<(), GobError> {
+/// `body` is scratch space, kept between calls.
+fn encode_gob_reply(
+    encoder: &mut gob::Encoder,
+    reply: Reply<u64>,
+    out: &mut Vec<u8>,
+    body: &mut Vec<u8>,
+) -> Result<(), GobError> {
     let mut error = match reply.result {
         Ok(response) => {
-            let mut body = Vec::new();
-            match reply_body(encoder, &response, &mut body) {
+            body.clear();
+            match reply_body(encoder, &response, body) {
                 Ok(()) => {
                     let header = ResponseHeader { service_method: &reply.method, seq: reply.id, error: "" };
                     encoder.encode(&header, out)?;
-                    out.extend_from_slice(&body);
+                    out.extend_from_slice(body);
                     return Ok(());
                 }
                 Err(e) => format!("rpc: cannot encode the reply as gob: {e}"),
@@ -279,13 +285,17 @@ fn reply_body(encoder: &mut gob::Encoder, response: &Response, out: &mut Vec<u8>
 async fn gob_writer<W: AsyncWrite + Unpin>(mut wr: W, mut queue: mpsc::Receiver<Reply<u64>>, peer: SocketAddr) {
     let mut encoder = gob::Encoder::new();
     let mut out = Vec::with_capacity(4096);
+    let mut body = Vec::new();
     while let Some(first) = queue.recv().await {
         out.clear();
         let mut next = Some(first);
         while let Some(reply) = next.take() {
-            if let Err(e) = encode_gob_reply(&mut encoder, reply, &mut out) {
+            if let Err(e) = encode_gob_reply(&mut encoder, reply, &mut out, &mut body) {
                 tracing::error!(%peer, error = %e, "cannot encode a net/rpc answer; closing the connection");
                 return;
+            }
+            if body.capacity() > WRITE_BATCH {
+                body = Vec::new(); // not kept after a large answer
             }
             if out.len() < WRITE_BATCH {
                 next = queue.try_recv().ok();
