@@ -232,7 +232,7 @@ impl<T: DeserializeOwned> Decode for T {
     }
 }
 
-/// Encode `value` into a new [`Bytes`] of exactly its encoded size.
+/// Encode `value` into a new [`Bytes`](bytes::Bytes) of exactly its encoded size.
 ///
 /// Serialisers append piecemeal, so encoding into a fresh `Vec` reallocates
 /// (and copies) as it doubles its way up: six times for a 150-byte message.

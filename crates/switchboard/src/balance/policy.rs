@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use crate::client::Backoff;
 
-/// What to do when an attempt fails (see the [module docs](self)).
+/// What to do when an attempt fails (see the [`balance`](crate::balance) docs).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum FailMode {
     /// One attempt; its error is the call's.

@@ -60,7 +60,7 @@ impl Selector {
     }
 }
 
-/// One routing rule (see the [module docs](self)).
+/// One routing rule (see the [`balance`](crate::balance) docs).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Rule {
     /// Calls whose metadata has `key` (equal to `value`, if given) go to the

@@ -4,7 +4,7 @@
 //! one connection, on which any number of calls run at once. Each call gets a
 //! deadline (the per-call timeout, the client default, or what is left of the
 //! caller's own deadline when called from inside a handler: see
-//! [`Context`](crate::Context)), sent to the server as a relative duration.
+//! [`Context`]), sent to the server as a relative duration.
 //! Dropping a call future cancels the call on the server.
 //!
 //! When the connection drops, calls in flight fail with

@@ -5,7 +5,7 @@
 //! request, call `next.run(req)` and look at the result, or answer at once
 //! without calling `next` (short-circuit, e.g. a rate limiter returning
 //! `ResourceExhausted`). The error type is the side's: [`Status`] on the
-//! server (what goes on the wire), [`Error`](crate::Error) on the client
+//! server (what goes on the wire), [`Error`] on the client
 //! (which keeps transport errors apart from application ones).
 //!
 //! Middleware runs in the order it was added: the first added is outermost.

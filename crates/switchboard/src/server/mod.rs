@@ -6,7 +6,7 @@
 //! change its services at any time through [`Server::router`]. One task per
 //! connection reads frames; every request runs in its own task, so a slow
 //! handler never holds up the others on the same connection; a writer task
-//! per connection coalesces responses (see [`crate::io`]).
+//! per connection coalesces responses (see the private `io` module).
 //!
 //! With a [`Registrar`] set ([`ServerBuilder::registrar`]), the server
 //! registers each service it serves when it starts serving, follows the
