@@ -71,9 +71,9 @@ pub struct Balancing {
     /// peak-ewma (the default), consistent-hash.
     #[arg(long, default_value = "peak-ewma", value_parser = parse_balancer)]
     pub balancer: String,
-    /// Fail mode: failfast, failover[:N] (the default, 3 attempts),
-    /// failtry[:N], backup[:DELAY] (hedged requests after the observed p95
-    /// or DELAY, e.g. backup:20ms).
+    /// Fail mode: failfast, failover (the default, 3 attempts; failover:N
+    /// for N), failtry (failtry:N), backup (hedged requests after the
+    /// observed p95; backup:DELAY for a fixed delay, e.g. backup:20ms).
     #[arg(long, default_value = "failover", value_parser = FailMode::parse)]
     pub fail_mode: FailMode,
     /// The caller's zone: prefer instances registered with the same zone.
