@@ -44,16 +44,7 @@ pub struct BuiltinDiscover {
 impl BuiltinDiscover {
     /// A source reading from `client`'s registry.
     pub fn new(client: RegistryClient) -> BuiltinDiscover {
-        BuiltinDiscover {
-            client,
-            wait: Duration::from_secs(30),
-            backoff: Backoff {
-                initial: Duration::from_millis(100),
-                max: Duration::from_secs(5),
-                multiplier: 2.0,
-                jitter: 1.0,
-            },
-        }
+        BuiltinDiscover { client, wait: Duration::from_secs(30), backoff: crate::RETRY_BACKOFF }
     }
 
     /// Longest a blocking query waits before re-asking. Default 30 s.

@@ -87,16 +87,7 @@ pub struct BuiltinConfigStore {
 impl BuiltinConfigStore {
     /// A store reading and writing `client`'s registry.
     pub fn new(client: RegistryClient) -> BuiltinConfigStore {
-        BuiltinConfigStore {
-            client,
-            wait: Duration::from_secs(30),
-            backoff: Backoff {
-                initial: Duration::from_millis(100),
-                max: Duration::from_secs(5),
-                multiplier: 2.0,
-                jitter: 1.0,
-            },
-        }
+        BuiltinConfigStore { client, wait: Duration::from_secs(30), backoff: crate::RETRY_BACKOFF }
     }
 
     /// Longest a watch's blocking query waits before asking again. Default 30 s.

@@ -62,6 +62,17 @@ pub use registrar::BuiltinRegistrar;
 pub use server::{RegistryHandle, RegistryServer, RegistryServerBuilder};
 pub use store::{Store, StoreError, SweepReport};
 
+/// How every backend here retries an unreachable registry: 100 ms doubling
+/// to 5 s, each wait drawn anywhere between none and twice the step (full
+/// jitter), so clients that lost the registry together do not return
+/// together.
+pub const RETRY_BACKOFF: switchboard::client::Backoff = switchboard::client::Backoff {
+    initial: std::time::Duration::from_millis(100),
+    max: std::time::Duration::from_secs(5),
+    multiplier: 2.0,
+    jitter: 1.0,
+};
+
 /// A registry backend: where callers discover instances, servers
 /// register, and configuration is read and watched.
 #[derive(Debug, Clone)]

@@ -106,12 +106,7 @@ impl Keeper {
             registered: HashMap::new(),
             failures: 0,
             retry_at: Instant::now(),
-            backoff: Backoff {
-                initial: Duration::from_millis(100),
-                max: Duration::from_secs(5),
-                multiplier: 2.0,
-                jitter: 1.0,
-            },
+            backoff: crate::RETRY_BACKOFF,
         }
     }
 

@@ -37,7 +37,6 @@
 //! means no news, never an empty list.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use etcd_client::{GetOptions, WatchOptions, WatchStream};
 use switchboard::client::Backoff;
@@ -180,12 +179,7 @@ impl Follower {
             cache: BTreeMap::new(),
             stream: None,
             resume_from: None,
-            backoff: Backoff {
-                initial: Duration::from_millis(100),
-                max: Duration::from_secs(5),
-                multiplier: 2.0,
-                jitter: 1.0,
-            },
+            backoff: crate::RETRY_BACKOFF,
             failing: 0,
             first: true,
             stats: FollowStats::default(),
