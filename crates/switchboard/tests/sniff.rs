@@ -84,3 +84,23 @@ async fn random_bytes_after_any_prefix_never_take_the_server_down() {
     assert_eq!(native.call::<(i64, i64), i64>("Arith.Multiply", &(6, 7)).await.expect("still serving"), 42);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_protocol_prefix_split_across_writes_is_still_recognised() {
+    let (server, addr) = serve().await;
+    let mut stream = TcpStream::connect(&addr).await.expect("connect");
+    // "CONN" cannot be told from an HTTP method yet; the rest comes later.
+    stream.write_all(b"CONN").await.expect("write");
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    stream.write_all(b"ECT /_goRPC_ HTTP/1.0\n\n").await.expect("write");
+    let mut answer = [0u8; 35];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut answer))
+        .await
+        .expect("answered")
+        .expect("read");
+    assert_eq!(&answer, b"HTTP/1.0 200 Connected to Go RPC\n\n");
+    // The magic split in two: a native client's first frame, one byte at a time.
+    let native = Client::connect(addr.clone()).await.expect("connect");
+    assert_eq!(native.call::<(i64, i64), i64>("Arith.Multiply", &(3, 3)).await.expect("native"), 9);
+    server.shutdown().await;
+}

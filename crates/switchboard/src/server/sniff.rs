@@ -13,10 +13,20 @@ use tokio::net::TcpStream;
 use super::{conn, Inner};
 use crate::go::netrpc::{self, server as go, Protocol};
 
+/// How long a connection may sit on a prefix too short to name its
+/// protocol.
+const UNDECIDED_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub(super) async fn serve(inner: Arc<Inner>, mut stream: TcpStream, peer: SocketAddr) {
     // Peek until the protocol is known: nothing is consumed, so the native
     // path reads the stream exactly as if nothing had looked at it.
     let mut first = [0u8; 8];
+    // A prefix too short to tell (`CONN`, a lone `C5`) is polled with a
+    // growing pause: the socket stays readable while those bytes wait, so
+    // `readable()` cannot be what we wait on. A client that never sends the
+    // rest is dropped after a while rather than polled forever.
+    let mut pause = std::time::Duration::from_millis(1);
+    let undecided_since = tokio::time::Instant::now();
     let protocol = loop {
         let seen = tokio::select! {
             seen = stream.peek(&mut first) => seen,
@@ -29,11 +39,15 @@ pub(super) async fn serve(inner: Arc<Inner>, mut stream: TcpStream, peer: Socket
                 // Fewer bytes than it takes to tell: wait for more. (peek
                 // returns at once while bytes are buffered, so yield.)
                 None if n < first.len() => {
+                    if undecided_since.elapsed() > UNDECIDED_LIMIT {
+                        tracing::debug!(%peer, bytes = n, "closing a connection whose first bytes name no protocol");
+                        return;
+                    }
                     tokio::select! {
-                        _ = stream.readable() => {}
+                        _ = tokio::time::sleep(pause) => {}
                         _ = inner.draining.cancelled() => return,
                     }
-                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    pause = (pause * 2).min(std::time::Duration::from_millis(50));
                 }
                 None => break Protocol::Gob,
             },
