@@ -13,7 +13,7 @@ use common::workspace_binary;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_clients_get_56_from_arith_server_over_gob_jsonrpc_and_http() {
     // No --registry: arith_server only listens.
-    let (mut server, addr) = arith_server_alone().await;
+    let (mut server, addr) = common::start_arith_server(&["--listen", "127.0.0.1:0"]).await;
     for proto in ["gob", "jsonrpc", "http"] {
         let printed = {
             let addr = addr.clone();
@@ -23,26 +23,6 @@ async fn go_clients_get_56_from_arith_server_over_gob_jsonrpc_and_http() {
     }
     server.start_kill().expect("kill");
     server.wait().await.expect("reaped");
-}
-
-/// `arith_server --listen 127.0.0.1:0` without a registry.
-async fn arith_server_alone() -> (tokio::process::Child, String) {
-    use tokio::io::{AsyncBufReadExt, BufReader};
-    let mut child = tokio::process::Command::new(common::example("arith_server"))
-        .args(["--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("arith_server starts");
-    let stdout = child.stdout.take().expect("piped");
-    let line = tokio::time::timeout(std::time::Duration::from_secs(10), BufReader::new(stdout).lines().next_line())
-        .await
-        .expect("in time")
-        .expect("readable")
-        .expect("a line");
-    let addr = line.strip_prefix("listening on ").expect("'listening on ADDR'").to_owned();
-    (child, addr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

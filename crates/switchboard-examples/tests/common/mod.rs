@@ -52,8 +52,14 @@ pub(crate) fn example(name: &str) -> std::path::PathBuf {
 /// Starts `arith_server --listen 127.0.0.1:0 --registry URL`; returns the
 /// child and the address it printed.
 pub(crate) async fn arith_server(registry: &str) -> (Child, String) {
+    start_arith_server(&["--listen", "127.0.0.1:0", "--registry", registry]).await
+}
+
+/// Starts `arith_server` with `args`; returns the child and the address it
+/// printed.
+pub(crate) async fn start_arith_server(args: &[&str]) -> (Child, String) {
     let mut child = Command::new(example("arith_server"))
-        .args(["--listen", "127.0.0.1:0", "--registry", registry])
+        .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .kill_on_drop(true)
