@@ -55,6 +55,10 @@ pub const VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 24;
 /// The default largest frame (header + metadata + payload) accepted: 16 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
+/// The default largest metadata section accepted: 64 KiB.
+pub const DEFAULT_MAX_METADATA: usize = 64 << 10;
+/// The default most user key/value entries in one frame's metadata: 256.
+pub const DEFAULT_MAX_ENTRIES: usize = 256;
 
 /// Header flag: the payload is LZ4-compressed (block format, 4-byte
 /// little-endian uncompressed size first).
@@ -183,17 +187,91 @@ pub fn compress(payload: &[u8]) -> Vec<u8> {
     lz4_flex::block::compress_prepend_size(payload)
 }
 
+/// The most an LZ4 block can expand: a length byte of 255 adds 255 bytes of
+/// output, so no input byte stands for more than 255 output bytes (plus a
+/// few for the minimum match of the last sequence).
+const LZ4_MAX_RATIO: usize = 255;
+
+/// Decompress a payload in the [`FLAG_COMPRESSED`] format, never trusting
+/// the size it claims: a claim over `max`, or over what its compressed bytes
+/// could possibly expand to, is refused before any work; the output grows
+/// only as the blocks produce it; the first malformed sequence stops it.
 fn decompress(payload: &[u8], max: usize) -> Result<Bytes, FrameError> {
-    let claimed = payload
-        .get(..4)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .ok_or(FrameError::BadCompression("compressed payload shorter than its 4-byte size".into()))?;
-    if claimed > max {
-        return Err(FrameError::TooLarge { len: claimed as u64, max: max as u64 });
+    let (size, block) = match payload {
+        [a, b, c, d, block @ ..] => (u32::from_le_bytes([*a, *b, *c, *d]) as usize, block),
+        _ => return Err(FrameError::BadCompression("compressed payload shorter than its 4-byte size".into())),
+    };
+    if size > max {
+        return Err(FrameError::TooLarge { len: size as u64, max: max as u64 });
     }
-    lz4_flex::block::decompress_size_prepended(payload)
-        .map(Bytes::from)
-        .map_err(|e| FrameError::BadCompression(e.to_string()))
+    if size > block.len().saturating_mul(LZ4_MAX_RATIO).saturating_add(16) {
+        return Err(FrameError::BadCompression(format!(
+            "{} compressed bytes claim {size} bytes, more than LZ4 can expand them to",
+            block.len()
+        )));
+    }
+    let out = lz4_block(block, size).map_err(|why| FrameError::BadCompression(why.into()))?;
+    if out.len() != size {
+        return Err(FrameError::BadCompression(format!("decompressed to {} bytes, not the {size} claimed", out.len())));
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Decode one LZ4 block (sequences of a token, literals, a 2-byte offset
+/// and a match) into at most `max` bytes.
+fn lz4_block(input: &[u8], max: usize) -> Result<Vec<u8>, &'static str> {
+    fn length(input: &[u8], at: &mut usize, nibble: usize) -> Result<usize, &'static str> {
+        let mut len = nibble;
+        if nibble == 15 {
+            loop {
+                let byte = *input.get(*at).ok_or("a length runs past the end")?;
+                *at += 1;
+                len = len.checked_add(byte as usize).ok_or("a length overflows")?;
+                if byte != 255 {
+                    break;
+                }
+            }
+        }
+        Ok(len)
+    }
+    let mut out: Vec<u8> = Vec::with_capacity(max.min(input.len().saturating_mul(4)).min(1 << 20));
+    let mut at = 0;
+    while at < input.len() {
+        let token = input[at] as usize;
+        at += 1;
+        let literals = length(input, &mut at, token >> 4)?;
+        let end = at.checked_add(literals).filter(|end| *end <= input.len()).ok_or("literals run past the end")?;
+        if out.len() + literals > max {
+            return Err("more output than the size claimed");
+        }
+        out.extend_from_slice(&input[at..end]);
+        at = end;
+        if at == input.len() {
+            break; // the last sequence has literals only
+        }
+        let offset = match input.get(at..at + 2) {
+            Some([lo, hi]) => u16::from_le_bytes([*lo, *hi]) as usize,
+            _ => return Err("an offset runs past the end"),
+        };
+        at += 2;
+        if offset == 0 || offset > out.len() {
+            return Err("a match refers to bytes before the start");
+        }
+        let mut remaining = length(input, &mut at, token & 15)?.checked_add(4).ok_or("a length overflows")?;
+        if out.len() + remaining > max {
+            return Err("more output than the size claimed");
+        }
+        // A match may overlap its own output (offset < length): the bytes
+        // from `start` repeat with period `offset`, so copying from `start`
+        // as far as has been written doubles the run each step.
+        let start = out.len() - offset;
+        while remaining > 0 {
+            let n = remaining.min(out.len() - start);
+            out.extend_from_within(start..start + n);
+            remaining -= n;
+        }
+    }
+    Ok(out)
 }
 
 /// What went wrong reading a frame. Every variant but
@@ -222,6 +300,20 @@ pub enum FrameError {
     /// Malformed metadata.
     #[error("malformed metadata: {0}")]
     BadMetadata(&'static str),
+    /// More user entries in the metadata than the limit.
+    #[error("metadata has more than {max} entries")]
+    TooManyEntries {
+        /// The configured limit.
+        max: usize,
+    },
+    /// A metadata section larger than the limit.
+    #[error("metadata of {len} bytes exceeds the limit of {max} bytes")]
+    MetadataTooLarge {
+        /// The size the peer announced.
+        len: u64,
+        /// The configured limit.
+        max: u64,
+    },
     /// A compressed payload that does not decompress.
     #[error("bad compressed payload: {0}")]
     BadCompression(String),
@@ -229,6 +321,7 @@ pub enum FrameError {
 
 /// One step of [`FrameDecoder::decode`].
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Decoded {
     /// A whole frame.
     Frame(Frame),
@@ -242,20 +335,70 @@ pub enum Decoded {
         /// Its announced total length.
         len: u64,
     },
+    /// A frame over a metadata limit (its section larger than the limit,
+    /// which is seen from the header and discarded like an oversized frame,
+    /// or more user entries than allowed). The connection stays usable; the
+    /// receiver should answer `head.id` with `ResourceExhausted` if it is a
+    /// request.
+    Refused {
+        /// The frame's header.
+        head: Head,
+        /// Which limit it is over.
+        why: FrameError,
+    },
 }
 
 /// Incremental frame decoder over a connection's read buffer.
 #[derive(Debug)]
 pub struct FrameDecoder {
     max_frame: usize,
+    max_metadata: usize,
+    max_entries: usize,
     /// Bytes of an oversized frame still to discard.
     skipping: u64,
 }
 
 impl FrameDecoder {
-    /// A decoder that refuses frames longer than `max_frame` bytes in total.
+    /// A decoder that refuses frames longer than `max_frame` bytes in total,
+    /// metadata sections over [`DEFAULT_MAX_METADATA`] and more than
+    /// [`DEFAULT_MAX_ENTRIES`] user entries.
     pub fn new(max_frame: usize) -> FrameDecoder {
-        FrameDecoder { max_frame, skipping: 0 }
+        FrameDecoder { max_frame, max_metadata: DEFAULT_MAX_METADATA, max_entries: DEFAULT_MAX_ENTRIES, skipping: 0 }
+    }
+
+    /// The same decoder with other metadata limits: sections over `bytes`
+    /// are refused from the header (before they are buffered), and a
+    /// section with more than `entries` user entries is a protocol error.
+    pub fn with_metadata_limits(mut self, bytes: usize, entries: usize) -> FrameDecoder {
+        self.max_metadata = bytes;
+        self.max_entries = entries;
+        self
+    }
+
+    /// Total length of the frame whose header is at the front of `buf` and
+    /// whose bytes have not all arrived: what finishing it will hold.
+    pub fn pending_len(&self, buf: &BytesMut) -> Option<usize> {
+        self.frame_in_progress(buf).filter(|total| *total > buf.len())
+    }
+
+    /// Give up on the frame whose header is at the front of `buf`: its bytes
+    /// are discarded as they arrive, as an oversized frame's are. Returns its
+    /// header and length (to answer it), or `None` if no header is there.
+    pub fn skip_pending(&mut self, buf: &mut BytesMut) -> Option<(Head, u64)> {
+        let total = self.frame_in_progress(buf)?;
+        let (head, _, _) = parse_head(&buf[..HEADER_LEN]).ok()?;
+        self.skip(buf, total as u64);
+        Some((head, total as u64))
+    }
+
+    /// Drop the header at the front of `buf` and discard the `total - 24`
+    /// bytes behind it, what has arrived now and the rest as it arrives.
+    fn skip(&mut self, buf: &mut BytesMut, total: u64) {
+        buf.advance(HEADER_LEN);
+        self.skipping = total - HEADER_LEN as u64;
+        let n = (self.skipping.min(buf.len() as u64)) as usize;
+        buf.advance(n);
+        self.skipping -= n as u64;
     }
 
     /// The configured limit.
@@ -286,13 +429,13 @@ impl FrameDecoder {
     /// Total length of the frame whose header is at the front of `buf`, if
     /// the header is complete and the frame is within the limit.
     fn frame_in_progress(&self, buf: &BytesMut) -> Option<usize> {
-        if self.skipping > 0 || buf.len() < HEADER_LEN {
+        if self.skipping > 0 || buf.len() < HEADER_LEN || buf[..2] != MAGIC {
             return None;
         }
         let meta = u32::from_be_bytes([buf[16], buf[17], buf[18], buf[19]]) as usize;
         let payload = u32::from_be_bytes([buf[20], buf[21], buf[22], buf[23]]) as usize;
         let total = HEADER_LEN + meta + payload;
-        (total <= self.max_frame).then_some(total)
+        (total <= self.max_frame && meta <= self.max_metadata).then_some(total)
     }
 
     /// Take the next frame out of `buf`, if a whole one is there.
@@ -319,13 +462,13 @@ impl FrameDecoder {
         let (head, meta_len, payload_len) = parse_head(&buf[..HEADER_LEN])?;
         let total = HEADER_LEN as u64 + meta_len as u64 + payload_len as u64;
         if total > self.max_frame as u64 {
-            buf.advance(HEADER_LEN);
-            self.skipping = total - HEADER_LEN as u64;
-            // Discard whatever of it has already arrived.
-            let n = (self.skipping.min(buf.len() as u64)) as usize;
-            buf.advance(n);
-            self.skipping -= n as u64;
+            self.skip(buf, total);
             return Ok(Some(Decoded::Oversized { head, len: total }));
+        }
+        if meta_len as usize > self.max_metadata {
+            self.skip(buf, total);
+            let why = FrameError::MetadataTooLarge { len: meta_len.into(), max: self.max_metadata as u64 };
+            return Ok(Some(Decoded::Refused { head, why }));
         }
         let total = total as usize;
         if buf.len() < total {
@@ -337,7 +480,11 @@ impl FrameDecoder {
         let mut frame = buf.split_to(total).freeze();
         frame.advance(HEADER_LEN);
         let meta_bytes = frame.split_to(meta_len as usize);
-        let meta = Metadata::decode(meta_bytes)?;
+        let meta = match Metadata::decode_limited(meta_bytes, self.max_entries) {
+            Ok(meta) => meta,
+            Err(why @ FrameError::TooManyEntries { .. }) => return Ok(Some(Decoded::Refused { head, why })),
+            Err(e) => return Err(e),
+        };
         Ok(Some(Decoded::Frame(Frame { head, meta, payload: frame })))
     }
 }
@@ -563,8 +710,16 @@ impl Metadata {
         }
     }
 
-    /// Decode metadata from its TLV bytes (zero-copy).
-    pub fn decode(mut bytes: Bytes) -> Result<Metadata, FrameError> {
+    /// Decode metadata from its TLV bytes (zero-copy), with at most
+    /// [`DEFAULT_MAX_ENTRIES`] user entries.
+    pub fn decode(bytes: Bytes) -> Result<Metadata, FrameError> {
+        Metadata::decode_limited(bytes, DEFAULT_MAX_ENTRIES)
+    }
+
+    /// Decode metadata with at most `max_entries` user entries. The decoded
+    /// form is at most a small constant times the wire size: strings are
+    /// slices of `bytes`, and the entry list is bounded.
+    pub fn decode_limited(mut bytes: Bytes, max_entries: usize) -> Result<Metadata, FrameError> {
         let mut meta = Metadata::default();
         let utf8 = |b: Bytes| ByteStr::from_utf8(b).map_err(|_| FrameError::BadMetadata("string is not UTF-8"));
         while bytes.has_remaining() {
@@ -587,6 +742,9 @@ impl Metadata {
                     let key_len = read_varint(&mut value)?;
                     if key_len > value.len() as u64 {
                         return Err(FrameError::BadMetadata("entry key runs past its entry"));
+                    }
+                    if meta.entries.len() >= max_entries {
+                        return Err(FrameError::TooManyEntries { max: max_entries });
                     }
                     let key = utf8(value.split_to(key_len as usize))?;
                     meta.entries.push((key, utf8(value)?));
@@ -777,5 +935,46 @@ mod tests {
         assert_eq!(&decompress(&packed, 1 << 20).unwrap()[..], &data[..]);
         assert!(matches!(decompress(&packed, 50_000), Err(FrameError::TooLarge { .. })));
         assert!(decompress(&[1, 2], 100).is_err());
+    }
+
+    #[test]
+    fn decompression_matches_lz4_flex_on_every_kind_of_input() {
+        let mut inputs: Vec<Vec<u8>> = vec![
+            vec![],
+            b"a".to_vec(),
+            b"abcabcabcabcabcabcabcabcabcabcabcabc".to_vec(),
+            vec![0u8; 1 << 20],
+            (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect(),
+        ];
+        let mut seed = 0x1234_5678_u64;
+        inputs.push(
+            (0..70_000)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    (seed >> 59) as u8 // few distinct bytes: many short matches
+                })
+                .collect(),
+        );
+        for data in inputs {
+            let packed = compress(&data);
+            assert_eq!(&decompress(&packed, DEFAULT_MAX_FRAME).unwrap()[..], &data[..], "{} bytes", data.len());
+        }
+    }
+
+    #[test]
+    fn size_claims_lz4_cannot_reach_are_refused_before_any_work() {
+        // 80 bytes claiming 16 MiB: the flood of the hostile-peer report.
+        let mut bomb = (16u32 << 20).to_le_bytes().to_vec();
+        bomb.extend_from_slice(&[0xff; 76]);
+        let err = decompress(&bomb, DEFAULT_MAX_FRAME).unwrap_err();
+        assert!(matches!(&err, FrameError::BadCompression(why) if why.contains("more than LZ4")), "{err}");
+        // A claim below what the data produces, or above it, is an error too.
+        let mut packed = compress(&[5u8; 1000]);
+        packed[..4].copy_from_slice(&999u32.to_le_bytes());
+        assert!(decompress(&packed, DEFAULT_MAX_FRAME).is_err());
+        packed[..4].copy_from_slice(&1001u32.to_le_bytes());
+        assert!(decompress(&packed, DEFAULT_MAX_FRAME).is_err());
+        // A match reaching before the start of the output.
+        assert!(lz4_block(&[0x10, b'x', 5, 0], 100).is_err());
     }
 }

@@ -95,6 +95,7 @@ impl Raw {
                 match self.decoder.decode(&mut self.buf).expect("server sent a corrupt frame") {
                     Some(Decoded::Frame(frame)) => return Some(frame),
                     Some(Decoded::Oversized { head, len }) => panic!("server sent an oversized frame {head:?} {len}"),
+                    Some(other) => panic!("server sent a frame this client refuses: {other:?}"),
                     None => {}
                 }
                 match self.stream.read_buf(&mut self.buf).await {

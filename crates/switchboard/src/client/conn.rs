@@ -261,6 +261,15 @@ impl Shared {
         self.complete(id, Err(err));
     }
 
+    /// A response over a metadata limit: its call fails, the connection
+    /// carries on.
+    pub(super) fn on_refused(&self, head: frame::Head, why: &frame::FrameError) {
+        if head.kind == Kind::Response {
+            let status = Status::resource_exhausted(format!("response refused by this client: {why}"));
+            self.complete(head.id, Err(Error::Status(status)));
+        }
+    }
+
     pub(super) fn has_pending(&self) -> bool {
         !lock(&self.pending).calls.is_empty()
     }

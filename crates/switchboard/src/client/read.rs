@@ -164,6 +164,7 @@ impl Shared {
             match side.decoder.decode(&mut side.buf) {
                 Ok(Some(Decoded::Frame(frame))) => self.on_frame(frame),
                 Ok(Some(Decoded::Oversized { head, len })) => self.on_oversized(head.id, len),
+                Ok(Some(Decoded::Refused { head, why })) => self.on_refused(head, &why),
                 Ok(None) => return Ok(()),
                 Err(e) => {
                     tracing::warn!(addr = %self.addr, error = %e, "protocol error; closing connection");

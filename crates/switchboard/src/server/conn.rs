@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::Duration;
@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
 use tokio_util::task::TaskTracker;
 
+use super::limits::{CallCounter, CallGuard, Charge, ConnClock};
 use super::Inner;
 use crate::call::{BoxFuture, Request, Response};
 use crate::codec::Codec;
@@ -40,18 +41,38 @@ struct Conn {
     queue: WriteQueue,
     in_flight: Mutex<HashMap<u64, AbortHandle>>,
     /// Calls running in their own task (those that did not finish inline).
-    running: AtomicUsize,
+    calls: CallCounter,
     tasks: TaskTracker,
 }
 
-pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr) {
+/// Of a connection's read buffer and of its queued answers, this much each
+/// is not charged to the memory budget: a connection with small frames
+/// never waits for the budget.
+const FREE_PER_CONNECTION: usize = READ_CHUNK;
+
+/// A request payload at least this large is charged to the memory budget
+/// while its call runs in a task of its own.
+const CHARGED_PAYLOAD: usize = 64 << 10;
+
+/// Why the read loop takes no new frames for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Saturated {
+    /// `max_calls_per_connection` calls run.
+    Calls,
+    /// `max_queued_bytes` of answers wait to be written.
+    Queue,
+    /// The memory budget cannot cover the answers waiting for this peer.
+    Budget,
+}
+
+pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr, mut clock: ConnClock) {
     let sock = Arc::new(stream);
     let conn = Arc::new(Conn {
         inner,
         peer,
         queue: WriteQueue::new(Arc::clone(&sock)),
         in_flight: Mutex::new(HashMap::new()),
-        running: AtomicUsize::new(0),
+        calls: clock.calls().clone(),
         tasks: TaskTracker::new(),
     });
     let writer = {
@@ -63,8 +84,15 @@ pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr
         })
     };
 
-    let mut decoder = FrameDecoder::new(conn.inner.config.max_frame);
+    let config = &conn.inner.config;
+    let mut decoder = FrameDecoder::new(config.max_frame)
+        .with_metadata_limits(config.max_metadata_bytes, config.max_metadata_entries);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    // What this connection holds of the server's memory budget: its read
+    // buffer (a started frame is charged whole, from its header) and its
+    // queued answers, each beyond the first FREE_PER_CONNECTION bytes.
+    let mut input = conn.inner.budget.charge();
+    let mut output = conn.inner.budget.charge();
     let mut draining = false;
     // Highest request id accepted so far; a go-away carries it so the client
     // knows which later requests never ran (as HTTP/2's GOAWAY does).
@@ -74,6 +102,10 @@ pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr
     let mut drain_acked = false;
     let drain_grace = tokio::time::sleep(Duration::MAX);
     tokio::pin!(drain_grace);
+    // Whether a whole frame came out since the clock was last told.
+    let mut completed = false;
+    // Answers waiting for a peer that reads none of them: when to give up.
+    let mut stalled_until: Option<tokio::time::Instant> = None;
     let reason = loop {
         // Backpressure: while too many calls run or too many answers wait to
         // be written, take no new frames, neither buffered nor from the
@@ -81,15 +113,22 @@ pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr
         // (The wake-up is armed only when saturated: it costs a lock.)
         let progressed = conn.queue.progressed();
         tokio::pin!(progressed);
-        let mut saturated = conn.is_saturated();
-        if saturated {
+        let mut saturated = conn.saturation(&mut output);
+        if saturated.is_some() {
             progressed.as_mut().enable();
-            saturated = conn.is_saturated();
+            saturated = conn.saturation(&mut output);
         }
-        if !saturated {
+        match saturated {
+            Some(Saturated::Queue | Saturated::Budget) => {
+                stalled_until.get_or_insert_with(|| tokio::time::Instant::now() + config.frame_timeout);
+            }
+            _ => stalled_until = None,
+        }
+        if saturated.is_none() {
             // Decode what is already buffered before reading again.
             match decoder.decode(&mut buf) {
                 Ok(Some(Decoded::Frame(frame))) => {
+                    completed = true;
                     let is_call = matches!(frame.head.kind, Kind::Request | Kind::OneWay);
                     if is_call && !draining && conn.inner.shutting_down.load(Ordering::Acquire) {
                         // Shutdown began, but this task has not seen the token
@@ -111,25 +150,70 @@ pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr
                     continue;
                 }
                 Ok(Some(Decoded::Oversized { head, len })) => {
+                    completed = true;
                     conn.on_oversized(head, len);
+                    continue;
+                }
+                Ok(Some(Decoded::Refused { head, why })) => {
+                    completed = true;
+                    conn.on_refused(head, &why);
                     continue;
                 }
                 Ok(None) => {}
                 Err(e) => break format!("protocol error: {e}"),
             }
+            // A frame has started: its header says how much finishing it
+            // holds, and the budget must cover all of it now, or the frame
+            // is refused (its bytes discarded as they come) before any of
+            // that is held.
+            let pending = decoder.pending_len(&buf);
+            if let Some(total) = pending {
+                if !input.try_hold(total.saturating_sub(FREE_PER_CONNECTION)) {
+                    if let Some((head, len)) = decoder.skip_pending(&mut buf) {
+                        conn.on_over_budget(head, len);
+                        completed = true;
+                        continue;
+                    }
+                }
+            }
             decoder.reserve_for_read(&mut buf, READ_CHUNK);
+            // Track the buffer (frames handed to calls no longer count here);
+            // read slack the budget cannot cover is not refused.
+            let held = buf.capacity().max(pending.unwrap_or(0)).saturating_sub(FREE_PER_CONNECTION);
+            if held < input.held() || pending.is_none() {
+                let _ = input.try_hold(held);
+            }
+            clock.decoded(std::mem::take(&mut completed), !buf.is_empty());
         }
         // Everything decoded so far has been answered (or handed to a
         // task): send the answers of this batch in one write.
         conn.queue.flush();
+        let stall = async {
+            match stalled_until {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = progressed, if saturated => {}
-            read = io::read_some(&sock, &mut buf), if !saturated => match read {
+            _ = progressed, if saturated.is_some() => stalled_until = None,
+            _ = output.released(), if saturated == Some(Saturated::Budget) => {}
+            _ = stall => break format!("the peer read none of its answers for the frame timeout of {:?}", config.frame_timeout),
+            read = io::read_some(&sock, &mut buf), if saturated.is_none() => match read {
                 Ok(0) if buf.is_empty() => break "closed by peer".to_owned(),
                 Ok(0) => break format!("closed by peer mid-frame ({} bytes unread)", buf.len()),
-                Ok(_) => {}
+                Ok(_) => clock.read(),
                 Err(e) => break format!("read error: {e}"),
             },
+            expired = clock.expired(|| conn.queue.len() > 0), if !draining => {
+                if !expired.is_benign() {
+                    break format!("closing: {expired}");
+                }
+                // Idle (or closed for room): go away politely, so the client
+                // moves to a new connection without losing a call.
+                tracing::debug!(peer = %conn.peer, reason = %expired, "going away");
+                draining = true;
+                drain_grace.as_mut().reset(tokio::time::Instant::now() + conn.go_away(last_id));
+            }
             _ = conn.inner.draining.cancelled(), if !draining => {
                 draining = true;
                 drain_grace.as_mut().reset(tokio::time::Instant::now() + conn.go_away(last_id));
@@ -140,7 +224,7 @@ pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr
         }
     };
 
-    if reason.starts_with("protocol error") {
+    if reason.starts_with("protocol error") || reason.starts_with("closing") || reason.starts_with("the peer") {
         tracing::warn!(peer = %conn.peer, %reason, "closing connection");
     } else {
         tracing::debug!(peer = %conn.peer, %reason, "connection closed");
@@ -154,6 +238,9 @@ pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr
     conn.tasks.wait().await;
     conn.queue.close();
     let _ = writer.await;
+    // The budget is released with `input` and `output` here, and the
+    // admission ticket with `clock`.
+    drop((input, output, clock));
 }
 
 /// Turn away a connection over the server's limit: a go-away carrying
@@ -161,10 +248,10 @@ pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr
 /// retry elsewhere), then the connection closes. What the client already sent
 /// is read and discarded first (for at most a second), so closing with unread
 /// data does not reset the connection before the client reads the go-away.
-pub(super) async fn refuse(mut stream: TcpStream, limit: usize) {
+pub(super) async fn refuse(mut stream: TcpStream, why: String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut meta = Metadata::default();
-    meta.set_message(format!("connection limit of {limit} reached; try another instance"));
+    meta.set_message(why);
     let head =
         Head { kind: Kind::GoAway, codec: 0, flags: FLAG_REFUSED, status: Code::ResourceExhausted.as_u16(), id: 0 };
     let mut buf = BytesMut::new();
@@ -179,14 +266,19 @@ pub(super) async fn refuse(mut stream: TcpStream, limit: usize) {
     .await;
 }
 
-/// Counts a spawned call down when its task ends, however it ends, and
-/// wakes a read loop paused on the per-connection call limit.
-struct RunningGuard<'a>(&'a Conn);
+/// Counts a spawned call down when its task ends, however it ends, wakes a
+/// read loop paused on the per-connection call limit, and releases what the
+/// call's request held of the memory budget.
+struct RunningGuard<'a> {
+    conn: &'a Conn,
+    call: Option<CallGuard>,
+    _charge: Option<Charge>,
+}
 
 impl Drop for RunningGuard<'_> {
     fn drop(&mut self) {
-        self.0.running.fetch_sub(1, Ordering::Relaxed);
-        self.0.queue.notify_progress();
+        self.call.take();
+        self.conn.queue.notify_progress();
     }
 }
 
@@ -201,10 +293,21 @@ fn encode_or_log(buf: &mut BytesMut, head: Head, meta: &Metadata, payload: &[u8]
 }
 
 impl Conn {
-    fn is_saturated(&self) -> bool {
+    /// Whether (and why) to take no new frames now. `output` follows the
+    /// queued answers' share of the memory budget.
+    fn saturation(&self, output: &mut Charge) -> Option<Saturated> {
         let config = &self.inner.config;
-        self.running.load(Ordering::Relaxed) >= config.max_calls_per_connection
-            || self.queue.len() > config.max_queued_bytes
+        if self.calls.running() >= config.max_calls_per_connection {
+            return Some(Saturated::Calls);
+        }
+        let queued = self.queue.len();
+        if queued > config.max_queued_bytes {
+            return Some(Saturated::Queue);
+        }
+        if !output.try_hold(queued.saturating_sub(FREE_PER_CONNECTION)) {
+            return Some(Saturated::Budget);
+        }
+        None
     }
 
     /// Start draining: tell the client (a go-away carrying `last_id`, the
@@ -257,6 +360,23 @@ impl Conn {
         }
     }
 
+    fn on_refused(&self, head: Head, why: &frame::FrameError) {
+        tracing::warn!(peer = %self.peer, id = head.id, reason = %why, "refused a frame over a metadata limit");
+        self.reply_error(head, 0, &Status::resource_exhausted(format!("request refused: {why}")));
+    }
+
+    /// A frame the memory budget cannot cover: refused unprocessed (the
+    /// client may send it elsewhere).
+    fn on_over_budget(&self, head: Head, len: u64) {
+        let budget = &self.inner.budget;
+        tracing::warn!(peer = %self.peer, id = head.id, len, used = budget.used(), limit = budget.limit(), "memory budget exhausted; refused a frame");
+        let status = Status::resource_exhausted(format!(
+            "request frame of {len} bytes refused: the server's memory budget of {} bytes is in use; try again later or elsewhere",
+            budget.limit()
+        ));
+        self.reply_error(head, FLAG_REFUSED, &status);
+    }
+
     /// Answer request `req` with an error. One-way frames get no answer.
     fn reply_error(&self, req: Head, flags: u8, status: &Status) {
         if req.kind != Kind::Request {
@@ -294,6 +414,7 @@ impl Conn {
         // One clock read per call: the deadline becomes a local instant that
         // the request, the handler's Context and the timer all share.
         let deadline = frame.meta.deadline().or(self.inner.config.default_timeout);
+        let payload_len = payload.len();
         let req = Request {
             codec,
             metadata: frame.meta,
@@ -331,11 +452,16 @@ impl Conn {
         // cancel frames. Spawned while holding the lock so the task cannot
         // finish (and remove its entry) before the entry exists.
         let conn = Arc::clone(self);
+        let charge = (payload_len >= CHARGED_PAYLOAD).then(|| {
+            let mut charge = self.inner.budget.charge();
+            charge.add_anyway(payload_len);
+            charge
+        });
         let mut in_flight = lock(&self.in_flight);
-        self.running.fetch_add(1, Ordering::Relaxed);
+        let call_guard = self.calls.enter();
         let task = self.tasks.spawn(async move {
             // Counted down even if the task is aborted (cancel, shutdown).
-            let _running = RunningGuard(&conn);
+            let _running = RunningGuard { conn: &conn, call: Some(call_guard), _charge: charge };
             let result = call.await;
             lock(&conn.in_flight).remove(&head.id);
             if head.kind == Kind::Request {

@@ -34,6 +34,7 @@
 
 mod announce;
 mod conn;
+pub(crate) mod limits;
 mod router;
 mod sniff;
 
@@ -43,7 +44,6 @@ use std::task::Poll;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -57,6 +57,7 @@ use crate::middleware::Middleware;
 use crate::middleware::Next;
 use crate::status::Status;
 use announce::{AnnounceConfig, Announcer};
+use limits::{Admission, ConnClock, MemoryBudget};
 
 /// Server settings. The defaults suit most services.
 #[derive(Debug, Clone)]
@@ -82,6 +83,39 @@ pub struct ServerConfig {
     /// Stop reading a connection while this many response bytes wait to be
     /// written to it (a client that does not read its answers). Default 8 MiB.
     pub max_queued_bytes: usize,
+    /// Most connections from one IP address, so one peer cannot take the
+    /// whole [`max_connections`](Self::max_connections). Default 1,024.
+    pub max_connections_per_peer: usize,
+    /// How long a new connection may take to send its first complete frame
+    /// (or request header, whatever its protocol; naming the protocol
+    /// included). Default 10 s.
+    pub handshake_timeout: Duration,
+    /// How long a frame (or request) may take to arrive once its first
+    /// bytes have; also how long answers may wait for a peer that reads
+    /// none of them. Default 30 s.
+    pub frame_timeout: Duration,
+    /// Close a connection with nothing in flight (no call running, no
+    /// answer waiting, no frame half read) for this long; a client's ping
+    /// counts as traffic. A Switchboard client is sent a go-away first, so
+    /// it moves to a new connection without losing a call. `None` keeps
+    /// idle connections open. Default 5 min.
+    pub idle_timeout: Option<Duration>,
+    /// Bytes of buffered input and queued output all connections may hold
+    /// together. Past it the server stops reading from connections that
+    /// want more, refuses new large frames with ResourceExhausted, and the
+    /// frame timeout drops connections that hold their share without making
+    /// progress. Each connection's first read buffer (64 KiB) is not
+    /// counted. Default 256 MiB.
+    pub memory_budget: usize,
+    /// Largest metadata section of a frame (method, deadline, trace
+    /// context, status message and details, user entries). Checked from the
+    /// header, before the bytes are buffered. Default 64 KiB.
+    pub max_metadata_bytes: usize,
+    /// Most user key/value entries in one frame's metadata. Default 256.
+    pub max_metadata_entries: usize,
+    /// Raise the process's soft open-file limit to its hard limit when the
+    /// first server starts serving (as Go's runtime does). Default true.
+    pub raise_fd_limit: bool,
 }
 
 impl Default for ServerConfig {
@@ -94,6 +128,14 @@ impl Default for ServerConfig {
             compress_threshold: 1024,
             max_calls_per_connection: 10_000,
             max_queued_bytes: 8 << 20,
+            max_connections_per_peer: 1024,
+            handshake_timeout: Duration::from_secs(10),
+            frame_timeout: Duration::from_secs(30),
+            idle_timeout: Some(Duration::from_secs(300)),
+            memory_budget: 256 << 20,
+            max_metadata_bytes: 64 << 10,
+            max_metadata_entries: 256,
+            raise_fd_limit: true,
         }
     }
 }
@@ -147,6 +189,36 @@ impl ServerBuilder {
         self
     }
 
+    /// Set [`ServerConfig::max_connections_per_peer`].
+    pub fn max_connections_per_peer(mut self, n: usize) -> ServerBuilder {
+        self.config.max_connections_per_peer = n;
+        self
+    }
+
+    /// Set [`ServerConfig::handshake_timeout`].
+    pub fn handshake_timeout(mut self, timeout: Duration) -> ServerBuilder {
+        self.config.handshake_timeout = timeout;
+        self
+    }
+
+    /// Set [`ServerConfig::frame_timeout`].
+    pub fn frame_timeout(mut self, timeout: Duration) -> ServerBuilder {
+        self.config.frame_timeout = timeout;
+        self
+    }
+
+    /// Set [`ServerConfig::idle_timeout`].
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> ServerBuilder {
+        self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// Set [`ServerConfig::memory_budget`].
+    pub fn memory_budget(mut self, bytes: usize) -> ServerBuilder {
+        self.config.memory_budget = bytes;
+        self
+    }
+
     /// Register every service this server serves with `registrar` once it
     /// serves, keep the registrations current as services are added and
     /// removed, and withdraw them on [`Server::shutdown`] before draining.
@@ -182,12 +254,13 @@ impl ServerBuilder {
             id: self.instance_id,
             metadata: self.metadata,
         });
-        let limit = self.config.max_connections.min(Semaphore::MAX_PERMITS);
         Server {
             inner: Arc::new(Inner {
                 router: Arc::new(self.router),
                 chain: self.middleware.into(),
-                connection_slots: Arc::new(Semaphore::new(limit)),
+                admission: Admission::new(&self.config),
+                budget: MemoryBudget::new(self.config.memory_budget),
+                reserve_fd: std::sync::Mutex::new(None),
                 config: self.config,
                 draining: CancellationToken::new(),
                 shutting_down: AtomicBool::new(false),
@@ -204,7 +277,14 @@ pub(crate) struct Inner {
     pub(crate) router: Arc<Router>,
     pub(crate) chain: Arc<[Arc<dyn Middleware<Status>>]>,
     pub(crate) config: ServerConfig,
-    connection_slots: Arc<Semaphore>,
+    /// The open connections, against the global and per-peer caps.
+    pub(crate) admission: Arc<Admission>,
+    /// Buffered input and queued output of all connections.
+    pub(crate) budget: Arc<MemoryBudget>,
+    /// A file descriptor held in reserve: when the process runs out and no
+    /// idle connection can be closed, it is given up to accept and refuse
+    /// one waiting client, so that client hears why at once.
+    reserve_fd: std::sync::Mutex<Option<std::fs::File>>,
     /// Graceful phase: no new connections or calls; calls in flight finish.
     pub(crate) draining: CancellationToken,
     /// Set just before `draining` is cancelled. Connection tasks check it
@@ -255,6 +335,51 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Put a descriptor in reserve if none is (see `reserve_fd`).
+    fn keep_reserve_fd(&self) {
+        let mut reserve = self.reserve_fd.lock().unwrap_or_else(|p| p.into_inner());
+        if reserve.is_none() {
+            *reserve = std::fs::File::open("/dev/null").ok();
+        }
+    }
+
+    /// The process is out of file descriptors: ask the connections idle the
+    /// longest to close; if none is idle, spend the reserve descriptor to
+    /// accept one waiting client and tell it why it is refused.
+    async fn make_room(&self, listener: &TcpListener, error: &std::io::Error) {
+        let open = self.admission.open();
+        let asked = self.admission.evict_idle(EVICT_WHEN_OUT_OF_FDS);
+        tracing::warn!(error = %error, open, closing_idle = asked, "out of file descriptors");
+        if asked > 0 {
+            return;
+        }
+        let reserve = self.reserve_fd.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if reserve.is_none() {
+            return;
+        }
+        drop(reserve);
+        // A client is waiting (accept failed for want of a descriptor, not
+        // of a client): this accept returns at once.
+        if let Ok(Ok((stream, peer))) = tokio::time::timeout(Duration::from_millis(10), listener.accept()).await {
+            tracing::warn!(%peer, "refusing a connection: out of file descriptors");
+            tokio::spawn(conn::refuse(
+                stream,
+                "the server is out of file descriptors; try another instance".to_owned(),
+            ));
+        }
+    }
+}
+
+/// How many idle connections to close each time accept runs out of file
+/// descriptors.
+const EVICT_WHEN_OUT_OF_FDS: usize = 8;
+
+/// EMFILE (this process) or ENFILE (the whole system).
+fn is_out_of_fds(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(23 | 24))
+}
+
 /// A Switchboard server. Cheap to clone; all clones control the same server.
 #[derive(Clone)]
 pub struct Server {
@@ -302,6 +427,13 @@ impl Server {
                 *announcer = Some(Announcer::start(config, Arc::clone(&self.inner.router), local)?);
             }
         }
+        if self.inner.config.raise_fd_limit {
+            limits::raise_fd_limit();
+        }
+        self.inner.keep_reserve_fd();
+        // Out of file descriptors: wait this long before accepting again
+        // (grows while it lasts).
+        let mut out_of_fds_pause = Duration::from_millis(1);
         loop {
             let accepted = tokio::select! {
                 biased;
@@ -310,25 +442,39 @@ impl Server {
             };
             let (stream, peer) = match accepted {
                 Ok(pair) => pair,
+                Err(e) if is_out_of_fds(&e) => {
+                    self.inner.make_room(&listener, &e).await;
+                    tokio::select! {
+                        _ = self.inner.draining.cancelled() => break,
+                        _ = tokio::time::sleep(out_of_fds_pause) => {}
+                    }
+                    out_of_fds_pause = (out_of_fds_pause * 2).min(Duration::from_millis(100));
+                    continue;
+                }
                 Err(e) => {
-                    // Out of file descriptors and the like: back off, keep serving.
                     tracing::warn!(%local, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             };
-            let Ok(slot) = Arc::clone(&self.inner.connection_slots).try_acquire_owned() else {
-                let limit = self.inner.config.max_connections;
-                tracing::warn!(%peer, limit, "connection limit reached; refusing the connection");
-                tokio::spawn(conn::refuse(stream, limit));
-                continue;
+            if out_of_fds_pause > Duration::from_millis(1) {
+                // Descriptors are back: put one in reserve again.
+                out_of_fds_pause = Duration::from_millis(1);
+                self.inner.keep_reserve_fd();
+            }
+            let accepted_at = tokio::time::Instant::now();
+            let ticket = match self.inner.admission.admit(peer.ip()) {
+                Ok(ticket) => ticket,
+                Err(refusal) => {
+                    tracing::warn!(%peer, %refusal, "refusing a connection");
+                    tokio::spawn(conn::refuse(stream, refusal.to_string()));
+                    continue;
+                }
             };
             let _ = stream.set_nodelay(true);
             let inner = Arc::clone(&self.inner);
-            self.inner.connections.spawn(async move {
-                sniff::serve(inner, stream, peer).await;
-                drop(slot);
-            });
+            let clock = ConnClock::new(&inner.config, ticket, accepted_at);
+            self.inner.connections.spawn(sniff::serve(inner, stream, peer, clock));
         }
         tracing::info!(%local, "switchboard server stopped accepting");
         Ok(())

@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use crate::call::{Request, Response};
 use crate::codec::Codec;
 use crate::go::gob::{self, GobError};
+use crate::server::limits::{CallCounter, ConnClock, Expired};
 use crate::server::{Inner, Resolved};
 use crate::status::Status;
 
@@ -81,6 +82,8 @@ enum End {
     Draining,
     /// The stream cannot be read further.
     Broken(String),
+    /// A time limit passed (or the server needed the descriptor).
+    Expired(Expired),
 }
 
 /// The Go error string for a failed call: the handler's message, or Go's
@@ -101,15 +104,17 @@ fn go_error(inner: &Inner, method: &str, status: &Status) -> String {
 struct Calls<Id> {
     inner: Arc<Inner>,
     peer: SocketAddr,
+    counter: CallCounter,
     tasks: TaskTracker,
     slots: Arc<Semaphore>,
     replies: mpsc::Sender<Reply<Id>>,
 }
 
 impl<Id: Send + 'static> Calls<Id> {
-    fn new(inner: &Arc<Inner>, peer: SocketAddr, replies: mpsc::Sender<Reply<Id>>) -> Calls<Id> {
+    fn new(inner: &Arc<Inner>, peer: SocketAddr, clock: &ConnClock, replies: mpsc::Sender<Reply<Id>>) -> Calls<Id> {
         let slots = Arc::new(Semaphore::new(inner.config.max_calls_per_connection.max(1)));
-        Calls { inner: Arc::clone(inner), peer, tasks: TaskTracker::new(), slots, replies }
+        let counter = clock.calls().clone();
+        Calls { inner: Arc::clone(inner), peer, counter, tasks: TaskTracker::new(), slots, replies }
     }
 
     /// Waits for a free slot (the backpressure: no reading meanwhile).
@@ -124,7 +129,9 @@ impl<Id: Send + 'static> Calls<Id> {
         req.peer = Some(self.peer);
         req.deadline = inner.config.default_timeout.and_then(|d| tokio::time::Instant::now().checked_add(d));
         let (inner, replies) = (Arc::clone(inner), self.replies.clone());
+        let running = self.counter.enter();
         self.tasks.spawn(async move {
+            let _running = running;
             let result = tokio::select! {
                 result = inner.dispatch(req) => result.map_err(|status| go_error(&inner, &method, &status)),
                 _ = inner.stop.cancelled() => Err("rpc: the server stopped before the call finished".to_owned()),
@@ -142,6 +149,10 @@ impl<Id: Send + 'static> Calls<Id> {
             End::Closed => tracing::debug!(%peer, protocol, "net/rpc client closed the connection"),
             End::Draining => tracing::debug!(%peer, protocol, "server draining; closing the net/rpc connection"),
             End::Broken(why) => tracing::warn!(%peer, protocol, reason = %why, "closing a net/rpc connection"),
+            End::Expired(why) if why.is_benign() => {
+                tracing::debug!(%peer, protocol, reason = %why, "closing a net/rpc connection")
+            }
+            End::Expired(why) => tracing::warn!(%peer, protocol, reason = %why, "closing a net/rpc connection"),
         }
         self.tasks.close();
         self.tasks.wait().await;
@@ -152,41 +163,58 @@ impl<Id: Send + 'static> Calls<Id> {
 
 /// Reads more bytes into `buf`; `Ok(false)` at end of stream. Stops early
 /// (returning `Err(End::Draining)`) when the server drains.
-async fn fill<R: AsyncRead + Unpin>(inner: &Inner, rd: &mut R, buf: &mut BytesMut) -> Result<bool, End> {
+async fn fill<R: AsyncRead + Unpin>(
+    inner: &Inner,
+    clock: &mut ConnClock,
+    rd: &mut R,
+    buf: &mut BytesMut,
+) -> Result<bool, End> {
     buf.reserve(READ_CHUNK);
+    clock.decoded(false, !buf.is_empty());
     tokio::select! {
         read = rd.read_buf(buf) => match read {
             Ok(0) => Ok(false),
-            Ok(_) => Ok(true),
+            Ok(_) => {
+                clock.read();
+                Ok(true)
+            }
             Err(e) => Err(End::Broken(format!("read failed: {e}"))),
         },
         _ = inner.draining.cancelled() => Err(End::Draining),
+        expired = clock.expired(|| false) => Err(End::Expired(expired)),
     }
 }
 
 /// Serves Go's net/rpc over gob on `rd`/`wr`; `buf` holds bytes already
 /// read (the sniffed prefix, or what followed an HTTP head).
-pub(crate) async fn serve_gob<R, W>(inner: Arc<Inner>, mut rd: R, wr: W, peer: SocketAddr, mut buf: BytesMut)
-where
+pub(crate) async fn serve_gob<R, W>(
+    inner: Arc<Inner>,
+    mut rd: R,
+    wr: W,
+    peer: SocketAddr,
+    mut buf: BytesMut,
+    mut clock: ConnClock,
+) where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let (replies, queue) = mpsc::channel::<Reply<u64>>(REPLY_QUEUE);
     let writer = tokio::spawn(gob_writer(wr, queue, peer));
-    let calls = Calls::new(&inner, peer, replies);
+    let calls = Calls::new(&inner, peer, &clock, replies);
     let limits = gob::Limits { max_message: inner.config.max_frame, ..gob::Limits::default() };
     let mut decoder = gob::Decoder::with_limits(limits);
     let end = loop {
         let header: RequestHeader =
-            match read_gob(&inner, &mut rd, &mut buf, &mut decoder, |d, body| d.decode_value(body)).await {
+            match read_gob(&inner, &mut clock, &mut rd, &mut buf, &mut decoder, |d, body| d.decode_value(body)).await {
                 Ok(header) => header,
                 Err(end) => break end,
             };
-        let payload = match read_gob(&inner, &mut rd, &mut buf, &mut decoder, body_payload).await {
+        let payload = match read_gob(&inner, &mut clock, &mut rd, &mut buf, &mut decoder, body_payload).await {
             Ok(payload) => payload,
             Err(End::Closed) => break End::Broken("the stream ended between a request header and its body".into()),
             Err(end) => break end,
         };
+        clock.decoded(true, !buf.is_empty());
         let Some(slot) = calls.slot().await else { break End::Draining };
         let (codec, payload) = payload;
         calls.start(slot, header.seq, header.service_method, codec, payload);
@@ -197,6 +225,7 @@ where
 /// Reads the next value of the gob stream and hands its body to `take`.
 async fn read_gob<R, T>(
     inner: &Inner,
+    clock: &mut ConnClock,
     rd: &mut R,
     buf: &mut BytesMut,
     decoder: &mut gob::Decoder,
@@ -215,7 +244,7 @@ where
             Ok(None) => {}
             Err(e) => return Err(End::Broken(format!("bad gob stream: {e}"))),
         }
-        if !fill(inner, rd, buf).await? {
+        if !fill(inner, clock, rd, buf).await? {
             return Err(if buf.is_empty() {
                 End::Closed
             } else {
@@ -310,21 +339,28 @@ async fn gob_writer<W: AsyncWrite + Unpin>(mut wr: W, mut queue: mpsc::Receiver<
 }
 
 /// Serves Go's net/rpc/jsonrpc.
-pub(crate) async fn serve_jsonrpc<R, W>(inner: Arc<Inner>, mut rd: R, wr: W, peer: SocketAddr, mut buf: BytesMut)
-where
+pub(crate) async fn serve_jsonrpc<R, W>(
+    inner: Arc<Inner>,
+    mut rd: R,
+    wr: W,
+    peer: SocketAddr,
+    mut buf: BytesMut,
+    mut clock: ConnClock,
+) where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let (replies, queue) = mpsc::channel::<Reply<Box<serde_json::value::RawValue>>>(REPLY_QUEUE);
     let writer = tokio::spawn(json_writer(wr, queue, peer));
-    let calls = Calls::new(&inner, peer, replies);
+    let calls = Calls::new(&inner, peer, &clock, replies);
     let end = loop {
         let request = match next_json(&buf, inner.config.max_frame) {
             Ok(Some((request, used))) => {
                 buf.advance(used);
+                clock.decoded(true, !buf.iter().all(u8::is_ascii_whitespace));
                 request
             }
-            Ok(None) => match fill(&inner, &mut rd, &mut buf).await {
+            Ok(None) => match fill(&inner, &mut clock, &mut rd, &mut buf).await {
                 Ok(true) => continue,
                 Ok(false) if buf.iter().all(u8::is_ascii_whitespace) => break End::Closed,
                 Ok(false) => break End::Broken("the stream ended inside a request".into()),
@@ -430,8 +466,14 @@ fn encode_json_reply(reply: Reply<Box<serde_json::value::RawValue>>, out: &mut V
 
 /// Serves HTTP the way Go's `rpc.HandleHTTP` does: `CONNECT /_goRPC_`
 /// switches the connection to gob; any other request is refused.
-pub(crate) async fn serve_http<R, W>(inner: Arc<Inner>, mut rd: R, mut wr: W, peer: SocketAddr, mut buf: BytesMut)
-where
+pub(crate) async fn serve_http<R, W>(
+    inner: Arc<Inner>,
+    mut rd: R,
+    mut wr: W,
+    peer: SocketAddr,
+    mut buf: BytesMut,
+    mut clock: ConnClock,
+) where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send + 'static,
 {
@@ -444,8 +486,12 @@ where
             let _ = wr.write_all(b"HTTP/1.0 431 Request Header Fields Too Large\r\n\r\n").await;
             return;
         }
-        match fill(&inner, &mut rd, &mut buf).await {
+        match fill(&inner, &mut clock, &mut rd, &mut buf).await {
             Ok(true) => {}
+            Err(End::Expired(why)) => {
+                tracing::debug!(%peer, reason = %why, "closing an HTTP connection");
+                return;
+            }
             _ => return,
         }
     };
@@ -466,7 +512,7 @@ where
     if wr.write_all(b"HTTP/1.0 200 Connected to Go RPC\n\n").await.is_err() {
         return;
     }
-    serve_gob(inner, rd, wr, peer, buf).await;
+    serve_gob(inner, rd, wr, peer, buf, clock).await;
 }
 
 /// Where an HTTP request head ends (after its blank line), if it does yet.
