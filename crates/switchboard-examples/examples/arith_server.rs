@@ -21,13 +21,15 @@ struct Cli {
     listen: String,
     #[command(flatten)]
     announce: Announce,
+    #[command(flatten)]
+    limits: switchboard_examples::ServerFlags,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     switchboard_examples::init_logging();
     let cli = Cli::parse();
-    let builder = Server::builder().layer(Logging).service(ArithServer::new(Calculator));
+    let builder = cli.limits.apply(Server::builder()).layer(Logging).service(ArithServer::new(Calculator));
     let server = cli.announce.apply(builder)?.build();
     switchboard_examples::serve_until_signal(server, &cli.listen).await
 }

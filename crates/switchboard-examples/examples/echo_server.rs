@@ -48,13 +48,16 @@ struct Cli {
     /// filters them).
     #[arg(long)]
     log: bool,
+
+    #[command(flatten)]
+    limits: switchboard_examples::ServerFlags,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     switchboard_examples::init_logging();
     let cli = Cli::parse();
-    let mut builder = Server::builder().service(EchoServer::new(Echoer));
+    let mut builder = cli.limits.apply(Server::builder()).service(EchoServer::new(Echoer));
     if cli.log {
         builder = builder.layer(Logging);
     }

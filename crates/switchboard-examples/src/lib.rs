@@ -146,6 +146,78 @@ impl switchboard::Channel for Target {
     }
 }
 
+/// The server limits every example server takes on its command line
+/// (`--handshake-timeout 2s`, `--memory-budget 64MiB`, ...); unset flags
+/// keep [`switchboard::server::ServerConfig`]'s defaults.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServerFlags {
+    /// Time a new connection has to send its first complete frame.
+    #[arg(long, value_parser = parse_duration)]
+    pub handshake_timeout: Option<Duration>,
+    /// Time a started frame has to arrive whole (and answers to be read).
+    #[arg(long, value_parser = parse_duration)]
+    pub frame_timeout: Option<Duration>,
+    /// Close connections with nothing in flight for this long (`off`: never).
+    #[arg(long, value_parser = parse_idle)]
+    pub idle_timeout: Option<Option<Duration>>,
+    /// Bytes all connections may buffer and queue together (`256MiB`, `1GiB`, or bytes).
+    #[arg(long, value_parser = parse_size)]
+    pub memory_budget: Option<usize>,
+    /// Most connections served at once.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Most connections from one IP address.
+    #[arg(long)]
+    pub max_connections_per_peer: Option<usize>,
+}
+
+impl ServerFlags {
+    /// Apply the flags that were given to `builder`.
+    pub fn apply(&self, mut builder: switchboard::server::ServerBuilder) -> switchboard::server::ServerBuilder {
+        if let Some(t) = self.handshake_timeout {
+            builder = builder.handshake_timeout(t);
+        }
+        if let Some(t) = self.frame_timeout {
+            builder = builder.frame_timeout(t);
+        }
+        if let Some(t) = self.idle_timeout {
+            builder = builder.idle_timeout(t);
+        }
+        if let Some(bytes) = self.memory_budget {
+            builder = builder.memory_budget(bytes);
+        }
+        if let Some(n) = self.max_connections {
+            builder = builder.max_connections(n);
+        }
+        if let Some(n) = self.max_connections_per_peer {
+            builder = builder.max_connections_per_peer(n);
+        }
+        builder
+    }
+}
+
+fn parse_idle(s: &str) -> Result<Option<Duration>, String> {
+    if s == "off" {
+        return Ok(None);
+    }
+    parse_duration(s).map(Some)
+}
+
+/// `4096`, `64KiB`, `256MiB`, `1GiB`.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: usize = number.parse().map_err(|_| format!("{s:?} is not a size like 4096, 64KiB or 256MiB"))?;
+    let scale: usize = match unit {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => return Err(format!("unknown unit {other:?} in {s:?} (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(scale).ok_or_else(|| format!("{s:?} is too large"))
+}
+
 /// Serve on `listen` until Ctrl-C or SIGTERM, then shut down gracefully
 /// (deregistering first when a registrar is set).
 pub async fn serve_until_signal(server: Server, listen: &str) -> anyhow::Result<()> {

@@ -375,6 +375,12 @@ impl FrameDecoder {
         self
     }
 
+    /// Whether a frame has started and not ended: bytes of it are in `buf`,
+    /// or the rest of a refused frame is still to be discarded.
+    pub fn in_frame(&self, buf: &BytesMut) -> bool {
+        self.skipping > 0 || !buf.is_empty()
+    }
+
     /// Total length of the frame whose header is at the front of `buf` and
     /// whose bytes have not all arrived: what finishing it will hold.
     pub fn pending_len(&self, buf: &BytesMut) -> Option<usize> {

@@ -99,6 +99,10 @@ impl Batch {
         self.segments.is_empty()
     }
 
+    fn len(&self) -> usize {
+        self.segments.iter().map(Bytes::len).sum()
+    }
+
     /// Write as much as the socket takes now; `Ok(false)` if it would block.
     fn write_now(&mut self, sock: &TcpStream) -> io::Result<bool> {
         while !self.is_empty() {
@@ -133,6 +137,11 @@ pub(crate) struct WriteQueue {
     state: Mutex<State>,
     /// `state.buf.len()`, readable without the lock.
     queued: AtomicUsize,
+    /// Bytes handed to the writer task and not yet written (a full socket).
+    handed: AtomicUsize,
+    /// How long the writer task waits for a full socket to take a byte
+    /// before it gives up on the connection (`None`: for ever).
+    stall_limit: Option<std::time::Duration>,
     /// Wakes the writer task: bytes were handed to it, or the queue closed.
     wake: Notify,
     progress: Notify,
@@ -151,9 +160,18 @@ impl WriteQueue {
                 handoff: None,
             }),
             queued: AtomicUsize::new(0),
+            handed: AtomicUsize::new(0),
+            stall_limit: None,
             wake: Notify::new(),
             progress: Notify::new(),
         }
+    }
+
+    /// The same queue, whose writer gives up (failing the queue) when the
+    /// peer has taken no byte for `limit`.
+    pub(crate) fn with_stall_limit(mut self, limit: std::time::Duration) -> WriteQueue {
+        self.stall_limit = Some(limit);
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -239,6 +257,7 @@ impl WriteQueue {
     /// Give unwritten bytes to the writer task, which waits for the socket.
     /// `writing` stays set: until it has drained, producers only append.
     fn hand_to_writer(&self, rest: Batch) {
+        self.handed.store(rest.len(), Ordering::Relaxed);
         self.lock().handoff = Some(rest);
         self.wake.notify_one();
     }
@@ -261,6 +280,7 @@ impl WriteQueue {
 
     fn fail(&self, err: io::Error) {
         tracing::debug!(error = %err, "write failed; closing connection");
+        self.handed.store(0, Ordering::Relaxed);
         {
             let mut state = self.lock();
             state.writing = false;
@@ -275,9 +295,9 @@ impl WriteQueue {
         self.progress.notify_waiters();
     }
 
-    /// Bytes queued and not yet handed to the socket.
+    /// Bytes queued and not yet written to the socket.
     pub(crate) fn len(&self) -> usize {
-        self.queued.load(Ordering::Relaxed)
+        self.queued.load(Ordering::Relaxed) + self.handed.load(Ordering::Relaxed)
     }
 
     /// Wakes every waiter: a write finished, or (server) a call finished.
@@ -335,8 +355,10 @@ impl WriteQueue {
                     None
                 } else {
                     state.writing = true;
+                    let batch = state.take();
+                    self.handed.store(batch.len(), Ordering::Relaxed);
                     self.queued.store(0, Ordering::Relaxed);
-                    Some(state.take())
+                    Some(batch)
                 }
             };
             let Some(mut batch) = batch else {
@@ -344,19 +366,31 @@ impl WriteQueue {
                 continue;
             };
             loop {
-                let written = match self.sock.writable().await {
+                let writable = match self.stall_limit {
+                    None => self.sock.writable().await,
+                    Some(limit) => match tokio::time::timeout(limit, self.sock.writable()).await {
+                        Ok(ready) => ready,
+                        Err(_) => Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("the peer took none of its answers for {limit:?}"),
+                        )),
+                    },
+                };
+                let written = match writable {
                     Ok(()) => batch.write_now(&self.sock),
                     Err(e) => Err(e),
                 };
                 match written {
                     Ok(true) => break,
-                    Ok(false) => {}
+                    Ok(false) => self.handed.store(batch.len(), Ordering::Relaxed),
                     Err(e) => {
+                        self.handed.store(0, Ordering::Relaxed);
                         self.fail(io::Error::new(e.kind(), e.to_string()));
                         return Err(e);
                     }
                 }
             }
+            self.handed.store(0, Ordering::Relaxed);
             self.finish_pass();
         }
     }

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
 use tokio_util::task::TaskTracker;
 
-use super::limits::{CallCounter, CallGuard, Charge, ConnClock};
+use super::limits::{CallCounter, CallGuard, Charge, ConnClock, Expired};
 use super::Inner;
 use crate::call::{BoxFuture, Request, Response};
 use crate::codec::Codec;
@@ -67,22 +67,22 @@ enum Saturated {
 
 pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr, mut clock: ConnClock) {
     let sock = Arc::new(stream);
+    let stall_limit = inner.config.frame_timeout;
     let conn = Arc::new(Conn {
         inner,
         peer,
-        queue: WriteQueue::new(Arc::clone(&sock)),
+        // A peer that takes none of its answers for the frame timeout is
+        // dropped: its queued answers are memory held for nothing.
+        queue: WriteQueue::new(Arc::clone(&sock)).with_stall_limit(stall_limit),
         in_flight: Mutex::new(HashMap::new()),
         calls: clock.calls().clone(),
         tasks: TaskTracker::new(),
     });
-    let writer = {
+    let mut writer = {
         let conn = Arc::clone(&conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.queue.run_writer().await {
-                tracing::debug!(peer = %conn.peer, error = %e, "write failed; closing connection");
-            }
-        })
+        tokio::spawn(async move { conn.queue.run_writer().await.err() })
     };
+    let mut writer_done = false;
 
     let config = &conn.inner.config;
     let mut decoder = FrameDecoder::new(config.max_frame)
@@ -104,8 +104,6 @@ pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr
     tokio::pin!(drain_grace);
     // Whether a whole frame came out since the clock was last told.
     let mut completed = false;
-    // Answers waiting for a peer that reads none of them: when to give up.
-    let mut stalled_until: Option<tokio::time::Instant> = None;
     let reason = loop {
         // Backpressure: while too many calls run or too many answers wait to
         // be written, take no new frames, neither buffered nor from the
@@ -117,12 +115,6 @@ pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr
         if saturated.is_some() {
             progressed.as_mut().enable();
             saturated = conn.saturation(&mut output);
-        }
-        match saturated {
-            Some(Saturated::Queue | Saturated::Budget) => {
-                stalled_until.get_or_insert_with(|| tokio::time::Instant::now() + config.frame_timeout);
-            }
-            _ => stalled_until = None,
         }
         if saturated.is_none() {
             // Decode what is already buffered before reading again.
@@ -183,21 +175,22 @@ pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr
             if held < input.held() || pending.is_none() {
                 let _ = input.try_hold(held);
             }
-            clock.decoded(std::mem::take(&mut completed), !buf.is_empty());
+            clock.decoded(std::mem::take(&mut completed), decoder.in_frame(&buf));
         }
         // Everything decoded so far has been answered (or handed to a
         // task): send the answers of this batch in one write.
         conn.queue.flush();
-        let stall = async {
-            match stalled_until {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
-            _ = progressed, if saturated.is_some() => stalled_until = None,
+            _ = progressed, if saturated.is_some() => {}
             _ = output.released(), if saturated == Some(Saturated::Budget) => {}
-            _ = stall => break format!("the peer read none of its answers for the frame timeout of {:?}", config.frame_timeout),
+            failed = &mut writer, if !writer_done => {
+                writer_done = true;
+                match failed {
+                    Ok(Some(e)) if e.kind() == std::io::ErrorKind::TimedOut => break format!("closing: {e}"),
+                    Ok(Some(e)) => break format!("write error: {e}"),
+                    _ => break "writer ended".to_owned(),
+                }
+            }
             read = io::read_some(&sock, &mut buf), if saturated.is_none() => match read {
                 Ok(0) if buf.is_empty() => break "closed by peer".to_owned(),
                 Ok(0) => break format!("closed by peer mid-frame ({} bytes unread)", buf.len()),
@@ -205,6 +198,18 @@ pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr
                 Err(e) => break format!("read error: {e}"),
             },
             expired = clock.expired(|| conn.queue.len() > 0), if !draining => {
+                match expired {
+                    // Port scanners and TCP health checks do this: not worth a warning.
+                    Expired::Handshake(_) => break expired.to_string(),
+                    // The process is out of descriptors and this connection is
+                    // idle: close now (a go-away first, so the client knows
+                    // nothing of its was lost), without waiting for a pong.
+                    Expired::Evicted => {
+                        conn.go_away(last_id);
+                        break expired.to_string();
+                    }
+                    _ => {}
+                }
                 if !expired.is_benign() {
                     break format!("closing: {expired}");
                 }
@@ -224,7 +229,7 @@ pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr
         }
     };
 
-    if reason.starts_with("protocol error") || reason.starts_with("closing") || reason.starts_with("the peer") {
+    if reason.starts_with("protocol error") || reason.starts_with("closing") {
         tracing::warn!(peer = %conn.peer, %reason, "closing connection");
     } else {
         tracing::debug!(peer = %conn.peer, %reason, "connection closed");
@@ -237,7 +242,9 @@ pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr
     conn.tasks.close();
     conn.tasks.wait().await;
     conn.queue.close();
-    let _ = writer.await;
+    if !writer_done {
+        let _ = writer.await;
+    }
     // The budget is released with `input` and `output` here, and the
     // admission ticket with `clock`.
     drop((input, output, clock));

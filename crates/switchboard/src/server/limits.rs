@@ -73,6 +73,8 @@ pub(crate) struct Slot {
     last_active_ms: AtomicU64,
     /// Told when the server needs this connection closed.
     evict: Notify,
+    /// Whether it has been told (so the next eviction picks others).
+    evicted: std::sync::atomic::AtomicBool,
 }
 
 /// Why a connection was not admitted.
@@ -120,6 +122,7 @@ impl Admission {
             calls: AtomicUsize::new(0),
             last_active_ms: AtomicU64::new(self.now_ms()),
             evict: Notify::new(),
+            evicted: std::sync::atomic::AtomicBool::new(false),
         });
         table.slots.insert(id, Arc::clone(&slot));
         Ok(Ticket { id, peer, calls: CallCounter { admission: Arc::clone(self), slot } })
@@ -137,11 +140,12 @@ impl Admission {
         let mut idle: Vec<(u64, &Arc<Slot>)> = table
             .slots
             .values()
-            .filter(|s| s.calls.load(Ordering::Relaxed) == 0)
+            .filter(|s| s.calls.load(Ordering::Relaxed) == 0 && !s.evicted.load(Ordering::Relaxed))
             .map(|s| (s.last_active_ms.load(Ordering::Relaxed), s))
             .collect();
         idle.sort_unstable_by_key(|(at, _)| *at);
         for (_, slot) in idle.iter().take(n) {
+            slot.evicted.store(true, Ordering::Relaxed);
             slot.evict.notify_one();
         }
         idle.len().min(n)
