@@ -313,8 +313,13 @@ impl ConnClock {
     /// whole frame came out, `partial` whether bytes of an unfinished one
     /// remain.
     pub(crate) fn decoded(&mut self, completed: bool, partial: bool) {
-        if completed {
+        if completed && !self.greeted {
+            // The handshake limit no longer applies; the idle one may be
+            // nearer than the timer is set for.
             self.greeted = true;
+            if let Some(idle) = self.idle {
+                self.arm(Instant::now() + idle);
+            }
         }
         match (partial, self.partial_since) {
             (false, _) => self.partial_since = None,
@@ -590,6 +595,19 @@ mod tests {
         pending.store(false, Ordering::Relaxed);
         assert_eq!(expired.await, Expired::Idle(Duration::from_secs(300)));
         assert!(at.elapsed() >= Duration::from_secs(300));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_timeout_shorter_than_the_handshake_timeout_applies_once_greeted() {
+        let config = ServerConfig { idle_timeout: Some(Duration::from_secs(1)), ..config() };
+        let admission = Admission::new(&config);
+        let mut clock =
+            ConnClock::new(&config, admission.admit("127.0.0.1".parse().expect("ip")).expect("admit"), Instant::now());
+        clock.read();
+        clock.decoded(true, false);
+        let at = Instant::now();
+        assert_eq!(clock.expired(|| false).await, Expired::Idle(Duration::from_secs(1)));
+        assert!(at.elapsed() < Duration::from_secs(2), "{:?}", at.elapsed());
     }
 
     #[tokio::test]
