@@ -58,7 +58,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use switchboard_registry::client::Heartbeat;
-use switchboard_registry::model::{RegisterRequest, MAX_TTL};
+use switchboard_registry::model::{Cursor, RegisterRequest, MAX_TTL};
 use switchboard_registry::{RegistryClient, RegistryConfig, RegistryServer};
 use tokio::sync::mpsc;
 
@@ -213,14 +213,15 @@ enum Report {
 /// One blocking-query loop on `WATCHED`, reporting each round's instance once, in order,
 /// until a reply arrives after `stop` was set.
 async fn watcher(client: RegistryClient, plan: Arc<Plan>, stop: Arc<AtomicBool>, tx: mpsc::UnboundedSender<Report>) {
-    let mut index = 0;
+    let mut cursor = Cursor::default();
     let mut next_round = 0;
     let mut ready = false;
     loop {
-        match client.watch(WATCHED, index, WATCH_WAIT).await {
+        // Each answer holds what changed since the last one (the first: every instance).
+        match client.watch(WATCHED, cursor, WATCH_WAIT).await {
             Ok(list) => {
                 let at = Instant::now();
-                index = list.index;
+                cursor = list.cursor();
                 loop {
                     let id = plan.round_id(next_round);
                     if !list.instances.iter().any(|i| i.id == id) {
