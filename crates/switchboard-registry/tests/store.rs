@@ -299,3 +299,43 @@ async fn instances_cut_off_together_are_kept_even_though_their_ttls_run_out_apar
     assert!(store.self_preservation());
     assert_eq!(store.instances("Arith").instances.len(), 10);
 }
+
+#[tokio::test(start_paused = true)]
+async fn instances_that_never_heartbeated_neither_count_for_self_preservation_nor_are_kept_by_it() {
+    let store = Store::new(RegistryConfig::default());
+    for (i, id) in ["live-1", "live-2", "live-3"].iter().enumerate() {
+        store.register(req("S", id, 1 + i as u16)).unwrap();
+    }
+    for i in 0..10 {
+        store.register(req("S", &format!("ghost-{i}"), 100 + i)).unwrap();
+    }
+    // The live ones heartbeat; the ghosts never do. 10 of 13 silent.
+    for _ in 0..4 {
+        advance(Duration::from_secs(2)).await;
+        for id in ["live-1", "live-2", "live-3"] {
+            store.heartbeat("S", id).unwrap();
+        }
+    }
+    let report = store.sweep();
+    assert_eq!((report.total, report.counted, report.expired), (13, 3, 10));
+    assert!(!report.self_preservation);
+    assert_eq!(report.evicted.len(), 10);
+    assert_eq!(ids(&store, "S"), ["live-1", "live-2", "live-3"]);
+
+    // A partition with ghosts around: the live ones are kept, the ghosts go.
+    for i in 0..10 {
+        store.register(req("S", &format!("ghost-{i}"), 100 + i)).unwrap();
+    }
+    advance(Duration::from_secs(7)).await;
+    let report = store.sweep();
+    assert!(report.self_preservation, "{report:?}");
+    assert_eq!(report.evicted.len(), 10);
+    assert_eq!(ids(&store, "S"), ["live-1", "live-2", "live-3"]);
+    // A re-registration is a renewal: it counts from then on.
+    store.register(req("S", "ghost-0", 100)).unwrap();
+    store.register(req("S", "ghost-0", 100)).unwrap();
+    advance(Duration::from_secs(7)).await;
+    let report = store.sweep();
+    assert_eq!(report.counted, 4);
+    assert!(report.evicted.is_empty(), "ghost-0 re-registered: kept like the others");
+}

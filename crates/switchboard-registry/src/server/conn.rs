@@ -25,11 +25,12 @@
 //! ## The connection cap
 //!
 //! A semaphore of `max_connections` permits; each connection holds one
-//! until it closes. Past the cap a connection is answered at once with a
-//! 503 `too_many_connections` and closed (by a small, bounded pool of
-//! refusers that read what the client sent, so the close does not reset the
-//! answer away; if that pool is busy too, the connection is simply closed).
-//! Nothing past the cap waits.
+//! until it closes. Past the cap a connection is answered with a 503
+//! `too_many_connections` as soon as its request head is in, and closed. A
+//! small, bounded pool of refusers does that, each spending at most
+//! [`REFUSE_TIME`] on a connection (it reads what the client sends, so the
+//! close does not reset the answer away); if the pool is busy too, the
+//! connection is simply closed. Nothing past the cap waits for a slot.
 //!
 //! ## Shutdown
 //!
@@ -380,14 +381,24 @@ fn refuse(stream: TcpStream, answer: Bytes, refusers: &Arc<Semaphore>) {
         let _permit = permit;
         let mut stream = stream;
         let _ = tokio::time::timeout(REFUSE_TIME, async {
+            // Let the request head in first: an HTTP client that gets an
+            // answer before it sent its request takes it for a broken
+            // connection, not for a 503.
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while head.len() < MAX_HEAD_BYTES && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await? {
+                    0 => return Ok(()),
+                    n => head.extend_from_slice(&buf[..n]),
+                }
+            }
             stream.write_all(&answer).await?;
             stream.shutdown().await?;
-            // Read what the client sent (its request), so that closing with
+            // Read what else the client sends (a body), so that closing with
             // unread bytes does not reset the connection under the answer.
-            let mut sink = [0u8; 4096];
             let mut total = 0usize;
             while total < 64 * 1024 {
-                match stream.read(&mut sink).await? {
+                match stream.read(&mut buf).await? {
                     0 => break,
                     n => total += n,
                 }
