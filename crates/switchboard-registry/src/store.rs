@@ -92,7 +92,7 @@ use crate::model::{
 mod changes;
 mod keys;
 
-pub use changes::Page;
+pub(crate) use changes::Page;
 
 /// Why a store operation was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

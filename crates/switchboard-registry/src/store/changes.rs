@@ -168,7 +168,7 @@ impl Inner {
 /// One page of a service's changes as the store read it, records shared
 /// with the store; [`Page::encode`] makes the JSON the API sends.
 #[derive(Debug, Clone)]
-pub struct Page {
+pub(crate) struct Page {
     pub(crate) index: u64,
     pub(crate) reset: bool,
     pub(crate) more: bool,
