@@ -76,7 +76,7 @@ async fn a_partial_request_head_is_closed_at_the_header_timeout() {
     println!("partial head closed after {took:?}");
     assert!(sent.is_empty(), "no answer to half a request: {:?}", String::from_utf8_lossy(&sent));
     assert!(took >= SHORT - Duration::from_millis(50), "closed after {took:?}, before the timeout");
-    assert!(took < SHORT * 6, "closed after {took:?}");
+    assert!(took < SHORT * 10, "closed after {took:?}");
 
     // Byte by byte, slower than the timeout allows: closed as well.
     let mut stream = TcpStream::connect(reg.local_addr()).await.unwrap();
@@ -91,7 +91,7 @@ async fn a_partial_request_head_is_closed_at_the_header_timeout() {
         }
     }
     closed(&mut stream).await;
-    assert!(began.elapsed() < SHORT * 8, "a trickled head kept the connection {:?}", began.elapsed());
+    assert!(began.elapsed() < SHORT * 10, "a trickled head kept the connection {:?}", began.elapsed());
     reg.shutdown().await.unwrap();
 }
 
@@ -112,7 +112,7 @@ async fn a_partial_body_gets_408_and_is_closed_at_the_body_timeout() {
     assert!(body["error"].as_str().unwrap().contains("body_timeout"), "{body}");
     assert!(head.contains("connection: close"), "{head}");
     assert!(took >= SHORT - Duration::from_millis(50), "answered after {took:?}, before the timeout");
-    assert!(took < SHORT * 6, "answered after {took:?}");
+    assert!(took < SHORT * 10, "answered after {took:?}");
     closed(&mut stream).await;
     assert_eq!(reg.store().instance_count(), 0);
     reg.shutdown().await.unwrap();
@@ -131,7 +131,7 @@ async fn an_idle_keep_alive_connection_is_closed_at_the_idle_timeout_and_a_block
     println!("idle connection closed after {took:?}");
     assert!(rest.is_empty());
     assert!(took >= SHORT - Duration::from_millis(50), "closed after {took:?}, before the timeout");
-    assert!(took < SHORT * 6, "closed after {took:?}");
+    assert!(took < SHORT * 10, "closed after {took:?}");
 
     // A blocking query waits four times every timeout, on the same kind of
     // connection, and then is answered; the connection is reused after.
