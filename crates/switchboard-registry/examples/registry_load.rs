@@ -26,17 +26,18 @@
 //! 2. **Heartbeats per second.** The same, one heartbeat per registered
 //!    instance.
 //! 3. **Watch propagation.** `--watchers` (100) tasks each run a
-//!    blocking-query loop (`RegistryClient::watch(service, index, wait)`) on
+//!    blocking-query loop (`RegistryClient::watch(service, cursor, wait)`) on
 //!    the service `Watched` (one of the services above, so it already holds
 //!    its share of the instances). Then, for up to `--rounds` (200) rounds,
 //!    capped at `--time-cap-secs` (40 s) in total: wait `--settle-ms` (10 ms)
 //!    so every watcher is parked in its blocking query again, note the
 //!    instant, register one new instance of `Watched`, and wait until every
-//!    watcher has reported a reply whose list contains it. A watcher notes
+//!    watcher has reported a reply that lists it (each reply holds what
+//!    changed since the watcher's last one). A watcher notes
 //!    the instant its `watch` call returned; propagation is that instant
 //!    minus the instant just before the register request was sent, so it
 //!    includes the register round trip, the wake-up of every blocking query,
-//!    serializing the whole instance list once per watcher, the HTTP reply
+//!    encoding the change (once, shared by the watchers it wakes), the HTTP reply
 //!    and the JSON decoding in the watcher. A watcher that has not reported
 //!    within `--round-timeout-ms` (5 s) counts as a miss for that round (a
 //!    late report is dropped). The register round trip alone is reported as
@@ -58,7 +59,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use switchboard_registry::client::Heartbeat;
-use switchboard_registry::model::{RegisterRequest, MAX_TTL};
+use switchboard_registry::model::{Cursor, RegisterRequest, MAX_TTL};
 use switchboard_registry::{RegistryClient, RegistryConfig, RegistryServer};
 use tokio::sync::mpsc;
 
@@ -213,14 +214,15 @@ enum Report {
 /// One blocking-query loop on `WATCHED`, reporting each round's instance once, in order,
 /// until a reply arrives after `stop` was set.
 async fn watcher(client: RegistryClient, plan: Arc<Plan>, stop: Arc<AtomicBool>, tx: mpsc::UnboundedSender<Report>) {
-    let mut index = 0;
+    let mut cursor = Cursor::default();
     let mut next_round = 0;
     let mut ready = false;
     loop {
-        match client.watch(WATCHED, index, WATCH_WAIT).await {
+        // Each answer holds what changed since the last one (the first: every instance).
+        match client.watch(WATCHED, cursor, WATCH_WAIT).await {
             Ok(list) => {
                 let at = Instant::now();
-                index = list.index;
+                cursor = list.cursor();
                 loop {
                     let id = plan.round_id(next_round);
                     if !list.instances.iter().any(|i| i.id == id) {

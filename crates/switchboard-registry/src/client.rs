@@ -6,6 +6,14 @@
 //! [`ApiError`] with its HTTP status and machine code, such as
 //! `unknown_instance`, which tells a server to register again).
 //!
+//! Service listings come in pages of changes ([`ServiceChanges`]):
+//! [`instances`](RegistryClient::instances) follows the pages to a whole
+//! list, [`changes`](RegistryClient::changes) and
+//! [`watch`](RegistryClient::watch) return one page each (what
+//! [`BuiltinDiscover`](crate::BuiltinDiscover) builds on). No answer is read
+//! past [`max_answer_bytes`](RegistryClient::max_answer_bytes) (16 MiB by
+//! default), so a caller's memory stays bounded whatever the registry sends.
+//!
 //! The `config_*` methods read and write config keys; most code uses them
 //! through [`BuiltinConfigStore`](crate::BuiltinConfigStore), which
 //! implements the backend-neutral `switchboard::config::ConfigStore`.
@@ -25,6 +33,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode, Url};
@@ -32,8 +41,22 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::model::{
-    ConfigDeleted, ConfigKey, ConfigList, IndexReply, InstanceList, RegisterRequest, RegistryStatus, ServiceList,
+    ConfigDeleted, ConfigKey, ConfigList, Cursor, IndexReply, InstanceList, RegisterRequest, RegistryStatus,
+    ServiceChanges, ServiceList,
 };
+
+/// Default of [`RegistryClient::max_answer_bytes`]: 16 MiB, far above the
+/// registry's default listing cap (256 KiB).
+pub const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+
+/// Most bytes of a config listing read: config keys and values may take up
+/// to 64 MiB (`max_config_bytes`), and JSON escaping can double them.
+const MAX_CONFIG_ANSWER_BYTES: usize = 256 * 1024 * 1024;
+
+/// How long an idle pooled connection is kept: well under the registry's
+/// default idle timeout (60 s), so the client never reuses a connection the
+/// registry is closing.
+const POOL_IDLE: Duration = Duration::from_secs(20);
 
 /// Why a registry call failed.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +146,7 @@ enum Body<'a> {
 pub struct RegistryClient {
     base: Url,
     http: reqwest::Client,
+    max_answer: usize,
 }
 
 impl RegistryClient {
@@ -138,9 +162,17 @@ impl RegistryClient {
         }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
+            .pool_idle_timeout(POOL_IDLE)
             .build()
             .map_err(|e| bad(&format!("cannot build the HTTP client: {e}")))?;
-        Ok(RegistryClient { base, http })
+        Ok(RegistryClient { base, http, max_answer: MAX_ANSWER_BYTES })
+    }
+
+    /// Read no answer (but config listings) larger than `bytes`; a larger
+    /// one is a [`ClientError::BadAnswer`]. Default [`MAX_ANSWER_BYTES`].
+    pub fn max_answer_bytes(mut self, bytes: usize) -> RegistryClient {
+        self.max_answer = bytes;
+        self
     }
 
     /// The registry's base URL.
@@ -164,6 +196,17 @@ impl RegistryClient {
         body: Body<'_>,
         timeout: Duration,
     ) -> Result<T, ClientError> {
+        self.send_limited(method, url, body, timeout, self.max_answer).await
+    }
+
+    async fn send_limited<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Body<'_>,
+        timeout: Duration,
+        limit: usize,
+    ) -> Result<T, ClientError> {
         let mut request = self.http.request(method, url.clone()).timeout(timeout);
         match body {
             Body::Empty => {}
@@ -174,9 +217,22 @@ impl RegistryClient {
             }
         }
         let unreachable = |source| ClientError::Unreachable { url: url.to_string(), source };
-        let response = request.send().await.map_err(unreachable)?;
+        let mut response = request.send().await.map_err(unreachable)?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(unreachable)?;
+        let too_large = || ClientError::BadAnswer {
+            url: url.to_string(),
+            reason: format!("the answer is larger than {limit} bytes (max_answer_bytes)"),
+        };
+        if response.content_length().is_some_and(|len| len > limit as u64) {
+            return Err(too_large());
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
+            if bytes.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         if !status.is_success() {
             let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
                 Ok(body) => (body.code, body.error),
@@ -214,20 +270,59 @@ impl RegistryClient {
         self.send(Method::GET, self.url(&["v1", "services"])?, Body::Empty, Duration::from_secs(5)).await
     }
 
-    /// A service's instances now.
+    /// A service's whole list of instances now, sorted by id: the pages of
+    /// a first listing followed to the end (as many as the registry's
+    /// listing cap takes; the registry's `max_instances_per_service` bounds
+    /// how many). `index` is the service's index after the last page.
     pub async fn instances(&self, service: &str) -> Result<InstanceList, ClientError> {
-        self.send(Method::GET, self.url(&["v1", "services", service])?, Body::Empty, Duration::from_secs(5)).await
+        let mut instances = BTreeMap::new();
+        let mut cursor = Cursor::default();
+        loop {
+            let page = self.changes(service, cursor).await?;
+            if page.reset {
+                instances.clear(); // a reset lists everything live, from nothing
+            }
+            for id in &page.removed {
+                instances.remove(id);
+            }
+            cursor = page.cursor();
+            let (more, index, warming_up_ms) = (page.more, page.index, page.warming_up_ms);
+            instances.extend(page.instances.into_iter().map(|i| (i.id.clone(), i)));
+            if !more {
+                return Ok(InstanceList { index, instances: instances.into_values().collect(), warming_up_ms });
+            }
+        }
     }
 
-    /// A service's instances once its index passes `after` (a blocking
-    /// query), or after `wait` with the same index.
-    pub async fn watch(&self, service: &str, after: u64, wait: Duration) -> Result<InstanceList, ClientError> {
+    /// One page of what changed in `service` after `cursor`, answered at
+    /// once (a first listing for the default cursor). See [`ServiceChanges`]
+    /// for how to apply it.
+    pub async fn changes(&self, service: &str, cursor: Cursor) -> Result<ServiceChanges, ClientError> {
         let mut url = self.url(&["v1", "services", service])?;
-        url.query_pairs_mut()
-            .append_pair("index", &after.to_string())
-            .append_pair("wait", &format!("{}ms", wait.as_millis()));
+        if cursor.index > 0 {
+            Self::cursor_query(&mut url, cursor, Duration::ZERO);
+        }
+        self.send(Method::GET, url, Body::Empty, Duration::from_secs(5)).await
+    }
+
+    /// One page of what changed in `service` after `cursor`, once something
+    /// did (a blocking query), or after `wait` with nothing new. A cursor
+    /// from before a registry restart, or too old for the registry, answers
+    /// at once with a reset.
+    pub async fn watch(&self, service: &str, cursor: Cursor, wait: Duration) -> Result<ServiceChanges, ClientError> {
+        let mut url = self.url(&["v1", "services", service])?;
+        Self::cursor_query(&mut url, cursor, wait);
         // The registry answers at `wait` at the latest; allow for the trip.
         self.send(Method::GET, url, Body::Empty, wait + Duration::from_secs(5)).await
+    }
+
+    fn cursor_query(url: &mut Url, cursor: Cursor, wait: Duration) {
+        let mut query = url.query_pairs_mut();
+        query.append_pair("index", &cursor.index.to_string());
+        if cursor.epoch != 0 {
+            query.append_pair("epoch", &cursor.epoch.to_string());
+        }
+        query.append_pair("wait", &format!("{}ms", wait.as_millis()));
     }
 
     /// The URL of config key `key`: `/v1/config/` then the key's segments,
@@ -252,7 +347,7 @@ impl RegistryClient {
     pub async fn config_list(&self, prefix: &str) -> Result<ConfigList, ClientError> {
         let mut url = self.url(&["v1", "config"])?;
         url.query_pairs_mut().append_pair("prefix", prefix);
-        self.send(Method::GET, url, Body::Empty, Duration::from_secs(5)).await
+        self.send_limited(Method::GET, url, Body::Empty, Duration::from_secs(5), MAX_CONFIG_ANSWER_BYTES).await
     }
 
     /// The config keys under `prefix` once one of them is put or deleted
@@ -264,7 +359,8 @@ impl RegistryClient {
             .append_pair("prefix", prefix)
             .append_pair("index", &after.to_string())
             .append_pair("wait", &format!("{}ms", wait.as_millis()));
-        self.send(Method::GET, url, Body::Empty, wait + Duration::from_secs(5)).await
+        let timeout = wait + Duration::from_secs(5);
+        self.send_limited(Method::GET, url, Body::Empty, timeout, MAX_CONFIG_ANSWER_BYTES).await
     }
 
     /// Set config key `key` to `value`. The reply's index is the key's

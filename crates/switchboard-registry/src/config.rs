@@ -1,4 +1,16 @@
-//! Registry configuration: liveness timings, self-preservation, API limits.
+//! Registry configuration: liveness timings, self-preservation, API limits,
+//! and the HTTP server's timeouts and connection cap.
+//!
+//! Every limit has a default meant for one registry serving a small fleet
+//! on one machine or a few (docs/REGISTRY.md, "Limits", has the table and
+//! the memory budget they add up to). Raise them with the struct literal:
+//!
+//! ```
+//! use switchboard_registry::RegistryConfig;
+//!
+//! let config = RegistryConfig { max_instances: 50_000, ..RegistryConfig::default() };
+//! assert_eq!(config.max_instances_per_service, 1_000);
+//! ```
 
 use std::time::Duration;
 
@@ -45,6 +57,48 @@ pub struct RegistryConfig {
     /// Most bytes all config keys and values may take together; a put that
     /// would pass it is refused. Default 64 MiB.
     pub max_config_bytes: usize,
+    /// Most instances the registry holds, over all services. Registering a
+    /// new instance beyond it is refused with 409 `too_many_instances`;
+    /// heartbeats and re-registrations of instances already held always
+    /// work. Also bounds the removal records kept for watchers. Default 10,000.
+    pub max_instances: usize,
+    /// Most instances one service may have. A new instance beyond it is
+    /// refused with 409 `service_full`. Default 1,000.
+    pub max_instances_per_service: usize,
+    /// Most bytes a record's `metadata` and `methods` may take, measured as
+    /// the JSON the registry stores and lists them as. A registration past
+    /// it is refused with 413 `metadata_too_large`. Default 8 KiB.
+    pub max_metadata_bytes: usize,
+    /// Most bytes of one answer listing a service's instances (a plain GET
+    /// or a blocking query): a listing that would be larger is sent in
+    /// pages (`"more": true`, see [`server`](crate::server)). Never less than
+    /// one record can take: values below `max_metadata_bytes` + 4 KiB are
+    /// raised to that. Default 256 KiB.
+    pub max_listing_bytes: usize,
+    /// Accept instance addresses no caller can dial: unspecified (`0.0.0.0`,
+    /// `::`), multicast, broadcast and link-local (`169.254.0.0/16`,
+    /// `fe80::/10`) IPs. Off by default: such a registration is refused with
+    /// 400 `invalid_field`. Loopback and private addresses are always fine.
+    pub allow_unroutable_addresses: bool,
+    /// Time a client has to send a request's complete head (request line
+    /// and headers) once its first byte arrived. Past it the connection is
+    /// closed. Default 10 s.
+    pub header_timeout: Duration,
+    /// Time a request body has to arrive completely once its head did
+    /// (past it: 408 `body_timeout` and the connection closes), and time an
+    /// answer has to be taken by the client once it is ready (past it the
+    /// connection closes). A blocking query's wait is neither: it is bounded
+    /// by `max_wait`. Default 30 s.
+    pub body_timeout: Duration,
+    /// Time a keep-alive connection may sit idle between requests (no
+    /// request in progress, no byte of a new one) before it is closed.
+    /// Default 60 s.
+    pub idle_timeout: Duration,
+    /// Most HTTP connections open at once. A connection beyond it gets a
+    /// 503 `too_many_connections` answer at once and is closed. Default
+    /// 2,048 (the process's file descriptor limit must be above it:
+    /// `ulimit -n`).
+    pub max_connections: usize,
 }
 
 impl Default for RegistryConfig {
@@ -61,6 +115,29 @@ impl Default for RegistryConfig {
             max_wait: Duration::from_secs(300),
             max_config_keys: 10_000,
             max_config_bytes: 64 * 1024 * 1024,
+            max_instances: 10_000,
+            max_instances_per_service: 1_000,
+            max_metadata_bytes: 8 * 1024,
+            max_listing_bytes: 256 * 1024,
+            allow_unroutable_addresses: false,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 2_048,
         }
+    }
+}
+
+/// What one record may take in a listing besides its metadata and methods:
+/// service, id and address (256 bytes each, doubled if every byte needs
+/// escaping), field names, numbers and health.
+pub(crate) const RECORD_OVERHEAD: usize = 4 * 1024;
+
+impl RegistryConfig {
+    /// The listing cap in force: [`max_listing_bytes`](Self::max_listing_bytes),
+    /// raised if needed so that the largest record the registry accepts fits
+    /// in one page.
+    pub fn listing_cap(&self) -> usize {
+        self.max_listing_bytes.max(self.max_metadata_bytes.saturating_add(RECORD_OVERHEAD))
     }
 }

@@ -14,13 +14,15 @@
 //! | module | what it holds |
 //! |--------|---------------|
 //! | [`model`] | the JSON shapes: [`RegisterRequest`](model::RegisterRequest) (what servers send) and [`Instance`](model::Instance) (what the registry returns), validation |
-//! | [`config`] | [`RegistryConfig`]: heartbeat interval, TTL, sweep interval, self-preservation, limits |
-//! | [`store`] | [`Store`]: the instances, the modification index, blocking waits, TTL sweep and self-preservation; no HTTP |
+//! | [`config`] | [`RegistryConfig`]: heartbeat interval, TTL, sweep interval, self-preservation, limits, HTTP timeouts and connection cap |
+//! | [`store`] | [`Store`]: the instances, the modification index, caps, blocking waits, TTL sweep and self-preservation; no HTTP |
+//! | `store/changes.rs` | each service's change log and the bounded pages of changes since an index ([`Store::changes`]) |
 //! | `store/keys.rs` | the store's config keys: `config_get`/`list`/`put`/`delete`, deletion records, per-prefix blocking waits, limits |
-//! | [`server`] | [`RegistryServer`]: the axum HTTP/JSON API over a store, the background sweeper, graceful shutdown |
+//! | [`server`] | [`RegistryServer`]: the axum HTTP/JSON API over a store, the fan-out cache, the background sweeper, graceful shutdown |
+//! | `server/conn.rs` | the accept loop: hyper HTTP/1 connections with header, body and idle timeouts, the connection cap, the drain |
 //! | [`client`] | [`RegistryClient`]: a typed client of that API |
 //! | [`registrar`] | [`BuiltinRegistrar`]: keeps a server's registrations alive (heartbeats, re-register when forgotten) |
-//! | [`discover`] | [`BuiltinDiscover`]: follows a service with blocking queries, cache, diff, backoff |
+//! | [`discover`] | [`BuiltinDiscover`]: follows a service with blocking queries of its changes, cache, resets, backoff |
 //! | [`keys`] | [`BuiltinConfigStore`]: config keys as a `switchboard::config::ConfigStore` (get, list, put, delete; watch with blocking queries, cache, diff, backoff) |
 //! | `etcd` | the etcd backend (feature `etcd`): `EtcdOptions` (URL, key layout), `EtcdRegistrar` (leases), `EtcdDiscover` and `EtcdConfigStore` over one `watch::Follower` (list at a revision, diff, watch, resume, re-list on compaction) |
 //!
@@ -32,7 +34,8 @@
 //! (64 KiB limit) and parses it → [`Store::register`] validates it, stores it
 //! stamped with the current time and bumps the index → the index goes out on
 //! a `tokio::sync::watch` channel → every blocking query waiting on that
-//! service wakes and answers with the new list. Heartbeats renew the stamp;
+//! service wakes and answers with what changed since its index (one page of
+//! the service's change log, encoded once for all of them). Heartbeats renew the stamp;
 //! the sweeper evicts instances whose TTL passed, unless self-preservation
 //! holds. docs/REGISTRY.md describes the API and the trade-offs.
 

@@ -12,6 +12,12 @@
 //! A client can therefore never set its own health or heartbeat time, and the
 //! registry can add fields to [`Instance`] without changing what servers send.
 //!
+//! A service's instances travel as [`ServiceChanges`]: what changed after
+//! the index a watcher passes (everything, for a first listing), in pages
+//! of at most the registry's listing cap. [`InstanceList`] is a whole list
+//! assembled from those pages (what [`Store::instances`](crate::Store::instances)
+//! and [`RegistryClient::instances`](crate::RegistryClient::instances) return).
+//!
 //! Config keys travel as [`ConfigKey`] (one key), [`ConfigList`] (a prefix)
 //! and [`ConfigDeleted`]; a put sends the raw value text as its body and gets
 //! an [`IndexReply`].
@@ -26,7 +32,7 @@
 //! assert_eq!(req.ttl_ms, None); // the registry's default TTL applies
 //! ```
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -172,6 +178,73 @@ fn check_address(address: &str) -> Result<(), InvalidField> {
     Ok(())
 }
 
+/// Why no caller could dial `address`, if its host is an IP address of a
+/// kind that never names one reachable endpoint: unspecified (`0.0.0.0`,
+/// `::`, a listener's wildcard), multicast, broadcast, or link-local
+/// (`169.254.0.0/16`, `fe80::/10`, which need an interface to mean
+/// anything). IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) are judged as
+/// the IPv4 address they carry. `None` for every other address, DNS names
+/// included (they are not resolved) and loopback.
+///
+/// ```
+/// use switchboard_registry::model::unroutable;
+///
+/// assert!(unroutable("0.0.0.0:9000").is_some());
+/// assert!(unroutable("[fe80::1]:9000").is_some());
+/// assert_eq!(unroutable("127.0.0.1:9000"), None);
+/// assert_eq!(unroutable("arith.svc.local:9000"), None);
+/// ```
+pub fn unroutable(address: &str) -> Option<&'static str> {
+    let ip = match address.parse::<SocketAddr>().ok()?.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(v4) if v4.is_unspecified() => {
+            Some("an unspecified address (a listener's wildcard, not an address to dial)")
+        }
+        IpAddr::V4(v4) if v4.is_broadcast() => Some("the broadcast address"),
+        IpAddr::V4(v4) if v4.is_multicast() => Some("a multicast address"),
+        IpAddr::V4(v4) if v4.is_link_local() => Some("a link-local address (169.254.0.0/16)"),
+        IpAddr::V6(v6) if v6.is_unspecified() => {
+            Some("an unspecified address (a listener's wildcard, not an address to dial)")
+        }
+        IpAddr::V6(v6) if v6.is_multicast() => Some("a multicast address"),
+        IpAddr::V6(v6) if v6.is_unicast_link_local() => Some("a link-local address (fe80::/10)"),
+        _ => None,
+    }
+}
+
+/// Counts the bytes written to it.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The length of `value` as compact JSON, without building it
+/// (`usize::MAX` if it cannot be encoded, which no type here does).
+pub(crate) fn json_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    let mut counter = Counter(0);
+    match serde_json::to_writer(&mut counter, value) {
+        Ok(()) => counter.0,
+        Err(_) => usize::MAX,
+    }
+}
+
+/// The bytes a record's `metadata` and `methods` take in the registry's
+/// JSON: what [`RegistryConfig::max_metadata_bytes`](crate::RegistryConfig::max_metadata_bytes) limits.
+pub fn metadata_len(metadata: &Metadata, methods: &[String]) -> usize {
+    json_len(metadata).saturating_add(json_len(methods))
+}
+
 /// Liveness of an instance, as the registry's last sweep saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -260,7 +333,9 @@ pub struct ServiceList {
     pub warming_up_ms: u64,
 }
 
-/// Answer of `GET /v1/services/{service}`.
+/// A service's whole list of instances, as [`Store::instances`](crate::Store::instances)
+/// reads it or [`RegistryClient::instances`](crate::RegistryClient::instances)
+/// assembles it from pages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceList {
     /// Modification index of the service: pass it back as `?index=` to wait
@@ -273,6 +348,68 @@ pub struct InstanceList {
     /// treat a missing instance as "not seen yet", not as "gone".
     #[serde(default, skip_serializing_if = "is_zero")]
     pub warming_up_ms: u64,
+}
+
+/// Answer of `GET /v1/services/{service}[?index=N]`: the service's
+/// instances added or changed after index `N`, and the ids of those
+/// removed after it, in one page of at most the registry's listing cap.
+///
+/// A watcher keeps its view of the service by applying answers in order:
+/// insert or replace every record of `instances`, drop every id of
+/// `removed`, then ask again from [`cursor`](Self::cursor). Two flags say
+/// more:
+///
+/// - `reset`: the answer starts from nothing (the watcher passed no index,
+///   or an index the registry can no longer answer from: older than the
+///   removals it keeps, from before a restart, or from another `epoch`).
+///   It lists every live instance (over as many pages as it takes) and no
+///   removals; once the last page is in (`more` false), the watcher drops
+///   every instance those pages did not mention.
+/// - `more`: the page stopped at the cap; `index` is the last change it
+///   holds. Ask again from it at once for the rest.
+///
+/// `index` is otherwise the service's index (as the `X-Switchboard-Index`
+/// header), and `epoch` identifies this life of the registry: a restarted
+/// registry has another, and counts its index from 1 again.
+/// [`RegistryClient::instances`](crate::RegistryClient::instances) and
+/// [`BuiltinDiscover`](crate::BuiltinDiscover) do all of this.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceChanges {
+    /// The index to ask from next (see above).
+    pub index: u64,
+    /// This life of the registry.
+    pub epoch: u64,
+    /// The answer starts from nothing (see above).
+    pub reset: bool,
+    /// The answer stopped at the listing cap; more follows.
+    pub more: bool,
+    /// Instances added or changed (every live one, on a reset), sorted by id.
+    pub instances: Vec<Instance>,
+    /// Ids of instances removed (deregistered or evicted), sorted.
+    pub removed: Vec<String>,
+    /// Milliseconds the registry is still warming up after a start (0 when
+    /// warm): instances alive but not yet re-registered may be missing, so
+    /// treat a missing instance as "not seen yet", not as "gone".
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub warming_up_ms: u64,
+}
+
+impl ServiceChanges {
+    /// Where to ask from next.
+    pub fn cursor(&self) -> Cursor {
+        Cursor { index: self.index, epoch: self.epoch }
+    }
+}
+
+/// Where a watcher is in a service's history: the index it has applied
+/// everything up to, in which life (`epoch`) of the registry. The default
+/// (index 0) asks for a first listing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Cursor {
+    /// Index applied up to (0: nothing yet).
+    pub index: u64,
+    /// The registry's epoch that index belongs to (0: unknown, not checked).
+    pub epoch: u64,
 }
 
 /// Answer of `GET /v1/status`.
@@ -378,6 +515,51 @@ mod tests {
             let err = check_address(bad).expect_err(bad);
             assert_eq!(err.field, "address");
         }
+    }
+
+    #[test]
+    fn unroutable_addresses() {
+        for bad in [
+            "0.0.0.0:1",
+            "[::]:1",
+            "[::ffff:0.0.0.0]:1",
+            "255.255.255.255:1",
+            "224.0.0.1:1",
+            "239.255.255.250:1900",
+            "[ff02::1]:1",
+            "169.254.0.1:1",
+            "169.254.169.254:80",
+            "[::ffff:169.254.1.1]:1",
+            "[fe80::1]:1",
+            "[febf:ffff::1]:1",
+        ] {
+            assert!(unroutable(bad).is_some(), "{bad}");
+        }
+        for ok in [
+            "127.0.0.1:1",
+            "[::1]:1",
+            "10.0.0.1:1",
+            "192.168.1.1:1",
+            "169.253.255.255:1",
+            "169.255.0.1:1",
+            "[fec0::1]:1",
+            "[2001:db8::1]:1",
+            "localhost:1",
+            "0.0.0.0.example:1",
+        ] {
+            assert_eq!(unroutable(ok), None, "{ok}");
+        }
+    }
+
+    #[test]
+    fn metadata_is_measured_as_its_json() {
+        let mut metadata = Metadata::default();
+        let empty = metadata_len(&metadata, &[]);
+        assert_eq!(empty, serde_json::to_vec(&metadata).unwrap().len() + 2);
+        metadata.kv.insert("k".into(), "\"\u{1}".into());
+        let methods = vec!["A.B".to_owned()];
+        let want = serde_json::to_vec(&metadata).unwrap().len() + serde_json::to_vec(&methods).unwrap().len();
+        assert_eq!(metadata_len(&metadata, &methods), want);
     }
 
     #[test]

@@ -16,7 +16,15 @@
 //! 4. A record the registry could not be told about is retried at the next
 //!    beat, with a warning logged on the first failure and an info line when
 //!    it recovers: a server never drops out silently.
-//! 5. When the server shuts down (the `wanted` channel closes), deregister
+//! 5. A registration the registry *refuses* (a 4xx answer: the registry is
+//!    full, the metadata is too large, the address cannot be dialled) will
+//!    not succeed by being repeated at once. It is logged as a warning with
+//!    the registry's own message (naming the limit and its value), and
+//!    retried after a growing pause: one heartbeat interval, doubling up to
+//!    [`REFUSED_RETRY_MAX`]; at once if the server's record changes. The
+//!    refusal is logged again only if its reason changes; getting through
+//!    is logged too.
+//! 6. When the server shuts down (the `wanted` channel closes), deregister
 //!    everything and return.
 
 use std::collections::HashMap;
@@ -31,6 +39,9 @@ use crate::model::RegisterRequest;
 
 /// Heartbeat interval used when the registry cannot tell us its own.
 const FALLBACK_HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// Longest pause between two tries of a registration the registry refused.
+pub const REFUSED_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// Keeps registrations alive in the built-in registry.
 #[derive(Debug, Clone)]
@@ -72,18 +83,44 @@ fn key(r: &Registration) -> Key {
     (r.service.clone(), r.id.clone())
 }
 
+/// A registration the registry refused, and when to try it again.
+struct Refusal {
+    /// The record refused: a changed record is tried at once.
+    registration: Registration,
+    /// The registry's code (`too_many_instances`, ...), to log a new reason.
+    code: String,
+    tries: u32,
+    retry_at: tokio::time::Instant,
+}
+
 /// One running registration loop.
 struct Keeper {
     config: BuiltinRegistrar,
+    interval: Duration,
     /// What the registry holds, as far as we know.
     registered: HashMap<Key, Registration>,
     /// Records whose last exchange with the registry failed (logged once).
     failing: HashMap<Key, String>,
+    /// Records the registry refused.
+    refused: HashMap<Key, Refusal>,
 }
 
 impl Keeper {
     fn new(config: BuiltinRegistrar) -> Keeper {
-        Keeper { config, registered: HashMap::new(), failing: HashMap::new() }
+        Keeper {
+            config,
+            interval: FALLBACK_HEARTBEAT,
+            registered: HashMap::new(),
+            failing: HashMap::new(),
+            refused: HashMap::new(),
+        }
+    }
+
+    /// Whether `r` was refused and its pause is not over.
+    fn holding_back(&self, r: &Registration) -> bool {
+        self.refused
+            .get(&key(r))
+            .is_some_and(|refusal| refusal.registration == *r && tokio::time::Instant::now() < refusal.retry_at)
     }
 
     async fn run(mut self, mut wanted: watch::Receiver<Vec<Registration>>) {
@@ -94,6 +131,7 @@ impl Keeper {
                 Err(_) => FALLBACK_HEARTBEAT,
             },
         };
+        self.interval = interval;
         let mut next_beat = tokio::time::Instant::now() + jittered(interval);
         let mut desired = wanted.borrow_and_update().clone();
         self.reconcile(&desired).await;
@@ -133,23 +171,32 @@ impl Keeper {
             }
         }
         for r in desired {
-            if self.registered.get(&key(r)) != Some(r) {
+            if self.registered.get(&key(r)) != Some(r) && !self.holding_back(r) {
                 self.register(r).await;
             }
         }
+        self.refused.retain(|k, _| desired_keys.contains(k));
     }
 
     async fn register(&mut self, r: &Registration) {
         let k = key(r);
         match self.config.client.register(&RegisterRequest::from_registration(r, self.config.ttl)).await {
             Ok(_) => {
-                if let Some(error) = self.failing.remove(&k) {
+                if let Some(refusal) = self.refused.remove(&k) {
+                    tracing::info!(service = %r.service, id = %r.id, tries = refusal.tries,
+                        "registered after the registry had refused it ({})", refusal.code);
+                    self.failing.remove(&k);
+                } else if let Some(error) = self.failing.remove(&k) {
                     tracing::info!(service = %r.service, id = %r.id, %error, "registered again after failures");
                 } else {
                     tracing::info!(service = %r.service, id = %r.id, address = %r.address,
                         methods = r.methods.len(), "registered");
                 }
                 self.registered.insert(k, r.clone());
+            }
+            Err(crate::client::ClientError::Api(e)) if e.status.is_client_error() => {
+                self.registered.remove(&k);
+                self.refuse(r, e);
             }
             Err(e) => {
                 // Not registered as far as we know: the next beat tries again.
@@ -159,13 +206,33 @@ impl Keeper {
         }
     }
 
+    /// The registry refused `r`: log it (once per reason) and pause.
+    fn refuse(&mut self, r: &Registration, error: crate::client::ApiError) {
+        let k = key(r);
+        let previous = self.refused.remove(&k).filter(|p| p.registration == *r);
+        let tries = previous.as_ref().map_or(1, |p| p.tries.saturating_add(1));
+        let pause = self.interval.saturating_mul(1 << (tries - 1).min(16)).clamp(self.interval, REFUSED_RETRY_MAX);
+        let new_reason = previous.as_ref().is_none_or(|p| p.code != error.code);
+        if new_reason {
+            tracing::warn!(service = %r.service, id = %r.id, status = %error.status, code = %error.code,
+                retry_in = ?pause, "the registry refused to register this instance: {}", error.message);
+        } else {
+            tracing::debug!(service = %r.service, id = %r.id, code = %error.code, tries, retry_in = ?pause,
+                "the registry refused to register this instance again");
+        }
+        let retry_at = tokio::time::Instant::now() + pause;
+        self.refused.insert(k, Refusal { registration: r.clone(), code: error.code, tries, retry_at });
+    }
+
     /// Heartbeat every record; register again what the registry forgot or
     /// what never got registered.
     async fn beat(&mut self, desired: &[Registration]) {
         for r in desired {
             let k = key(r);
             if !self.registered.contains_key(&k) {
-                self.register(r).await;
+                if !self.holding_back(r) {
+                    self.register(r).await;
+                }
                 continue;
             }
             match self.config.client.heartbeat(&r.service, &r.id).await {

@@ -9,7 +9,7 @@
 //! | `DELETE /v1/instances/{service}/{id}` | deregister → `{"index": N}`, 404 if unknown |
 //! | `PUT /v1/instances/{service}/{id}/heartbeat` | renew → `{"index": N}`, 404 `unknown_instance` (register again) |
 //! | `GET /v1/services` | services, instance counts, self-preservation flag |
-//! | `GET /v1/services/{service}?index=N&wait=30s` | instances; with `index`, a blocking query |
+//! | `GET /v1/services/{service}?index=N&epoch=E&wait=30s` | the instances changed after `N` (all, without `index`), in pages of at most the listing cap; with `index`, a blocking query |
 //! | `GET /v1/status` | index, instance count, self-preservation, TTL and heartbeat settings |
 //! | `GET /v1/config?prefix=P&index=N&wait=30s` | config keys under a prefix; with `index`, a blocking query |
 //! | `GET /v1/config/{key}` | one config key, 404 `unknown_key` if absent |
@@ -18,6 +18,15 @@
 //!
 //! Every error is JSON, `{"error": "<message>", "code": "<machine code>"}`,
 //! and a refused request changes nothing. Request data is never unwrapped.
+//!
+//! Service listings are [`ServiceChanges`](crate::model::ServiceChanges)
+//! pages read from the store's change log ([`Store::changes`]): a watcher
+//! gets what changed after the index it passes, never more than
+//! [`RegistryConfig::listing_cap`] bytes at once.
+//!
+//! Connections are served by the registry's own accept loop (the `conn`
+//! submodule, `server/conn.rs`): header, body and idle timeouts and a
+//! connection cap, from [`RegistryConfig`].
 //!
 //! ```no_run
 //! use switchboard_registry::{RegistryConfig, RegistryServer};
@@ -54,8 +63,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RegistryConfig;
-use crate::model::{ConfigDeleted, ConfigKey, ConfigList, IndexReply, InstanceList, RegisterRequest};
-use crate::store::{Store, StoreError};
+use crate::model::{ConfigDeleted, ConfigKey, ConfigList, Cursor, IndexReply, RegisterRequest};
+use crate::store::{Page, Store, StoreError};
+
+mod conn;
 
 /// Response header carrying the index of a service listing (as Consul's `X-Consul-Index`).
 pub const INDEX_HEADER: &str = "x-switchboard-index";
@@ -81,7 +92,9 @@ impl RegistryServerBuilder {
     }
 
     /// Serves an existing store instead of a new, empty one (the store's own
-    /// config then governs TTLs and self-preservation).
+    /// config then governs TTLs, self-preservation and the registration and
+    /// listing limits; this builder's config the HTTP ones: timeouts,
+    /// connection cap, body size, waits).
     pub fn store(mut self, store: Arc<Store>) -> Self {
         self.store = Some(store);
         self
@@ -148,7 +161,12 @@ impl RegistryServer {
     }
 
     /// Serves on `listener` until `signal` completes, then answers waiting
-    /// blocking queries at once, stops the sweeper and drains open requests.
+    /// blocking queries at once, stops the sweeper and drains open requests
+    /// (connections still busy 5 s after the signal are closed).
+    ///
+    /// Every connection runs under the timeouts and the cap of the
+    /// [`RegistryConfig`]: `header_timeout`, `body_timeout`, `idle_timeout`,
+    /// `max_connections` (details in the `conn` submodule's docs).
     pub async fn serve<F>(self, listener: TcpListener, signal: F) -> io::Result<()>
     where
         F: Future<Output = ()> + Send + 'static,
@@ -157,19 +175,25 @@ impl RegistryServer {
         let app = self.router(token.clone());
         let sweeper = tokio::spawn(run_sweeper(self.store.clone(), self.config.sweep_interval, token.clone()));
         let stop = token.clone();
-        let signal = async move {
+        tokio::spawn(async move {
             tokio::select! {
                 () = signal => {}
                 () = stop.cancelled() => {}
             }
             stop.cancel();
+        });
+        let limits = conn::Limits {
+            header: self.config.header_timeout,
+            body: self.config.body_timeout,
+            idle: self.config.idle_timeout,
+            max_connections: self.config.max_connections,
         };
-        let result = axum::serve(listener, app).with_graceful_shutdown(signal).await;
+        conn::serve(listener, app, limits, token.clone()).await;
         token.cancel();
         if let Err(e) = sweeper.await {
             tracing::error!(target: "switchboard_registry", error = %e, "sweeper task failed");
         }
-        result
+        Ok(())
     }
 
     /// Starts serving on a background task; the handle stops it. Dropping
@@ -243,7 +267,12 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": self.message, "code": self.code });
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may still come: this connection is done.
+            response.headers_mut().insert(axum::http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 
@@ -263,14 +292,36 @@ impl From<StoreError> for ApiError {
             StoreError::Config(ConfigError::Unavailable(_) | ConfigError::Backend(_)) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
             }
+            StoreError::TooManyInstances { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "too_many_instances", e.to_string())
+            }
+            StoreError::ServiceFull { .. } => ApiError::new(StatusCode::CONFLICT, "service_full", e.to_string()),
+            StoreError::MetadataTooLarge { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "metadata_too_large", e.to_string())
+            }
             StoreError::TooManyKeys { .. } => ApiError::new(StatusCode::CONFLICT, "too_many_keys", e.to_string()),
             StoreError::ConfigFull { .. } => ApiError::new(StatusCode::CONFLICT, "config_full", e.to_string()),
         }
     }
 }
 
+/// The body timeout behind a failed body read, if that is what it was.
+fn body_timed_out<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a conn::BodyTimedOut> {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(timeout) = e.downcast_ref::<conn::BodyTimedOut>() {
+            return Some(timeout);
+        }
+        cause = e.source();
+    }
+    None
+}
+
 impl From<BytesRejection> for ApiError {
     fn from(r: BytesRejection) -> Self {
+        if let Some(timeout) = body_timed_out(&r) {
+            return ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", timeout.to_string());
+        }
         let status = r.status();
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "bad_body" };
         ApiError::new(status, code, format!("request body could not be read: {}", r.body_text()))
@@ -357,8 +408,12 @@ async fn status(State(st): State<AppState>) -> Response {
 struct WatchParams {
     index: Option<u64>,
     wait: Option<String>,
+    epoch: Option<u64>,
 }
 
+/// `GET /v1/services/{service}[?index=N&epoch=E&wait=D]`: the page of
+/// changes after `N` (see [`ServiceChanges`](crate::model::ServiceChanges));
+/// with `index`, once the service changed after `N` (or `wait` passed).
 async fn instances(
     State(st): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -370,19 +425,32 @@ async fn instances(
         Some(text) => parse_wait(text)?.min(st.config.max_wait),
         None => st.config.default_wait,
     };
-    if let Some(after) = params.index {
-        tokio::select! {
-            _ = st.store.wait_for_change(Some(&service), after, wait) => {}
-            () = st.shutdown.cancelled() => {}
-        }
-        // Every watcher a change wakes asks for the same list: encode it once.
-        if let Some(answer) = st.listings.answer(&st.store, &service).await {
-            return Ok(answer);
+    let cursor = Cursor { index: params.index.unwrap_or(0), epoch: params.epoch.unwrap_or(0) };
+    // An epoch from another life of the registry: its index means nothing
+    // here, answer a reset at once.
+    let same_life = cursor.epoch == 0 || cursor.epoch == st.store.epoch();
+    if let (Some(after), true) = (params.index, same_life) {
+        let parked = tokio::select! {
+            (_, parked) = st.store.wait_for_change_parked(Some(&service), after, wait) => parked,
+            () = st.shutdown.cancelled() => false,
+        };
+        // Every watcher one change wakes asks for the same page: encode it once.
+        if parked {
+            if let Some(answer) = st.listings.answer(&st.store, &service, cursor).await {
+                return Ok(answer);
+            }
         }
     }
-    // Plain GETs are always built fresh (`switchboard list` shows heartbeat ages).
-    let list = st.store.instances(&service);
-    Ok(with_index(list.index, Json(list)))
+    // Others are built fresh (`switchboard list` shows heartbeat ages).
+    let page = st.store.page(&service, cursor, st.store.config().listing_cap());
+    let encoded = Encoded::new(&page, st.store.epoch()).map_err(|e| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("cannot encode the listing: {e}"))
+    })?;
+    Ok(encoded.response(millis(st.store.warming_up())))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[derive(Debug, Deserialize)]
@@ -462,19 +530,24 @@ async fn config_delete(
     Ok(Json(ConfigDeleted { index, deleted }))
 }
 
-/// Encoded blocking-query answers, one per service, so that the watchers one
-/// change wakes share one snapshot and one JSON encoding of the list instead
-/// of each cloning it under the store lock and encoding it again.
+/// Encoded blocking-query answers, so that the watchers one change wakes
+/// share one snapshot and one JSON encoding of their page instead of each
+/// reading it under the store lock and encoding it again.
 ///
-/// An entry is reused only while the service's index is the one it was made
-/// for (every change to the list, health included, bumps it) and for at most
-/// [`LISTING_MAX_AGE`]: heartbeats do not bump the index, so an older entry's
-/// `last_heartbeat_ms` could be stale by more than a wake-up's worth. The body
-/// is encoded with `warming_up_ms` left out (as when warm); during warm-up the
-/// current value is spliced in per answer, giving the same bytes
-/// `Json(store.instances(..))` would. Memory: at most one entry per service;
-/// entries past their age are dropped whenever a new one is made and the last
-/// pruning is older than [`LISTING_MAX_AGE`].
+/// Only queries that actually waited are answered from here: they are the
+/// many watchers of a service parked at its current index (or beyond), all
+/// woken by the same change, asking for the same page. Keyed by service and
+/// the index asked from. An entry is reused only while the service's index
+/// is the one it was made for (every change to the service, health
+/// included, bumps it) and for at most [`LISTING_MAX_AGE`]: heartbeats do
+/// not bump the index, so an older entry's `last_heartbeat_ms` could be
+/// stale by more than a wake-up's worth. The body is encoded with
+/// `warming_up_ms` left out (as when warm); during warm-up the current value
+/// is spliced in per answer, giving the same bytes the serde encoding of the
+/// page would. Memory: entries past their age are dropped whenever a new one
+/// is made and the last pruning is older than [`LISTING_MAX_AGE`]; a parked
+/// query asks from at least the service's index, so its page holds only the
+/// changes of that wake-up.
 #[derive(Default)]
 struct ListingCache {
     slots: Mutex<Slots>,
@@ -482,7 +555,7 @@ struct ListingCache {
 
 #[derive(Default)]
 struct Slots {
-    by_service: HashMap<String, Arc<Slot>>,
+    by_query: HashMap<(String, u64), Arc<Slot>>,
     pruned: Option<Instant>,
 }
 
@@ -494,60 +567,62 @@ struct Slot {
     listing: OnceCell<Encoded>,
 }
 
-/// One service's list, encoded as JSON without `warming_up_ms`.
+/// One page, encoded as JSON without `warming_up_ms`.
 struct Encoded {
-    /// The list's own index: at least the slot's (the snapshot is taken after
-    /// the slot is made, so a change in between makes it newer, never older).
+    /// The page's own index (the answer's `index` and header).
     index: u64,
     body: Bytes,
 }
 
 impl ListingCache {
-    /// The answer for a blocking query on `service` that is done waiting, or
-    /// `None` to build it fresh (a service never registered, or an encoding
-    /// error, which the fresh path reports).
-    async fn answer(&self, store: &Store, service: &str) -> Option<Response> {
+    /// The answer for a blocking query on `service` from `cursor` that is
+    /// done waiting, or `None` to build it fresh (a service that does not
+    /// exist, or an encoding error, which the fresh path reports).
+    async fn answer(&self, store: &Store, service: &str, cursor: Cursor) -> Option<Response> {
         let index = store.service_index(service);
         if index == 0 {
             return None; // nothing worth caching, and the name is the caller's
         }
-        let slot = self.slot(service, index);
-        let encoded = slot.listing.get_or_try_init(|| async { Encoded::new(store.instances(service)) }).await.ok()?;
-        let warming_up_ms = u64::try_from(store.warming_up().as_millis()).unwrap_or(u64::MAX);
-        let body = encoded.body_with(warming_up_ms);
-        let mut response = ([(CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
-        response.headers_mut().insert(HeaderName::from_static(INDEX_HEADER), HeaderValue::from(encoded.index));
-        Some(response)
+        let slot = self.slot(service, cursor.index, index);
+        let cap = store.config().listing_cap();
+        let encoded = slot
+            .listing
+            .get_or_try_init(|| async { Encoded::new(&store.page(service, cursor, cap), store.epoch()) })
+            .await
+            .ok()?;
+        Some(encoded.response(millis(store.warming_up())))
     }
 
-    /// The slot for `service` at `index`: the current one if it was made for
-    /// that index less than [`LISTING_MAX_AGE`] ago, otherwise a new one.
-    fn slot(&self, service: &str, index: u64) -> Arc<Slot> {
+    /// The slot for a query on `service` from `after`, the service being at
+    /// `index`: the current one if it was made for that index less than
+    /// [`LISTING_MAX_AGE`] ago, otherwise a new one.
+    fn slot(&self, service: &str, after: u64, index: u64) -> Arc<Slot> {
         let now = Instant::now();
         let fresh = |slot: &Slot| now.saturating_duration_since(slot.made) < LISTING_MAX_AGE;
+        let key = (service.to_owned(), after);
         let mut slots = self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(slot) = slots.by_service.get(service).filter(|s| s.index == index && fresh(s)) {
+        if let Some(slot) = slots.by_query.get(&key).filter(|s| s.index == index && fresh(s)) {
             return slot.clone();
         }
         if slots.pruned.is_none_or(|at| now.saturating_duration_since(at) >= LISTING_MAX_AGE) {
-            slots.by_service.retain(|_, s| fresh(s));
+            slots.by_query.retain(|_, s| fresh(s));
             slots.pruned = Some(now);
         }
         let slot = Arc::new(Slot { index, made: now, listing: OnceCell::new() });
-        slots.by_service.insert(service.to_owned(), slot.clone());
+        slots.by_query.insert(key, slot.clone());
         slot
     }
 }
 
 impl Encoded {
-    fn new(mut list: InstanceList) -> serde_json::Result<Self> {
-        list.warming_up_ms = 0; // left out of the JSON; `body_with` adds it back
-        Ok(Encoded { index: list.index, body: Bytes::from(serde_json::to_vec(&list)?) })
+    fn new(page: &Page, epoch: u64) -> serde_json::Result<Self> {
+        Ok(Encoded { index: page.index, body: Bytes::from(page.encode(epoch)?) })
     }
 
-    /// The body as `Json(list)` encodes it when `list.warming_up_ms` is
-    /// `warming_up_ms`: the field is the last one of [`InstanceList`] and only
-    /// present when non-zero, so it goes just before the closing brace.
+    /// The body as the serde encoding of the page gives it when its
+    /// `warming_up_ms` is `warming_up_ms`: the field is the last one of
+    /// [`ServiceChanges`](crate::model::ServiceChanges) and only present
+    /// when non-zero, so it goes just before the closing brace.
     fn body_with(&self, warming_up_ms: u64) -> Bytes {
         if warming_up_ms == 0 {
             return self.body.clone(); // shared, not copied
@@ -557,6 +632,13 @@ impl Encoded {
         body.extend_from_slice(open);
         body.extend_from_slice(format!(",\"warming_up_ms\":{warming_up_ms}}}").as_bytes());
         Bytes::from(body)
+    }
+
+    fn response(&self, warming_up_ms: u64) -> Response {
+        let body = self.body_with(warming_up_ms);
+        let mut response = ([(CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
+        response.headers_mut().insert(HeaderName::from_static(INDEX_HEADER), HeaderValue::from(self.index));
+        response
     }
 }
 
@@ -631,13 +713,17 @@ mod tests {
     }
 
     #[test]
-    fn cached_bodies_are_byte_for_byte_what_json_of_the_list_gives() {
-        let lists = [store_with("Arith", 3).instances("Arith"), store_with("Empty", 0).instances("Empty")];
-        for list in lists {
-            let encoded = Encoded::new(list.clone()).unwrap();
-            assert_eq!(encoded.index, list.index);
+    fn cached_bodies_are_byte_for_byte_what_serde_gives_for_the_page() {
+        let (full, empty) = (store_with("Arith", 3), store_with("Empty", 0));
+        let pages = [
+            (&full, full.page("Arith", Cursor::default(), usize::MAX)),
+            (&empty, empty.page("Empty", Cursor::default(), usize::MAX)),
+        ];
+        for (store, page) in pages {
+            let encoded = Encoded::new(&page, store.epoch()).unwrap();
+            assert_eq!(encoded.index, page.index);
             for warming_up_ms in [0, 1, 5999, u64::MAX] {
-                let expected = serde_json::to_vec(&InstanceList { warming_up_ms, ..list.clone() }).unwrap();
+                let expected = serde_json::to_vec(&page.to_changes(store.epoch(), warming_up_ms)).unwrap();
                 let body = encoded.body_with(warming_up_ms);
                 assert_eq!(
                     std::str::from_utf8(&body).unwrap(),
@@ -649,25 +735,26 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_slot_is_reused_only_for_the_same_index_and_for_at_most_a_second() {
+    async fn a_slot_is_reused_only_for_the_same_query_and_index_and_for_at_most_a_second() {
         let cache = ListingCache::default();
-        let first = cache.slot("A", 7);
-        assert!(Arc::ptr_eq(&first, &cache.slot("A", 7)), "same change, same slot");
-        assert!(!Arc::ptr_eq(&first, &cache.slot("B", 7)), "one slot per service");
-        let changed = cache.slot("A", 8);
+        let first = cache.slot("A", 6, 7);
+        assert!(Arc::ptr_eq(&first, &cache.slot("A", 6, 7)), "same change, same slot");
+        assert!(!Arc::ptr_eq(&first, &cache.slot("B", 6, 7)), "one slot per service");
+        assert!(!Arc::ptr_eq(&first, &cache.slot("A", 5, 7)), "one slot per index asked from");
+        let changed = cache.slot("A", 6, 8);
         assert!(!Arc::ptr_eq(&first, &changed), "a new index gets a new slot");
-        assert!(Arc::ptr_eq(&changed, &cache.slot("A", 8)));
+        assert!(Arc::ptr_eq(&changed, &cache.slot("A", 6, 8)));
 
         tokio::time::advance(LISTING_MAX_AGE - Duration::from_millis(1)).await;
-        assert!(Arc::ptr_eq(&changed, &cache.slot("A", 8)), "still fresh");
+        assert!(Arc::ptr_eq(&changed, &cache.slot("A", 6, 8)), "still fresh");
         tokio::time::advance(Duration::from_millis(1)).await;
-        let aged = cache.slot("A", 8);
+        let aged = cache.slot("A", 6, 8);
         assert!(!Arc::ptr_eq(&changed, &aged), "too old: heartbeats may have moved on");
 
-        // Making that slot pruned B's stale one; A's is the only one left.
+        // Making that slot pruned the stale ones; it is the only one left.
         let slots = cache.slots.lock().unwrap();
-        assert_eq!(slots.by_service.keys().collect::<Vec<_>>(), ["A"]);
-        assert!(Arc::ptr_eq(&slots.by_service["A"], &aged));
+        assert_eq!(slots.by_query.keys().collect::<Vec<_>>(), [&("A".to_owned(), 6)]);
+        assert!(Arc::ptr_eq(&slots.by_query[&("A".to_owned(), 6)], &aged));
     }
 
     #[tokio::test(start_paused = true)]
@@ -675,26 +762,28 @@ mod tests {
         let store = store_with("Arith", 3);
         let cache = ListingCache::default();
         let body = |r: Response| async move { axum::body::to_bytes(r.into_body(), usize::MAX).await.unwrap() };
+        let from = Cursor { index: store.service_index("Arith") - 1, epoch: store.epoch() };
 
-        assert!(cache.answer(&store, "Nobody").await.is_none(), "never registered: built fresh");
-        let a1 = cache.answer(&store, "Arith").await.unwrap();
+        assert!(cache.answer(&store, "Nobody", Cursor::default()).await.is_none(), "never registered: built fresh");
+        let a1 = cache.answer(&store, "Arith", from).await.unwrap();
         assert_eq!(a1.headers()[CONTENT_TYPE], "application/json");
         assert_eq!(a1.headers()[INDEX_HEADER], store.service_index("Arith").to_string().as_str());
-        let a2 = cache.answer(&store, "Arith").await.unwrap();
+        let a2 = cache.answer(&store, "Arith", from).await.unwrap();
         let (a1, a2) = (body(a1).await, body(a2).await);
         assert_eq!(a1, a2);
         tokio::time::advance(store.warming_up()).await; // warm: the very same buffer
         let (w1, w2) = (
-            body(cache.answer(&store, "Arith").await.unwrap()).await,
-            body(cache.answer(&store, "Arith").await.unwrap()).await,
+            body(cache.answer(&store, "Arith", from).await.unwrap()).await,
+            body(cache.answer(&store, "Arith", from).await.unwrap()).await,
         );
         assert_eq!(w1.as_ptr(), w2.as_ptr(), "shared, not re-encoded");
 
         store.deregister("Arith", "i1").unwrap();
-        let b = cache.answer(&store, "Arith").await.unwrap();
+        let b = cache.answer(&store, "Arith", from).await.unwrap();
         assert_eq!(b.headers()[INDEX_HEADER], store.service_index("Arith").to_string().as_str());
-        let b: InstanceList = serde_json::from_slice(&body(b).await).unwrap();
-        assert_eq!(b, store.instances("Arith"));
-        assert_eq!(b.instances.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["i0", "i2"]);
+        let b: crate::model::ServiceChanges = serde_json::from_slice(&body(b).await).unwrap();
+        assert_eq!(b, store.changes("Arith", from));
+        assert_eq!(b.instances.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["i2"]);
+        assert_eq!(b.removed, ["i1"]);
     }
 }

@@ -13,6 +13,12 @@
 //! between two of its polls: the change raised the index above what it
 //! passed, so the next wait returns at once.
 //!
+//! Each service also keeps a log of its changes by index (the `store/changes.rs`
+//! submodule): every live instance at the index of its last change, and a
+//! removal record for every instance removed. [`Store::changes`] answers
+//! "what changed after index N" from it, in pages of bounded size, so a
+//! watcher never needs the whole list again after its first listing.
+//!
 //! Config keys ([`Store::config_put`] and friends, in the `store/keys.rs`
 //! submodule) share this index: every put that changes a value and every
 //! delete of an existing key bumps it, so one counter orders everything
@@ -34,6 +40,26 @@
 //! (the expiring share drops to or below the threshold), the next sweep evicts
 //! what is still expired and turns self-preservation off.
 //!
+//! Only instances that have shown they are alive count, and only they are
+//! kept: an instance counts once it has heartbeated (or re-registered) at
+//! least once since it registered. Otherwise a handful of registrations that
+//! never heartbeat (a crashed start-up loop, or an attacker) would make
+//! "most instances stopped at once" true forever: self-preservation would
+//! switch on, keep them, and never evict anything again. An instance that
+//! never heartbeated is evicted when its TTL passes, whatever the mode.
+//!
+//! ## Limits
+//!
+//! [`RegistryConfig::max_instances`], [`max_instances_per_service`](RegistryConfig::max_instances_per_service)
+//! and [`max_metadata_bytes`](RegistryConfig::max_metadata_bytes) bound what
+//! registrations may add; past them [`Store::register`] refuses
+//! ([`StoreError::TooManyInstances`], [`StoreError::ServiceFull`],
+//! [`StoreError::MetadataTooLarge`]) and changes nothing. A registration of
+//! an instance the store already holds is a heartbeat or an update, never
+//! refused for the count. Addresses no caller can dial are refused unless
+//! [`RegistryConfig::allow_unroutable_addresses`] is set
+//! ([`model::unroutable`](crate::model::unroutable)).
+//!
 //! ```
 //! use std::time::Duration;
 //! use switchboard_registry::{RegistryConfig, Store, model::RegisterRequest};
@@ -51,7 +77,7 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use switchboard::config::ConfigError;
@@ -63,7 +89,10 @@ use crate::model::{
     Health, Instance, InstanceList, InvalidField, RegisterRequest, RegistryStatus, ServiceList, ServiceSummary,
 };
 
+mod changes;
 mod keys;
+
+pub(crate) use changes::Page;
 
 /// Why a store operation was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,6 +107,40 @@ pub enum StoreError {
         service: String,
         /// Instance id asked for.
         id: String,
+    },
+    /// A new instance when the registry already holds
+    /// [`RegistryConfig::max_instances`].
+    #[error(
+        "too many instances: the registry holds at most {limit} (max_instances); \
+         deregister some or raise the limit"
+    )]
+    TooManyInstances {
+        /// The limit.
+        limit: usize,
+    },
+    /// A new instance of a service that already has
+    /// [`RegistryConfig::max_instances_per_service`].
+    #[error(
+        "service {service:?} is full: it may have at most {limit} instances (max_instances_per_service); \
+         deregister some or raise the limit"
+    )]
+    ServiceFull {
+        /// The service.
+        service: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// A registration whose metadata and methods take more than
+    /// [`RegistryConfig::max_metadata_bytes`].
+    #[error(
+        "metadata too large: `metadata` and `methods` take {bytes} bytes as JSON, \
+         more than the limit of {limit} (max_metadata_bytes)"
+    )]
+    MetadataTooLarge {
+        /// What the registration's metadata and methods take.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
     },
     /// A config key, prefix or value was refused (see
     /// [`switchboard::config::validate_key`]).
@@ -104,9 +167,13 @@ pub enum StoreError {
 pub struct SweepReport {
     /// Instances in the store before the sweep.
     pub total: usize,
+    /// Of those, the ones that count for self-preservation: they have
+    /// heartbeated (or re-registered) at least once since registering.
+    pub counted: usize,
     /// Instances whose TTL had passed.
     pub expired: usize,
-    /// Instances whose TTL had passed or runs out within the self-preservation window.
+    /// Counted instances whose TTL had passed or runs out within the
+    /// self-preservation window.
     pub expiring: usize,
     /// `(service, id)` of the instances removed.
     pub evicted: Vec<(String, String)>,
@@ -116,22 +183,35 @@ pub struct SweepReport {
 
 #[derive(Debug)]
 struct Entry {
-    instance: Instance,
+    /// Shared with listings being encoded; a heartbeat copies it only if one is.
+    instance: Arc<Instance>,
     ttl: Duration,
     last_seen: Instant,
+    /// Index of the record's last change: its place in the service's log.
+    changed: u64,
+    /// The most bytes the record can take in a listing (its JSON, with room
+    /// for any heartbeat time).
+    listed_len: usize,
+    /// Heartbeated or re-registered since it registered: only such
+    /// instances count for (and are kept by) self-preservation.
+    proven: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Service {
     /// Index of the last change to this service (kept when it becomes empty).
     index: u64,
     instances: BTreeMap<String, Entry>,
+    /// The change log and removal records (see `store/changes.rs`).
+    log: changes::Log,
 }
 
 #[derive(Debug)]
 struct Inner {
     index: u64,
     services: BTreeMap<String, Service>,
+    /// Instances over all services.
+    instance_count: usize,
     self_preservation: bool,
     /// One channel per service that has waiters right now, carrying that
     /// service's index: a change wakes only the waiters of its own service.
@@ -140,6 +220,8 @@ struct Inner {
     /// from `services` because a waiter may wait for a service that does not
     /// exist yet.
     watchers: BTreeMap<String, watch::Sender<u64>>,
+    /// Removal records of every service, oldest first, bounded.
+    removals: changes::Removals,
     /// The config keys, their deletion records and their waiters.
     keys: keys::Keys,
 }
@@ -147,11 +229,13 @@ struct Inner {
 impl Inner {
     /// Bumps the global index and stamps `service` with it, waking the
     /// service's waiters (the global channel is [`Store::publish`]ed by the
-    /// caller once the lock is released).
+    /// caller once the lock is released). The service must exist.
     fn bump(&mut self, service: &str) -> u64 {
         self.index += 1;
         let index = self.index;
-        self.services.entry(service.to_owned()).or_default().index = index;
+        if let Some(s) = self.services.get_mut(service) {
+            s.index = index;
+        }
         if let Some(tx) = self.watchers.get(service) {
             // Only marks the channel changed and wakes the parked tasks; they
             // run (and take the lock) after this returns.
@@ -161,17 +245,17 @@ impl Inner {
     }
 
     /// The index `wait_for_change` compares (the service's, or the global
-    /// one for `None`), and the global index.
-    fn look(&self, service: Option<&str>) -> (u64, u64) {
-        let current = match service {
-            Some(name) => self.services.get(name).map_or(0, |s| s.index),
-            None => self.index,
+    /// one for `None`), the global index, and the service's floor (a waiter
+    /// from below it must re-list; 0 for `None`).
+    fn look(&self, service: Option<&str>) -> (u64, u64, u64) {
+        let (current, floor) = match service {
+            Some(name) => match self.services.get(name) {
+                Some(s) => (s.index, s.log.floor()),
+                None => (0, self.removals.forgotten()),
+            },
+            None => (self.index, 0),
         };
-        (current, self.index)
-    }
-
-    fn instance_count(&self) -> usize {
-        self.services.values().map(|s| s.instances.len()).sum()
+        (current, self.index, floor)
     }
 }
 
@@ -187,6 +271,8 @@ pub struct Store {
     /// When the store was created: for one default TTL after this, live
     /// instances may not have re-registered yet (see [`Store::warming_up`]).
     started: Instant,
+    /// This life of the registry (see [`Store::epoch`]).
+    epoch: u64,
 }
 
 /// A [`Store::wait_for_change`] waiter's receiver. Dropping it (the wait
@@ -218,22 +304,44 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// The most bytes `instance` can take in a listing: its JSON now, plus room
+/// for a heartbeat time of any length (health is `passing` or `expired`,
+/// both 7 letters; nothing else changes without an update).
+fn listed_len(instance: &Instance) -> usize {
+    let digits = instance.last_heartbeat_ms.checked_ilog10().map_or(1, |d| d as usize + 1);
+    crate::model::json_len(instance).saturating_add(20 - digits)
+}
+
 impl Store {
     /// An empty store; the index starts at 1.
     pub fn new(config: RegistryConfig) -> Self {
         let (changes, _) = watch::channel(1);
+        let removals = changes::Removals::new(config.max_instances);
         Store {
             config,
             inner: Mutex::new(Inner {
                 index: 1,
                 services: BTreeMap::new(),
+                instance_count: 0,
                 self_preservation: false,
                 watchers: BTreeMap::new(),
+                removals,
                 keys: keys::Keys::default(),
             }),
             changes,
             started: Instant::now(),
+            // Below 2^53, so that JavaScript clients read it exactly.
+            epoch: fastrand::u64(1..1 << 53),
         }
+    }
+
+    /// This life of the registry: a random number drawn when the store is
+    /// created. A restarted registry has another one and counts its index
+    /// from 1 again, so a watcher that passes back the epoch it saw with its
+    /// index learns of the restart even when the new index has already
+    /// passed the old one.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// How much longer the store is warming up: for one default TTL after
@@ -264,32 +372,65 @@ impl Store {
     /// Registers an instance, or updates it if `service`/`id` is known (which
     /// also counts as a heartbeat). Returns the global index afterwards; an
     /// identical re-registration leaves it unchanged.
+    ///
+    /// Refused, changing nothing: an invalid request, an address no caller
+    /// can dial (unless allowed), metadata past
+    /// [`RegistryConfig::max_metadata_bytes`], and a *new* instance past
+    /// [`RegistryConfig::max_instances_per_service`] or
+    /// [`RegistryConfig::max_instances`].
     pub fn register(&self, req: RegisterRequest) -> Result<u64, StoreError> {
         req.validate()?;
+        if !self.config.allow_unroutable_addresses {
+            if let Some(why) = crate::model::unroutable(&req.address) {
+                let reason = format!(
+                    "{:?} is {why}: callers cannot dial it; register the address callers reach the server at \
+                     (or set allow_unroutable_addresses)",
+                    req.address
+                );
+                return Err(InvalidField::new("address", reason).into());
+            }
+        }
+        let bytes = crate::model::metadata_len(&req.metadata, &req.methods);
+        if bytes > self.config.max_metadata_bytes {
+            return Err(StoreError::MetadataTooLarge { bytes, limit: self.config.max_metadata_bytes });
+        }
         let ttl = req.ttl_ms.map_or(self.config.default_ttl, Duration::from_millis);
         let now = Instant::now();
         let wall = unix_ms();
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         let existing = inner.services.get_mut(&req.service).and_then(|s| s.instances.get_mut(&req.id));
         if let Some(entry) = existing {
-            let i = &mut entry.instance;
+            let i = &entry.instance;
             let unchanged = i.address == req.address
                 && i.metadata == req.metadata
                 && i.methods == req.methods
                 && entry.ttl == ttl
                 && i.health == Health::Passing;
             entry.last_seen = now;
-            i.last_heartbeat_ms = wall;
+            entry.proven = true;
             if unchanged {
+                Arc::make_mut(&mut entry.instance).last_heartbeat_ms = wall;
                 return Ok(inner.index);
             }
+            let i = Arc::make_mut(&mut entry.instance);
+            i.last_heartbeat_ms = wall;
             i.address = req.address;
             i.metadata = req.metadata;
             i.methods = req.methods;
             i.ttl_ms = millis(ttl);
             i.health = Health::Passing;
+            entry.listed_len = listed_len(i);
             entry.ttl = ttl;
         } else {
+            let held = inner.services.get(&req.service).map_or(0, |s| s.instances.len());
+            if held >= self.config.max_instances_per_service {
+                let limit = self.config.max_instances_per_service;
+                return Err(StoreError::ServiceFull { service: req.service, limit });
+            }
+            if inner.instance_count >= self.config.max_instances {
+                return Err(StoreError::TooManyInstances { limit: self.config.max_instances });
+            }
             let instance = Instance {
                 service: req.service.clone(),
                 id: req.id.clone(),
@@ -301,11 +442,25 @@ impl Store {
                 last_heartbeat_ms: wall,
                 health: Health::Passing,
             };
-            let service = inner.services.entry(req.service.clone()).or_default();
-            service.instances.insert(req.id, Entry { instance, ttl, last_seen: now });
+            let entry = Entry {
+                listed_len: listed_len(&instance),
+                instance: Arc::new(instance),
+                ttl,
+                last_seen: now,
+                changed: 0,
+                proven: false,
+            };
+            let floor = inner.removals.forgotten();
+            let service = inner.services.entry(req.service.clone()).or_insert_with(|| Service {
+                index: 0,
+                instances: BTreeMap::new(),
+                log: changes::Log::new(floor),
+            });
+            service.instances.insert(req.id.clone(), entry);
+            inner.instance_count += 1;
         }
-        let index = inner.bump(&req.service);
-        drop(inner);
+        let index = inner.record_live(&req.service, &req.id);
+        drop(guard);
         self.publish(index);
         Ok(index)
     }
@@ -314,10 +469,10 @@ impl Store {
     pub fn deregister(&self, service: &str, id: &str) -> Result<u64, StoreError> {
         let mut inner = self.lock();
         let removed = inner.services.get_mut(service).and_then(|s| s.instances.remove(id));
-        if removed.is_none() {
+        let Some(entry) = removed else {
             return Err(StoreError::UnknownInstance { service: service.to_owned(), id: id.to_owned() });
-        }
-        let index = inner.bump(service);
+        };
+        let index = inner.record_removed(service, id, entry.changed);
         drop(inner);
         self.publish(index);
         Ok(index)
@@ -333,12 +488,14 @@ impl Store {
             return Err(StoreError::UnknownInstance { service: service.to_owned(), id: id.to_owned() });
         };
         entry.last_seen = Instant::now();
-        entry.instance.last_heartbeat_ms = unix_ms();
-        if entry.instance.health == Health::Passing {
+        entry.proven = true;
+        let instance = Arc::make_mut(&mut entry.instance);
+        instance.last_heartbeat_ms = unix_ms();
+        if instance.health == Health::Passing {
             return Ok(inner.index);
         }
-        entry.instance.health = Health::Passing;
-        let index = inner.bump(service);
+        instance.health = Health::Passing;
+        let index = inner.record_live(service, id);
         drop(inner);
         self.publish(index);
         Ok(index)
@@ -359,6 +516,11 @@ impl Store {
         self.lock().self_preservation
     }
 
+    /// How many instances the store holds, over all services.
+    pub fn instance_count(&self) -> usize {
+        self.lock().instance_count
+    }
+
     /// Services with at least one instance, sorted by name.
     pub fn services(&self) -> ServiceList {
         let inner = self.lock();
@@ -376,15 +538,16 @@ impl Store {
         }
     }
 
-    /// One service's instances, sorted by id, with the service's index. An
-    /// unknown service gives an empty list and index 0.
+    /// One service's whole list of instances, sorted by id, with the
+    /// service's index. An unknown service gives an empty list and index 0.
+    /// (The API lists services with [`Store::changes`], in bounded pages.)
     pub fn instances(&self, service: &str) -> InstanceList {
         let warming_up_ms = millis(self.warming_up());
         let inner = self.lock();
         match inner.services.get(service) {
             Some(s) => InstanceList {
                 index: s.index,
-                instances: s.instances.values().map(|e| e.instance.clone()).collect(),
+                instances: s.instances.values().map(|e| Instance::clone(&e.instance)).collect(),
                 warming_up_ms,
             },
             None => InstanceList { index: 0, instances: Vec::new(), warming_up_ms },
@@ -396,7 +559,7 @@ impl Store {
         let inner = self.lock();
         RegistryStatus {
             index: inner.index,
-            instances: inner.instance_count(),
+            instances: inner.instance_count,
             self_preservation: inner.self_preservation,
             ttl_ms: millis(self.config.default_ttl),
             heartbeat_ms: millis(self.config.heartbeat_interval),
@@ -408,13 +571,26 @@ impl Store {
     /// `None`) is greater than `after_index`, or `timeout` passes; returns the
     /// relevant index at that moment (equal to `after_index` on timeout).
     ///
-    /// If `after_index` is greater than the global index, the caller's index
-    /// comes from an earlier life of the registry (it restarted and counts
-    /// from 1 again): this returns at once so the caller re-lists.
+    /// Returns at once, too, when the caller must re-list rather than wait:
+    /// `after_index` is greater than the global index (it comes from an
+    /// earlier life of the registry, which counted from 1 again), or it is
+    /// older than the removal records the service still keeps (see
+    /// [`Store::changes`]).
     ///
     /// Only a change to `service` wakes a waiter for `service` (a waiter for
     /// `None` wakes on every change).
     pub async fn wait_for_change(&self, service: Option<&str>, after_index: u64, timeout: Duration) -> u64 {
+        self.wait_for_change_parked(service, after_index, timeout).await.0
+    }
+
+    /// [`Store::wait_for_change`], and whether it had to wait (it did not
+    /// return at once).
+    pub(crate) async fn wait_for_change_parked(
+        &self,
+        service: Option<&str>,
+        after_index: u64,
+        timeout: Duration,
+    ) -> (u64, bool) {
         let deadline = Instant::now() + timeout;
         // Subscribe under the same lock as the first look (every bump holds
         // it too), so a change between the look and the wait still wakes us.
@@ -427,14 +603,16 @@ impl Store {
             (rx, inner.look(service))
         };
         let mut sub = Subscription { store: self, service, rx };
+        let mut parked = false;
         loop {
-            let (current, global) = seen;
-            if current > after_index || after_index > global {
-                return current;
+            let (current, global, floor) = seen;
+            if current > after_index || after_index > global || (after_index > 0 && after_index < floor) {
+                return (current, parked);
             }
+            parked = true;
             match tokio::time::timeout_at(deadline, sub.rx.changed()).await {
                 Ok(Ok(())) => seen = self.lock().look(service), // past `after_index` yet?
-                Ok(Err(_)) | Err(_) => return current,
+                Ok(Err(_)) | Err(_) => return (current, parked),
             }
         }
     }
@@ -450,71 +628,81 @@ impl Store {
     pub fn sweep(&self) -> SweepReport {
         let now = Instant::now();
         let mut inner = self.lock();
-        let total = inner.instance_count();
+        let total = inner.instance_count;
         let window = self.config.self_preservation_window;
-        let mut expired: Vec<(String, String)> = Vec::new();
-        let mut expiring = 0usize;
+        // (service, id, proven) of every instance whose TTL passed.
+        let mut expired: Vec<(String, String, bool)> = Vec::new();
+        let (mut counted, mut counted_expired, mut expiring) = (0usize, 0usize, 0usize);
         for (name, service) in &inner.services {
             for (id, e) in &service.instances {
                 let silent = now.saturating_duration_since(e.last_seen);
-                if silent > e.ttl {
-                    expired.push((name.clone(), id.clone()));
+                let gone = silent > e.ttl;
+                if gone {
+                    expired.push((name.clone(), id.clone(), e.proven));
                 }
-                if silent > e.ttl.saturating_sub(window.min(e.ttl / 2)) {
-                    expiring += 1;
+                if e.proven {
+                    counted += 1;
+                    counted_expired += usize::from(gone);
+                    if silent > e.ttl.saturating_sub(window.min(e.ttl / 2)) {
+                        expiring += 1;
+                    }
                 }
             }
         }
-        let preserve = total >= self.config.self_preservation_min_instances
-            && !expired.is_empty()
-            && expiring as f64 > self.config.self_preservation_share * total as f64;
+        let preserve = counted >= self.config.self_preservation_min_instances
+            && counted_expired > 0
+            && expiring as f64 > self.config.self_preservation_share * counted as f64;
+        if preserve && !inner.self_preservation {
+            tracing::warn!(
+                target: "switchboard_registry",
+                expired = counted_expired,
+                expiring,
+                counted,
+                share = self.config.self_preservation_share,
+                "self-preservation on: too many instances stopped heartbeating at once; \
+                 the registry assumes it is cut off and stops evicting"
+            );
+        } else if !preserve && inner.self_preservation {
+            tracing::info!(
+                target: "switchboard_registry",
+                expired = expired.len(),
+                total,
+                "self-preservation off: heartbeats are back; evicting expired instances again"
+            );
+        }
+        inner.self_preservation = preserve;
         let mut last_index = None;
         let mut evicted = Vec::new();
-        if preserve {
-            if !inner.self_preservation {
-                tracing::warn!(
-                    target: "switchboard_registry",
-                    expired = expired.len(),
-                    expiring,
-                    total,
-                    share = self.config.self_preservation_share,
-                    "self-preservation on: too many instances stopped heartbeating at once; \
-                     the registry assumes it is cut off and stops evicting"
-                );
-            }
-            inner.self_preservation = true;
-            for (service, id) in &expired {
+        for (service, id, proven) in &expired {
+            if preserve && *proven {
+                // Kept, and listed as expired.
                 let newly = inner
                     .services
                     .get_mut(service)
                     .and_then(|s| s.instances.get_mut(id))
                     .filter(|e| e.instance.health == Health::Passing)
-                    .map(|e| e.instance.health = Health::Expired)
+                    .map(|e| Arc::make_mut(&mut e.instance).health = Health::Expired)
                     .is_some();
                 if newly {
-                    last_index = Some(inner.bump(service));
+                    last_index = Some(inner.record_live(service, id));
                 }
+                continue;
             }
-        } else {
-            if inner.self_preservation {
-                tracing::info!(
-                    target: "switchboard_registry",
-                    expired = expired.len(),
-                    total,
-                    "self-preservation off: heartbeats are back; evicting expired instances again"
-                );
+            let Some(entry) = inner.services.get_mut(service).and_then(|s| s.instances.remove(id)) else {
+                continue;
+            };
+            if *proven {
+                tracing::info!(target: "switchboard_registry", %service, %id, "evicted: TTL passed without a heartbeat");
+            } else {
+                tracing::info!(target: "switchboard_registry", %service, %id,
+                    "evicted: TTL passed and it never heartbeated since it registered");
             }
-            inner.self_preservation = false;
-            for (service, id) in expired.iter() {
-                if inner.services.get_mut(service).and_then(|s| s.instances.remove(id)).is_some() {
-                    tracing::info!(target: "switchboard_registry", %service, %id, "evicted: TTL passed without a heartbeat");
-                    last_index = Some(inner.bump(service));
-                    evicted.push((service.clone(), id.clone()));
-                }
-            }
+            last_index = Some(inner.record_removed(service, id, entry.changed));
+            evicted.push((service.clone(), id.clone()));
         }
         let report = SweepReport {
             total,
+            counted,
             expired: expired.len(),
             expiring,
             evicted,

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use switchboard_registry::client::{ClientError, Heartbeat};
-use switchboard_registry::model::RegisterRequest;
+use switchboard_registry::model::{Cursor, RegisterRequest};
 use switchboard_registry::{RegistryClient, RegistryServer};
 
 async fn registry() -> (switchboard_registry::RegistryHandle, RegistryClient) {
@@ -30,14 +30,18 @@ async fn register_heartbeat_watch_and_deregister() {
         let client = client.clone();
         tokio::spawn(async move {
             let began = Instant::now();
-            let list = client.watch("Arith", listed.index, Duration::from_secs(10)).await.unwrap();
+            let from = Cursor { index: listed.index, epoch: 0 };
+            let list = client.watch("Arith", from, Duration::from_secs(10)).await.unwrap();
             (list, began.elapsed())
         })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     client.register(&RegisterRequest::new("Arith", "a2", "127.0.0.1:9002")).await.unwrap();
     let (list, took) = tokio::time::timeout(Duration::from_secs(5), watcher).await.unwrap().unwrap();
-    assert_eq!(list.instances.len(), 2);
+    // Only what changed: the new instance.
+    assert_eq!(list.instances.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["a2"]);
+    assert!(!list.reset && !list.more && list.removed.is_empty());
+    assert_eq!(client.instances("Arith").await.unwrap().instances.len(), 2);
     assert!(list.index > listed.index);
     assert!(took < Duration::from_secs(5), "the watch did not wake on the change: {took:?}");
 

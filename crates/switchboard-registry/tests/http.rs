@@ -114,7 +114,10 @@ async fn register_list_heartbeat_deregister() {
     assert_eq!(ids(&reg.get("/v1/services/Arith").await.1), ["a2"]);
 
     // Unknown service: 200 with an empty list (it may appear later).
-    assert_eq!(reg.get("/v1/services/Nobody").await, (StatusCode::OK, json!({"index": 0, "instances": []})));
+    let (status, mut nobody) = reg.get("/v1/services/Nobody").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(nobody.as_object_mut().unwrap().remove("epoch"), Some(json!(reg.handle.store().epoch())));
+    assert_eq!(nobody, json!({"index": 0, "reset": true, "more": false, "instances": [], "removed": []}));
 
     let (_, status) = reg.get("/v1/status").await;
     assert_eq!(
@@ -149,7 +152,8 @@ async fn blocking_query_wakes_within_100ms_of_a_change() {
     println!("blocking query woke {latency:?} after the change (blocked {:?})", changed - started);
     assert!(latency < Duration::from_millis(100), "woke after {latency:?}");
     assert!(list["index"].as_u64().unwrap() > seen);
-    assert_eq!(ids(&list), ["a1", "a2"]);
+    assert_eq!(ids(&list), ["a2"], "only what changed after the index passed");
+    assert_eq!((&list["reset"], &list["more"]), (&json!(false), &json!(false)));
     reg.handle.shutdown().await.unwrap();
 }
 
@@ -197,18 +201,26 @@ async fn a_watcher_passing_its_last_index_never_misses_a_change() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut index = 0;
     let mut polls = 0;
+    // The watcher's view: each answer holds what changed since the last one.
+    let mut view = std::collections::BTreeSet::new();
     loop {
         assert!(Instant::now() < deadline, "watcher did not see all {N} registrations in time");
         let (_, list) = reg.get(&format!("/v1/services/Arith?index={index}&wait=5s")).await;
         polls += 1;
         let new_index = list["index"].as_u64().unwrap();
         assert!(new_index > index, "a blocking query returned without a change: {index} -> {new_index}");
+        assert_eq!(list["reset"], index == 0, "only the first answer is a full listing");
         index = new_index;
-        if ids(&list).iter().filter(|id| id.starts_with('w')).count() == usize::from(N) {
+        for gone in list["removed"].as_array().unwrap() {
+            view.remove(gone.as_str().unwrap());
+        }
+        view.extend(ids(&list).into_iter().map(str::to_owned));
+        if view.iter().filter(|id| id.starts_with('w')).count() == usize::from(N) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
+    assert_eq!(view.len(), usize::from(N) + 1, "{view:?}"); // the w's and a0; "between" went
     writer.await.unwrap();
     println!("watcher saw all {N} registrations in {polls} polls");
     assert_eq!(index, reg.index().await, "the last answer carried the final index");
@@ -247,7 +259,12 @@ async fn self_preservation_is_visible_in_the_api() {
         body["ttl_ms"] = json!(1000);
         reg.register(body).await;
     }
-    // Only "a" keeps heartbeating: 3 of 4 stop together. Self-preservation
+    // All four were alive (self-preservation counts only instances that
+    // heartbeated since they registered: tests/limits.rs shows why)...
+    for id in ["a", "b", "c", "d"] {
+        assert_eq!(reg.heartbeat("Arith", id).await.0, StatusCode::OK);
+    }
+    // ...then only "a" keeps heartbeating: 3 of 4 stop together. Self-preservation
     // starts as they approach their TTL, and nobody is ever evicted; once
     // their TTL has passed they are listed as expired.
     let deadline = Instant::now() + Duration::from_secs(5);

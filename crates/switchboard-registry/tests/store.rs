@@ -105,8 +105,13 @@ async fn self_preservation_starts_when_most_heartbeats_stop_and_ends_when_they_r
     for (i, id) in ["a", "b", "c", "d"].iter().enumerate() {
         store.register(req("Arith", id, 10 + i as u16)).unwrap();
     }
+    // All four heartbeat for a while (only instances that did count)...
+    advance(Duration::from_secs(2)).await;
+    for id in ["a", "b", "c", "d"] {
+        store.heartbeat("Arith", id).unwrap();
+    }
     advance(Duration::from_secs(5)).await;
-    store.heartbeat("Arith", "a").unwrap(); // only "a" still reaches us
+    store.heartbeat("Arith", "a").unwrap(); // ...then only "a" still reaches us
     advance(Duration::from_secs(2)).await; // b, c, d are 7 s silent
 
     let index = store.index();
@@ -139,10 +144,18 @@ async fn self_preservation_starts_when_most_heartbeats_stop_and_ends_when_they_r
 
 #[tokio::test(start_paused = true)]
 async fn self_preservation_needs_the_minimum_instance_count_and_respects_the_share() {
+    // Every instance here heartbeats once after registering, so all count.
+    let beat_all = |store: &Store, ids: &[&str]| {
+        for id in ids {
+            store.heartbeat("S", id).unwrap();
+        }
+    };
     // Two instances both dying is plausible: below the minimum of 3, evict.
     let store = Store::new(RegistryConfig::default());
     store.register(req("S", "a", 1)).unwrap();
     store.register(req("S", "b", 2)).unwrap();
+    advance(Duration::from_secs(1)).await;
+    beat_all(&store, &["a", "b"]);
     advance(Duration::from_secs(7)).await;
     let report = store.sweep();
     assert_eq!(report.evicted.len(), 2);
@@ -153,10 +166,12 @@ async fn self_preservation_needs_the_minimum_instance_count_and_respects_the_sha
     for (i, id) in ["a", "b", "c", "d"].iter().enumerate() {
         store.register(req("S", id, 1 + i as u16)).unwrap();
     }
-    advance(Duration::from_secs(5)).await;
+    advance(Duration::from_secs(1)).await;
+    beat_all(&store, &["a", "b", "c", "d"]);
+    advance(Duration::from_secs(4)).await;
     store.heartbeat("S", "a").unwrap();
     store.heartbeat("S", "b").unwrap();
-    advance(Duration::from_secs(2)).await;
+    advance(Duration::from_secs(3)).await;
     let report = store.sweep();
     assert_eq!(report.evicted.len(), 2);
     assert!(!report.self_preservation);
@@ -167,10 +182,14 @@ async fn self_preservation_needs_the_minimum_instance_count_and_respects_the_sha
     for (i, id) in ["a", "b", "c", "d"].iter().enumerate() {
         store.register(req("S", id, 1 + i as u16)).unwrap();
     }
-    advance(Duration::from_secs(5)).await;
+    advance(Duration::from_secs(1)).await;
+    beat_all(&store, &["a", "b", "c", "d"]);
+    advance(Duration::from_secs(4)).await;
     store.heartbeat("S", "a").unwrap();
-    advance(Duration::from_secs(2)).await;
-    assert_eq!(store.sweep().evicted.len(), 3);
+    advance(Duration::from_secs(3)).await;
+    let report = store.sweep();
+    assert_eq!((report.counted, report.expired, report.expiring), (4, 3, 3));
+    assert_eq!(report.evicted.len(), 3);
 }
 
 #[tokio::test(start_paused = true)]
@@ -279,4 +298,44 @@ async fn instances_cut_off_together_are_kept_even_though_their_ttls_run_out_apar
     }
     assert!(store.self_preservation());
     assert_eq!(store.instances("Arith").instances.len(), 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn instances_that_never_heartbeated_neither_count_for_self_preservation_nor_are_kept_by_it() {
+    let store = Store::new(RegistryConfig::default());
+    for (i, id) in ["live-1", "live-2", "live-3"].iter().enumerate() {
+        store.register(req("S", id, 1 + i as u16)).unwrap();
+    }
+    for i in 0..10 {
+        store.register(req("S", &format!("ghost-{i}"), 100 + i)).unwrap();
+    }
+    // The live ones heartbeat; the ghosts never do. 10 of 13 silent.
+    for _ in 0..4 {
+        advance(Duration::from_secs(2)).await;
+        for id in ["live-1", "live-2", "live-3"] {
+            store.heartbeat("S", id).unwrap();
+        }
+    }
+    let report = store.sweep();
+    assert_eq!((report.total, report.counted, report.expired), (13, 3, 10));
+    assert!(!report.self_preservation);
+    assert_eq!(report.evicted.len(), 10);
+    assert_eq!(ids(&store, "S"), ["live-1", "live-2", "live-3"]);
+
+    // A partition with ghosts around: the live ones are kept, the ghosts go.
+    for i in 0..10 {
+        store.register(req("S", &format!("ghost-{i}"), 100 + i)).unwrap();
+    }
+    advance(Duration::from_secs(7)).await;
+    let report = store.sweep();
+    assert!(report.self_preservation, "{report:?}");
+    assert_eq!(report.evicted.len(), 10);
+    assert_eq!(ids(&store, "S"), ["live-1", "live-2", "live-3"]);
+    // A re-registration is a renewal: it counts from then on.
+    store.register(req("S", "ghost-0", 100)).unwrap();
+    store.register(req("S", "ghost-0", 100)).unwrap();
+    advance(Duration::from_secs(7)).await;
+    let report = store.sweep();
+    assert_eq!(report.counted, 4);
+    assert!(report.evicted.is_empty(), "ghost-0 re-registered: kept like the others");
 }

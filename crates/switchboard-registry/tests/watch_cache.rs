@@ -1,12 +1,12 @@
 //! Blocking-query answers are encoded once per change and shared by the
 //! watchers it wakes; the sharing must never serve stale content: not across
-//! a change, not in plain GETs, not for longer than a wake-up.
+//! a change, not in plain GETs, not to a query that did not wait.
 
 use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
-use switchboard_registry::model::InstanceList;
+use switchboard_registry::model::ServiceChanges;
 use switchboard_registry::server::INDEX_HEADER;
 use switchboard_registry::{RegistryConfig, RegistryHandle, RegistryServer};
 use tokio::task::JoinHandle;
@@ -29,9 +29,13 @@ impl Answer {
         serde_json::from_slice(&self.body).unwrap()
     }
 
+    fn changes(&self) -> ServiceChanges {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+
+    /// The records the answer carries (what changed, or all on a reset).
     fn ids(&self) -> Vec<String> {
-        let list: InstanceList = serde_json::from_slice(&self.body).unwrap();
-        list.instances.into_iter().map(|i| i.id).collect()
+        self.changes().instances.into_iter().map(|i| i.id).collect()
     }
 
     fn heartbeat_ms(&self, id: &str) -> u64 {
@@ -99,13 +103,13 @@ impl Registry {
 /// and the body is exactly what serde gives for the list it holds.
 fn assert_well_formed(answer: &Answer) {
     assert_eq!(answer.content_type, "application/json");
-    let list: InstanceList = serde_json::from_slice(&answer.body).unwrap();
+    let list = answer.changes();
     assert_eq!(answer.index_header, list.index);
     assert_eq!(serde_json::to_vec(&list).unwrap(), answer.body, "byte for byte the plain JSON encoding");
 }
 
 #[tokio::test]
-async fn shared_answers_follow_every_change_and_heartbeats_show_in_plain_gets() {
+async fn shared_answers_follow_every_change_and_heartbeats_show_in_fresh_answers() {
     // A 1 s default TTL ends the warm-up after 1 s (the instances ask for 1 h).
     let ttl = Duration::from_secs(1);
     let reg = start(RegistryConfig { default_ttl: ttl, ..RegistryConfig::default() }).await;
@@ -113,40 +117,41 @@ async fn shared_answers_follow_every_change_and_heartbeats_show_in_plain_gets() 
     tokio::time::sleep(ttl).await;
     assert!(reg.list().await.json().get("warming_up_ms").is_none(), "warm");
 
-    // Change A: both watchers get the same bytes, listing it.
+    // Change A: both watchers get the same bytes, holding just the change.
     let (w1, w2) = (reg.watcher(seen).await, reg.watcher(seen).await);
     let a = reg.register("a2", 9002).await;
     let (w1, w2) = (w1.await.unwrap(), w2.await.unwrap());
     assert_well_formed(&w1);
     assert_eq!(w1.body, w2.body);
     assert_eq!(w1.index_header, a);
-    assert_eq!(w1.ids(), ["a1", "a2"]);
+    assert_eq!(w1.ids(), ["a2"]);
+    assert!(!w1.changes().reset);
 
-    // A heartbeat does not change the index, but a plain GET shows it at once.
+    // A heartbeat does not change the index, but a plain GET shows it at once,
+    // and so does a blocking query that did not have to wait.
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let resp = reg.http.put(reg.url("/v1/instances/Arith/a1/heartbeat")).send().await.unwrap();
+    let resp = reg.http.put(reg.url("/v1/instances/Arith/a2/heartbeat")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let plain = reg.list().await;
     assert_well_formed(&plain);
     assert_eq!(plain.index_header, a);
-    assert!(plain.heartbeat_ms("a1") > w1.heartbeat_ms("a1"), "plain GETs are built fresh");
-    // Blocking answers may share the wake-up's encoding for a moment, not longer.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let later = reg.blocking(seen).await;
-    assert_well_formed(&later);
-    assert_eq!(later.index_header, a);
-    assert_eq!(later.heartbeat_ms("a1"), plain.heartbeat_ms("a1"), "no encoding older than a second");
+    assert_eq!(plain.ids(), ["a1", "a2"]);
+    assert!(plain.heartbeat_ms("a2") > w1.heartbeat_ms("a2"), "plain GETs are built fresh");
+    let at_once = reg.blocking(seen).await;
+    assert_well_formed(&at_once);
+    assert_eq!((at_once.index_header, at_once.ids()), (a, vec!["a2".to_owned()]));
+    assert_eq!(at_once.heartbeat_ms("a2"), plain.heartbeat_ms("a2"), "only parked queries share an encoding");
 
-    // Change B, right after A's encoding was shared: the watchers get B's list, not A's.
+    // Change B, right after A's encoding was shared: the watcher gets B, not A.
     let w3 = reg.watcher(a).await;
-    let again = reg.blocking(seen).await; // answered at once, from the cache
-    assert_eq!(again.body, later.body);
     let b = reg.register("a3", 9003).await;
     let w3 = w3.await.unwrap();
     assert_well_formed(&w3);
-    assert_eq!((w3.index_header, w3.ids()), (b, vec!["a1".to_owned(), "a2".to_owned(), "a3".to_owned()]));
+    assert_eq!((w3.index_header, w3.ids()), (b, vec!["a3".to_owned()]));
     let caught_up = reg.blocking(a).await; // a watcher that was busy during B
     assert_eq!((caught_up.index_header, caught_up.ids()), (b, w3.ids()));
+    let behind = reg.blocking(seen).await; // one that missed A too
+    assert_eq!((behind.index_header, behind.ids()), (b, vec!["a2".to_owned(), "a3".to_owned()]));
 
     // A removal is a change too.
     let w4 = reg.watcher(b).await;
@@ -155,7 +160,7 @@ async fn shared_answers_follow_every_change_and_heartbeats_show_in_plain_gets() 
     let w4 = w4.await.unwrap();
     assert_well_formed(&w4);
     assert!(w4.index_header > b);
-    assert_eq!(w4.ids(), ["a1", "a3"]);
+    assert_eq!((w4.ids(), w4.changes().removed), (Vec::<String>::new(), vec!["a2".to_owned()]));
     assert_eq!(reg.list().await.ids(), ["a1", "a3"]);
     reg.handle.shutdown().await.unwrap();
 }
@@ -167,14 +172,19 @@ async fn shared_answers_during_warm_up_carry_the_current_countdown() {
     let watchers = [reg.watcher(seen).await, reg.watcher(seen).await];
     let changed = reg.register("a2", 9002).await;
     let mut countdowns = Vec::new();
+    let mut bodies = Vec::new();
     for watcher in watchers {
         let answer = watcher.await.unwrap();
         assert_well_formed(&answer);
-        assert_eq!((answer.index_header, answer.ids()), (changed, vec!["a1".to_owned(), "a2".to_owned()]));
+        assert_eq!((answer.index_header, answer.ids()), (changed, vec!["a2".to_owned()]));
         countdowns.push(answer.json()["warming_up_ms"].as_u64().unwrap());
+        let mut json = answer.json();
+        json.as_object_mut().unwrap().remove("warming_up_ms");
+        bodies.push(json);
     }
+    assert_eq!(bodies[0], bodies[1], "one page, each with its own countdown");
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let again = reg.blocking(seen).await; // answered at once, sharing the encoding
+    let again = reg.blocking(seen).await;
     assert_well_formed(&again);
     let left = again.json()["warming_up_ms"].as_u64().unwrap();
     assert!(left > 0 && countdowns.iter().all(|&c| c <= 6000 && left < c), "{left} after {countdowns:?}");
