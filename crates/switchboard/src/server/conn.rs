@@ -257,6 +257,21 @@ pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr
 /// data does not reset the connection before the client reads the go-away.
 pub(super) async fn refuse(mut stream: TcpStream, why: String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A flood of refused connections must not become a flood of tasks each
+    // holding a descriptor for a second: past this many, close at once.
+    const MAX_REFUSING: usize = 256;
+    static REFUSING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    struct Refusing;
+    impl Drop for Refusing {
+        fn drop(&mut self) {
+            REFUSING.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    if REFUSING.fetch_add(1, Ordering::Relaxed) >= MAX_REFUSING {
+        REFUSING.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    let _refusing = Refusing;
     let mut meta = Metadata::default();
     meta.set_message(why);
     let head =
