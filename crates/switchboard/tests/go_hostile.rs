@@ -585,3 +585,63 @@ async fn clients_that_read_none_of_their_answers_hold_a_bounded_total() {
     eprintln!("closed {:?} later", start.elapsed());
     server.shutdown().await;
 }
+
+// --- the client side ---------------------------------------------------------
+
+/// A net/rpc "server" that answers one call with `answer` (gob or JSON, the
+/// answer to Seq 0), sent a byte at a time.
+async fn trickling_server(answer: Vec<u8>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        stream.set_nodelay(true).expect("nodelay");
+        let mut request = vec![0u8; 4096];
+        let _ = stream.read(&mut request).await;
+        for b in answer {
+            if stream.write_all(&[b]).await.is_err() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        // Keep the connection open until the client closes it.
+        let _ = stream.read(&mut request).await;
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_clients_read_answers_that_arrive_a_byte_at_a_time() {
+    use switchboard::go::netrpc::{GoClient, GoProtocol};
+    let _serial = SERIAL.lock().await;
+    // JSON-RPC, with quotes and braces in a string.
+    let addr = trickling_server(b"{\"id\":0,\"result\":\"a \\\"}{\\\" b\",\"error\":null}\n".to_vec()).await;
+    let client = GoClient::connect(addr, GoProtocol::JsonRpc).await.expect("connect");
+    let text: String = client.call("Echo.Text", &"x").await.expect("an answer in pieces");
+    assert_eq!(text, "a \"}{\" b");
+
+    // gob: the answer's type definitions, header and body.
+    let mut enc = Encoder::new();
+    #[derive(Serialize)]
+    struct ResponseHeader<'a> {
+        #[serde(rename = "ServiceMethod")]
+        service_method: &'a str,
+        #[serde(rename = "Seq")]
+        seq: u64,
+        #[serde(rename = "Error")]
+        error: &'a str,
+    }
+    let mut answer = Vec::new();
+    enc.encode(&ResponseHeader { service_method: "Arith.Multiply", seq: 0, error: "" }, &mut answer).expect("header");
+    enc.encode(&42i64, &mut answer).expect("body");
+    let addr = trickling_server(answer).await;
+    let client = GoClient::connect(addr, GoProtocol::Gob).await.expect("connect");
+    let product: i64 = client.call("Arith.Multiply", &Args { a: 6, b: 7 }).await.expect("an answer in pieces");
+    assert_eq!(product, 42);
+
+    // Garbage instead of a JSON-RPC answer: the call fails, and says why.
+    let addr = trickling_server(b"[1,2,3]".to_vec()).await;
+    let client = GoClient::connect(addr, GoProtocol::JsonRpc).await.expect("connect");
+    let err = client.call::<_, i64>("Arith.Multiply", &Args { a: 6, b: 7 }).await.expect_err("garbage");
+    assert!(err.to_string().contains("bad JSON-RPC answer"), "{err}");
+}

@@ -51,7 +51,7 @@ impl JsonScan {
     /// `buf` is the same buffer each time, grown at its end, and starts
     /// with the value (the caller drops whitespace before it). `Ok(Some(end))`:
     /// the object is `buf[..end]` (start afresh for the next one);
-    /// `Ok(None)`: not whole yet.
+    /// `Ok(None)`: not whole yet. An error says what is wrong and where.
     pub(super) fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, String> {
         let mut pos = self.pos;
         let end = loop {
@@ -72,18 +72,14 @@ impl JsonScan {
                 match rest[at] {
                     b'"' => self.in_string = false,
                     b'\\' => self.escaped = true,
-                    c => {
-                        return Err(format!(
-                            "bad JSON-RPC request: control character {c:#04x} in a string at byte {pos}"
-                        ))
-                    }
+                    c => return Err(format!("control character {c:#04x} in a string at byte {pos}")),
                 }
                 pos += 1;
                 continue;
             }
             if self.depth == 0 && b != b'{' {
                 return Err(format!(
-                    "bad JSON-RPC request: a request is a JSON object, and this one starts with {:?}",
+                    "a JSON-RPC message is a JSON object, and this one starts with {:?}",
                     char::from(b)
                 ));
             }
@@ -91,7 +87,7 @@ impl JsonScan {
                 b'"' => self.in_string = true,
                 b'{' | b'[' => {
                     if self.depth == MAX_DEPTH {
-                        return Err(format!("bad JSON-RPC request: nested deeper than {MAX_DEPTH} levels"));
+                        return Err(format!("nested deeper than {MAX_DEPTH} levels"));
                     }
                     let bit = 1u128 << self.depth;
                     if b == b'[' {
@@ -106,7 +102,7 @@ impl JsonScan {
                     let in_array = self.arrays & (1u128 << self.depth) != 0;
                     if in_array != (b == b']') {
                         let (closer, open) = if in_array { ('}', "an array") } else { (']', "an object") };
-                        return Err(format!("bad JSON-RPC request: {closer:?} closes {open} at byte {pos}"));
+                        return Err(format!("{closer:?} closes {open} at byte {pos}"));
                     }
                     if self.depth == 0 {
                         break Some(pos + 1);
@@ -117,7 +113,7 @@ impl JsonScan {
                 b'0'..=b'9' | b'-' | b'+' | b'.' | b'E' => {}
                 b'a' | b'e' | b'f' | b'l' | b'n' | b'r' | b's' | b't' | b'u' => {}
                 other => {
-                    return Err(format!("bad JSON-RPC request: unexpected {:?} at byte {pos}", char::from(other)));
+                    return Err(format!("unexpected {:?} at byte {pos}", char::from(other)));
                 }
             }
             pos += 1;

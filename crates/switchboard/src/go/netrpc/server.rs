@@ -532,7 +532,7 @@ async fn next_json<R: AsyncRead + Unpin>(
 /// bytes it used; `Ok(None)` if it is not all there yet. `scan` remembers
 /// how far `buf` has been looked at.
 fn json_request(buf: &[u8], scan: &mut JsonScan, max: usize) -> Result<Option<(JsonRequest, usize)>, String> {
-    match scan.scan(buf)? {
+    match scan.scan(buf).map_err(|e| format!("bad JSON-RPC request: {e}"))? {
         Some(end) if end > max => Err(format!("a request of {end} bytes is longer than the limit of {max} bytes")),
         Some(end) => {
             let request = serde_json::from_slice(buf.get(..end).unwrap_or_default())
