@@ -324,7 +324,13 @@ impl<'de> de::Deserializer<'de> for ValueDe<'_, '_, 'de> {
     }
 
     fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, GobError> {
-        self.deserialize_any(IgnoredAny)?;
+        if matches!(self.ctx.kind(self.id)?, Kind::Bytes) {
+            // Skipped whole, not presented byte by byte (a payload check
+            // walks every value it copies).
+            self.r.bytes("a byte slice")?;
+        } else {
+            self.deserialize_any(IgnoredAny)?;
+        }
         visitor.visit_unit()
     }
 

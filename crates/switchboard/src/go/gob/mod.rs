@@ -228,7 +228,7 @@ mod standalone_tests;
 #[cfg(test)]
 mod tests;
 
-pub use decode::Decoder;
+pub use decode::{Decoder, Next};
 pub use encode::Encoder;
 pub use error::GobError;
 pub use wire::message_len;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::types::{put_wire_type, FieldType, WireType, INT, STRING};
 use super::wire::{put_int, put_uint};
-use super::{Decoder, Encoder, GobError, Limits};
+use super::{Decoder, Encoder, GobError, Limits, Next};
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Default)]
 pub(super) enum Color {
@@ -175,6 +175,47 @@ proptest! {
         prop_assert!(buf.is_empty());
     }
 
+    /// The same, read with `take_value`: definitions are taken as they
+    /// arrive, so all that stays buffered is one message not yet whole.
+    #[test]
+    fn streams_taken_in_pieces_buffer_one_message_at_most(
+        trees in vec(arb_tree(), 1..5),
+        cuts in vec(1usize..64, 1..200),
+    ) {
+        let mut enc = Encoder::new();
+        let mut stream = Vec::new();
+        for t in &trees {
+            enc.encode(t, &mut stream)?;
+        }
+        let mut dec = Decoder::new();
+        let (mut buf, mut fed, mut got) = (Vec::new(), 0, Vec::new());
+        let mut cuts = cuts.into_iter().cycle();
+        while got.len() < trees.len() {
+            let n = cuts.next().unwrap_or(1).min(stream.len() - fed);
+            buf.extend_from_slice(&stream[fed..fed + n]);
+            fed += n;
+            loop {
+                match dec.take_value(&buf)? {
+                    Next::Value { body, used } => {
+                        got.push(dec.decode_value::<Tree>(body)?);
+                        buf.drain(..used);
+                    }
+                    Next::Incomplete { taken, need } => {
+                        buf.drain(..taken);
+                        match need {
+                            Some(need) => prop_assert!(buf.len() < need, "{} of {need}", buf.len()),
+                            None => prop_assert!(buf.len() < 9, "{} bytes, no message count", buf.len()),
+                        }
+                        break;
+                    }
+                }
+            }
+            prop_assert!(n > 0 || got.len() == trees.len(), "stream ended with values missing");
+        }
+        prop_assert_eq!(got, trees);
+        prop_assert!(buf.is_empty());
+    }
+
     #[test]
     fn scalars_round_trip(i in any::<i64>(), u in any::<u64>(), f in any::<f64>(), s in ".*", b in vec(any::<u8>(), 0..64)) {
         prop_assert_eq!(decode::<i64>(&encode(&i))?, i);
@@ -198,6 +239,7 @@ proptest! {
         let _ = Decoder::with_limits(limits).decode::<serde_json::Value>(&bytes);
         let _ = Decoder::with_limits(limits).decode::<Tree>(&bytes);
         let _ = Decoder::with_limits(limits).decode::<IgnoredAny>(&bytes);
+        let _ = Decoder::with_limits(limits).take_value(&bytes);
         let _ = Decoder::with_limits(limits).decode_json(&bytes);
         let mut dec = Decoder::with_limits(limits);
         let _ = dec.decode_message::<serde_json::Value>(&bytes);
@@ -464,4 +506,58 @@ fn a_value_that_does_not_fit_leaves_the_stream_usable() {
     assert!(matches!(dec.decode_value::<Args>(&stream[1..31]), Err(GobError::Corrupt(_))), "a definition is no value");
     let (args, rest) = dec.decode::<Args>(&stream[used..]).unwrap().unwrap();
     assert_eq!((args, used + rest), (Args { a: 3, b: 4 }, stream.len()));
+}
+
+#[test]
+fn type_definitions_are_held_to_the_limits_from_their_first_bytes() {
+    let huge = 16usize << 20;
+    let head = |id: i64| {
+        let mut out = Vec::new();
+        put_uint(&mut out, huge as u64);
+        put_int(&mut out, id);
+        out
+    };
+    // A definition announcing 16 MiB (the limit for all of a stream's is
+    // 4 MiB) is refused from its byte count and type id alone.
+    let err = Decoder::new().take_value(&head(-65)).unwrap_err();
+    assert!(err.to_string().contains("would pass the limit of 4194304 bytes"), "{err}");
+    let err = Decoder::new().next_value(&head(-65)).unwrap_err();
+    assert!(err.to_string().contains("would pass the limit of 4194304 bytes"), "{err}");
+    // A value that large is within the message limit: it may come.
+    let value = head(65);
+    assert_eq!(
+        Decoder::new().take_value(&value),
+        Ok(Next::Incomplete { taken: 0, need: Some(value.len() - 2 + huge) })
+    );
+    // The byte count alone does not say what the message is.
+    let count = &value[..value.len() - 2];
+    assert_eq!(Decoder::new().take_value(count), Ok(Next::Incomplete { taken: 0, need: Some(count.len() + huge) }));
+
+    // One type more than the limit: refused at its header; the whole
+    // definitions before it were taken.
+    let limits = Limits { max_types: 2, ..Limits::default() };
+    let t = |id| define(id, &WireType::Slice { name: String::new(), elem: INT });
+    let mut dec = Decoder::with_limits(limits);
+    let two = [t(65), t(66)].concat();
+    assert_eq!(dec.take_value(&two), Ok(Next::Incomplete { taken: two.len(), need: None }));
+    let third = t(67);
+    assert_eq!(dec.take_value(&third[..3]), Err(GobError::TooManyTypes(2)));
+    // next_value, which takes nothing until the value is there, counts the
+    // definitions it has buffered.
+    let stream = [t(65), t(66), third[..3].to_vec()].concat();
+    assert_eq!(Decoder::with_limits(limits).next_value(&stream), Err(GobError::TooManyTypes(2)));
+}
+
+#[test]
+fn take_value_gives_what_next_value_gives() {
+    let mut enc = Encoder::new();
+    let mut stream = Vec::new();
+    enc.encode(&Args { a: 1, b: 2 }, &mut stream).unwrap();
+    enc.encode(&Args { a: 3, b: 4 }, &mut stream).unwrap();
+    let (mut taken, mut next) = (Decoder::new(), Decoder::new());
+    let (body, used) = next.next_value(&stream).unwrap().unwrap();
+    assert_eq!(taken.take_value(&stream), Ok(Next::Value { body, used }));
+    let (body, rest) = next.next_value(&stream[used..]).unwrap().unwrap();
+    assert_eq!(taken.take_value(&stream[used..]), Ok(Next::Value { body, used: rest }));
+    assert_eq!(taken.decode_value::<Args>(body).unwrap(), Args { a: 3, b: 4 });
 }

@@ -58,6 +58,15 @@ fn uint_prefix(buf: &[u8]) -> Result<Option<(u64, usize)>, GobError> {
 /// `max` is an error before anything is allocated for it, as is an empty
 /// message (every message starts with a type id).
 pub fn message_len(buf: &[u8], max: usize) -> Result<Option<(usize, usize)>, GobError> {
+    match message_head(buf, max)? {
+        Some((header, body)) if buf.len() - header >= body => Ok(Some((header, body))),
+        _ => Ok(None),
+    }
+}
+
+/// The frame of the message starting `buf`, as [`message_len`], as soon as
+/// its byte count is there (the body may not be): `(header_len, body_len)`.
+pub(crate) fn message_head(buf: &[u8], max: usize) -> Result<Option<(usize, usize)>, GobError> {
     let Some((len, header)) = uint_prefix(buf)? else { return Ok(None) };
     if len > max as u64 {
         return Err(GobError::MessageTooBig { len, max });
@@ -66,11 +75,20 @@ pub fn message_len(buf: &[u8], max: usize) -> Result<Option<(usize, usize)>, Gob
         return Err(GobError::Corrupt("empty message (no type id)".into()));
     }
     // len <= max, so it fits in usize.
-    let body = len as usize;
-    if buf.len() - header < body {
-        return Ok(None);
-    }
-    Ok(Some((header, body)))
+    Ok(Some((header, len as usize)))
+}
+
+/// The type id at the start of a message body, once the bytes of it are
+/// there: `Ok(None)` while `body` (what has arrived of it) is too short.
+pub(crate) fn type_id_prefix(body: &[u8]) -> Result<Option<i64>, GobError> {
+    Ok(uint_prefix(body)?.map(|(u, _)| {
+        let i = (u >> 1) as i64;
+        if u & 1 == 1 {
+            !i
+        } else {
+            i
+        }
+    }))
 }
 
 /// Appends `body` to `out` as one framed message.

@@ -36,12 +36,17 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
+use super::scan::{leading_whitespace, JsonScan};
 use crate::call::{BoxFuture, Request, Response};
 use crate::client::{call_typed, CallOptions, Channel};
 use crate::codec::{Codec, Decode, Encode};
 use crate::error::Error;
 use crate::go::gob;
 use crate::status::Status;
+
+/// The longest JSON-RPC answer read (gob answers are held to
+/// [`gob::DEFAULT_MAX_MESSAGE`] by the decoder's limits).
+const MAX_JSON_ANSWER: usize = gob::DEFAULT_MAX_MESSAGE;
 
 /// Which of Go's net/rpc wire forms to speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -335,13 +340,15 @@ async fn next_gob<T>(
     take: impl Fn(&mut gob::Decoder, &[u8]) -> Result<T, gob::GobError>,
 ) -> Result<T, String> {
     loop {
-        match decoder.next_value(buf) {
-            Ok(Some((body, used))) => {
+        // Definitions are taken as they arrive: each read looks only at the
+        // message in progress.
+        match decoder.take_value(buf) {
+            Ok(gob::Next::Value { body, used }) => {
                 let value = take(decoder, body).map_err(|e| format!("bad gob answer: {e}"))?;
                 buf.advance(used);
                 return Ok(value);
             }
-            Ok(None) => {}
+            Ok(gob::Next::Incomplete { taken, .. }) => buf.advance(taken),
             Err(e) => return Err(format!("bad gob stream: {e}")),
         }
         match rd.read_buf(buf).await {
@@ -353,34 +360,41 @@ async fn next_gob<T>(
 }
 
 async fn read_json(conn: &Conn, mut rd: OwnedReadHalf, mut buf: BytesMut) -> String {
+    // Where the answer in progress ends is found across reads (no byte is
+    // looked at twice); serde_json parses each answer once, whole.
+    let mut scan = JsonScan::default();
     loop {
-        let mut stream = serde_json::Deserializer::from_slice(&buf).into_iter::<JsonResponse>();
-        match stream.next() {
-            Some(Ok(answer)) => {
-                let used = stream.byte_offset();
-                buf.advance(used);
-                let Some(seq) = answer.id else { return "a JSON-RPC answer without a numeric id".to_owned() };
-                let result = match (answer.error, answer.result) {
-                    (Some(serde_json::Value::String(e)), _) => Err(Error::Status(go_status(&e))),
-                    (Some(serde_json::Value::Null) | None, Some(result)) => {
-                        Ok(Response::new(Codec::Json, Bytes::copy_from_slice(result.get().as_bytes())))
-                    }
-                    (Some(serde_json::Value::Null) | None, None) => {
-                        Ok(Response::new(Codec::Json, Bytes::from_static(b"null")))
-                    }
-                    (Some(other), _) => Err(Error::Status(go_status(&other.to_string()))),
-                };
-                conn.complete(seq, result);
-                continue;
+        if scan.is_fresh() {
+            let blank = leading_whitespace(&buf);
+            buf.advance(blank);
+        }
+        let end = match scan.scan(&buf) {
+            Ok(Some(end)) => end,
+            Ok(None) if buf.len() > MAX_JSON_ANSWER => {
+                return format!("a JSON-RPC answer longer than the limit of {MAX_JSON_ANSWER} bytes")
             }
-            Some(Err(e)) if !e.is_eof() => return format!("bad JSON-RPC answer: {e}"),
-            _ => {}
-        }
-        match rd.read_buf(&mut buf).await {
-            Ok(0) => return "the server closed the connection".to_owned(),
-            Ok(_) => {}
-            Err(e) => return format!("read failed: {e}"),
-        }
+            Ok(None) => match rd.read_buf(&mut buf).await {
+                Ok(0) => return "the server closed the connection".to_owned(),
+                Ok(_) => continue,
+                Err(e) => return format!("read failed: {e}"),
+            },
+            Err(e) => return format!("bad JSON-RPC answer: {e}"),
+        };
+        let answer = match serde_json::from_slice::<JsonResponse>(buf.get(..end).unwrap_or_default()) {
+            Ok(answer) => answer,
+            Err(e) => return format!("bad JSON-RPC answer: {e}"),
+        };
+        let Some(seq) = answer.id else { return "a JSON-RPC answer without a numeric id".to_owned() };
+        let result = match (answer.error, answer.result) {
+            (Some(serde_json::Value::String(e)), _) => Err(Error::Status(go_status(&e))),
+            (Some(serde_json::Value::Null) | None, Some(result)) => {
+                Ok(Response::new(Codec::Json, Bytes::copy_from_slice(result.get().as_bytes())))
+            }
+            (Some(serde_json::Value::Null) | None, None) => Ok(Response::new(Codec::Json, Bytes::from_static(b"null"))),
+            (Some(other), _) => Err(Error::Status(go_status(&other.to_string()))),
+        };
+        buf.advance(end);
+        conn.complete(seq, result);
     }
 }
 

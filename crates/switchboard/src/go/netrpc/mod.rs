@@ -44,8 +44,24 @@
 //! a message over the frame limit) ends that connection: the server logs
 //! why, lets calls already running answer, and closes it. Other
 //! connections are untouched.
+//!
+//! ## Limits
+//!
+//! Go connections are held to the same limits as native ones
+//! ([`ServerConfig`](crate::server::ServerConfig)): one message up to
+//! `max_frame`; gob type definitions to [`Limits`](crate::go::gob::Limits)
+//! (4,096 types, 4 MiB) as they arrive, a definition refused from its first
+//! bytes; buffered input and queued answers against `memory_budget` (a
+//! started gob message is charged whole from its byte count) and
+//! `max_queued_bytes`; the handshake timeout until the first whole request
+//! (an HTTP head counts), the frame timeout for a request started and not
+//! finished, the idle timeout; and a write that makes no progress for the
+//! frame timeout closes the connection. Input is parsed incrementally, so
+//! a request sent in small pieces costs what it costs sent at once.
 
 mod client;
+mod conn;
+mod scan;
 pub(crate) mod server;
 
 pub use client::{GoClient, GoProtocol};

@@ -8,25 +8,36 @@
 //! calls run at once: past that the loop stops reading, and TCP holds the
 //! client back. When the server drains, the loop stops reading, the calls
 //! already running answer, and the connection closes.
+//!
+//! A connection is held to the server's limits ([`super::conn`]): its
+//! buffered input (one message up to `max_frame`, gob type definitions to
+//! the stream's [`gob::Limits`] as they arrive, all of it against the memory
+//! budget), its time limits (handshake, frame, idle), and its queued
+//! answers (`max_queued_bytes`, the memory budget, and writes that must make
+//! progress within the frame timeout). Input is parsed incrementally: gob
+//! definitions are taken as they arrive and a message's length is read
+//! from its first bytes; a JSON-RPC request's end is found by a scanner
+//! that carries on where the last read stopped ([`super::scan`]), and
+//! serde_json parses it once, whole.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::task::TaskTracker;
 
+use super::conn::{self, Input, Outbox, Share};
+use super::scan::{head_end, leading_whitespace, JsonScan};
 use crate::call::{Request, Response};
 use crate::codec::Codec;
-use crate::go::gob::{self, GobError};
-use crate::server::limits::{CallCounter, ConnClock, Expired};
+use crate::go::gob::{self, GobError, Next};
+use crate::server::limits::{CallCounter, Charge, ConnClock, Expired};
 use crate::server::{Inner, Resolved};
 use crate::status::Status;
 
-/// Read at most this much at a time.
-const READ_CHUNK: usize = 64 << 10;
 /// Longest HTTP request head accepted before the `CONNECT` switch.
 const MAX_HTTP_HEAD: usize = 8 << 10;
 /// Answers waiting for the writer, per connection.
@@ -35,6 +46,11 @@ const REPLY_QUEUE: usize = 1024;
 const WRITE_BATCH: usize = 256 << 10;
 /// The path `rpc.DialHTTP` asks for (Go's `rpc.DefaultRPCPath`).
 const GO_RPC_PATH: &str = "/_goRPC_";
+/// A request payload at least this large is charged to the memory budget
+/// while its call runs (as for native connections).
+const CHARGED_PAYLOAD: usize = 64 << 10;
+/// What an answer costs in the queue beyond its payload (headers, method).
+const REPLY_OVERHEAD: usize = 64;
 
 /// Go's `rpc.Request` header.
 #[derive(Debug, Deserialize)]
@@ -72,10 +88,27 @@ struct Reply<Id> {
     id: Id,
     method: String,
     result: Result<Response, String>,
+    /// Its place in the [`Outbox`], until written.
+    share: Option<Share>,
+}
+
+impl<Id> Reply<Id> {
+    fn new(id: Id, method: String, result: Result<Response, String>) -> Reply<Id> {
+        Reply { id, method, result, share: None }
+    }
+
+    /// About how many bytes the answer takes until it is written.
+    fn size(&self) -> usize {
+        let payload = match &self.result {
+            Ok(response) => response.payload.len(),
+            Err(error) => error.len(),
+        };
+        payload + self.method.len() + REPLY_OVERHEAD
+    }
 }
 
 /// Why a read loop stopped.
-enum End {
+pub(super) enum End {
     /// The peer closed the connection between requests.
     Closed,
     /// The server is draining.
@@ -84,6 +117,9 @@ enum End {
     Broken(String),
     /// A time limit passed (or the server needed the descriptor).
     Expired(Expired),
+    /// The writer stopped (a write failed, or made no progress for the
+    /// frame timeout): answers can no longer be sent.
+    WriterStopped,
 }
 
 /// The Go error string for a failed call: the handler's message, or Go's
@@ -108,16 +144,44 @@ struct Calls<Id> {
     tasks: TaskTracker,
     slots: Arc<Semaphore>,
     replies: mpsc::Sender<Reply<Id>>,
+    /// The answers waiting for the writer.
+    outbox: Arc<Outbox>,
+    /// What they hold of the memory budget.
+    output: Charge,
 }
 
 impl<Id: Send + 'static> Calls<Id> {
-    fn new(inner: &Arc<Inner>, peer: SocketAddr, clock: &ConnClock, replies: mpsc::Sender<Reply<Id>>) -> Calls<Id> {
+    fn new(
+        inner: &Arc<Inner>,
+        peer: SocketAddr,
+        clock: &ConnClock,
+        outbox: Arc<Outbox>,
+    ) -> (Calls<Id>, mpsc::Receiver<Reply<Id>>) {
+        let (replies, queue) = mpsc::channel(REPLY_QUEUE);
         let slots = Arc::new(Semaphore::new(inner.config.max_calls_per_connection.max(1)));
         let counter = clock.calls().clone();
-        Calls { inner: Arc::clone(inner), peer, counter, tasks: TaskTracker::new(), slots, replies }
+        let calls = Calls {
+            inner: Arc::clone(inner),
+            peer,
+            counter,
+            tasks: TaskTracker::new(),
+            slots,
+            replies,
+            outbox,
+            output: inner.budget.charge(),
+        };
+        (calls, queue)
     }
 
-    /// Waits for a free slot (the backpressure: no reading meanwhile).
+    /// Waits until there is room for another call's answer (see
+    /// [`Outbox::wait_for_room`]). Nothing is read meanwhile: that is the
+    /// backpressure.
+    async fn ready<R: AsyncRead + Unpin>(&mut self, input: &mut Input<R>) -> Result<(), End> {
+        self.outbox.wait_for_room(&self.inner, &mut self.output, input).await?;
+        Ok(())
+    }
+
+    /// Waits for a free slot (no reading meanwhile).
     async fn slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         Arc::clone(&self.slots).acquire_owned().await.ok()
     }
@@ -125,10 +189,16 @@ impl<Id: Send + 'static> Calls<Id> {
     /// Runs one call through the server and hands its answer to the writer.
     fn start(&self, slot: tokio::sync::OwnedSemaphorePermit, id: Id, method: String, codec: Codec, payload: Bytes) {
         let inner = &self.inner;
+        // A large request is memory the call holds while it runs.
+        let charge = (payload.len() >= CHARGED_PAYLOAD).then(|| {
+            let mut charge = inner.budget.charge();
+            charge.add_anyway(payload.len());
+            charge
+        });
         let mut req = Request::new(method.clone(), codec, payload);
         req.peer = Some(self.peer);
         req.deadline = inner.config.default_timeout.and_then(|d| tokio::time::Instant::now().checked_add(d));
-        let (inner, replies) = (Arc::clone(inner), self.replies.clone());
+        let (inner, replies, outbox) = (Arc::clone(inner), self.replies.clone(), Arc::clone(&self.outbox));
         let running = self.counter.enter();
         self.tasks.spawn(async move {
             let _running = running;
@@ -136,9 +206,20 @@ impl<Id: Send + 'static> Calls<Id> {
                 result = inner.dispatch(req) => result.map_err(|status| go_error(&inner, &method, &status)),
                 _ = inner.stop.cancelled() => Err("rpc: the server stopped before the call finished".to_owned()),
             };
-            let _ = replies.send(Reply { id, method, result }).await;
+            drop(charge);
+            let mut reply = Reply::new(id, method, result);
+            reply.share = Some(outbox.share(&inner, reply.size()));
+            // (If the writer is gone, the answer is dropped with its share.)
+            let _ = replies.send(reply).await;
             drop(slot);
         });
+    }
+
+    /// Answers a request without running it (the writer sends `error`).
+    async fn refuse(&self, id: Id, method: String, error: String) {
+        let mut reply = Reply::new(id, method, Err(error));
+        reply.share = Some(self.outbox.share(&self.inner, reply.size()));
+        let _ = self.replies.send(reply).await;
     }
 
     /// Lets the calls already running answer, then closes; logs why the
@@ -153,6 +234,9 @@ impl<Id: Send + 'static> Calls<Id> {
                 tracing::debug!(%peer, protocol, reason = %why, "closing a net/rpc connection")
             }
             End::Expired(why) => tracing::warn!(%peer, protocol, reason = %why, "closing a net/rpc connection"),
+            End::WriterStopped => {
+                tracing::debug!(%peer, protocol, "closing a net/rpc connection whose answers cannot be written")
+            }
         }
         self.tasks.close();
         self.tasks.wait().await;
@@ -161,60 +245,43 @@ impl<Id: Send + 'static> Calls<Id> {
     }
 }
 
-/// Reads more bytes into `buf`; `Ok(false)` at end of stream. Stops early
-/// (returning `Err(End::Draining)`) when the server drains.
-async fn fill<R: AsyncRead + Unpin>(
-    inner: &Inner,
-    clock: &mut ConnClock,
-    rd: &mut R,
-    buf: &mut BytesMut,
-) -> Result<bool, End> {
-    buf.reserve(READ_CHUNK);
-    clock.decoded(false, !buf.is_empty());
-    tokio::select! {
-        read = rd.read_buf(buf) => match read {
-            Ok(0) => Ok(false),
-            Ok(_) => {
-                clock.read();
-                Ok(true)
-            }
-            Err(e) => Err(End::Broken(format!("read failed: {e}"))),
-        },
-        _ = inner.draining.cancelled() => Err(End::Draining),
-        expired = clock.expired(|| false) => Err(End::Expired(expired)),
-    }
-}
-
 /// Serves Go's net/rpc over gob on `rd`/`wr`; `buf` holds bytes already
-/// read (the sniffed prefix, or what followed an HTTP head).
-pub(crate) async fn serve_gob<R, W>(
-    inner: Arc<Inner>,
-    mut rd: R,
-    wr: W,
-    peer: SocketAddr,
-    mut buf: BytesMut,
-    mut clock: ConnClock,
-) where
+/// read (the sniffed prefix).
+pub(crate) async fn serve_gob<R, W>(inner: Arc<Inner>, rd: R, wr: W, peer: SocketAddr, buf: BytesMut, clock: ConnClock)
+where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (replies, queue) = mpsc::channel::<Reply<u64>>(REPLY_QUEUE);
-    let writer = tokio::spawn(gob_writer(wr, queue, peer));
-    let calls = Calls::new(&inner, peer, &clock, replies);
+    let input = Input::new(&inner, rd, buf, clock);
+    let outbox = Arc::new(Outbox::new(&inner));
+    gob_loop(inner, input, outbox, wr, peer).await;
+}
+
+async fn gob_loop<R, W>(inner: Arc<Inner>, mut input: Input<R>, outbox: Arc<Outbox>, wr: W, peer: SocketAddr)
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut calls, queue) = Calls::new(&inner, peer, &input.clock, outbox);
+    let writer = tokio::spawn(gob_writer(wr, queue, peer, Arc::clone(&calls.outbox), inner.config.frame_timeout));
     let limits = gob::Limits { max_message: inner.config.max_frame, ..gob::Limits::default() };
     let mut decoder = gob::Decoder::with_limits(limits);
     let end = loop {
+        if let Err(end) = calls.ready(&mut input).await {
+            break end;
+        }
+        let outbox = &*calls.outbox;
         let header: RequestHeader =
-            match read_gob(&inner, &mut clock, &mut rd, &mut buf, &mut decoder, |d, body| d.decode_value(body)).await {
+            match read_gob(&inner, &mut input, outbox, &mut decoder, |d, body| d.decode_value(body)).await {
                 Ok(header) => header,
                 Err(end) => break end,
             };
-        let payload = match read_gob(&inner, &mut clock, &mut rd, &mut buf, &mut decoder, body_payload).await {
+        let payload = match read_gob(&inner, &mut input, outbox, &mut decoder, body_payload).await {
             Ok(payload) => payload,
             Err(End::Closed) => break End::Broken("the stream ended between a request header and its body".into()),
             Err(end) => break end,
         };
-        clock.decoded(true, !buf.is_empty());
+        input.took_request();
         let Some(slot) = calls.slot().await else { break End::Draining };
         let (codec, payload) = payload;
         calls.start(slot, header.seq, header.service_method, codec, payload);
@@ -223,11 +290,12 @@ pub(crate) async fn serve_gob<R, W>(
 }
 
 /// Reads the next value of the gob stream and hands its body to `take`.
+/// Type definitions are taken (and held to the stream's limits) as they
+/// arrive; each read looks only at the message in progress.
 async fn read_gob<R, T>(
     inner: &Inner,
-    clock: &mut ConnClock,
-    rd: &mut R,
-    buf: &mut BytesMut,
+    input: &mut Input<R>,
+    outbox: &Outbox,
     decoder: &mut gob::Decoder,
     take: impl Fn(&mut gob::Decoder, &[u8]) -> Result<T, GobError>,
 ) -> Result<T, End>
@@ -235,20 +303,23 @@ where
     R: AsyncRead + Unpin,
 {
     loop {
-        match decoder.next_value(buf) {
-            Ok(Some((body, used))) => {
+        let need = match decoder.take_value(&input.buf) {
+            Ok(Next::Value { body, used }) => {
                 let value = take(decoder, body).map_err(|e| End::Broken(format!("bad gob value: {e}")))?;
-                buf.advance(used);
+                input.buf.advance(used);
                 return Ok(value);
             }
-            Ok(None) => {}
+            Ok(Next::Incomplete { taken, need }) => {
+                input.buf.advance(taken);
+                need
+            }
             Err(e) => return Err(End::Broken(format!("bad gob stream: {e}"))),
-        }
-        if !fill(inner, clock, rd, buf).await? {
-            return Err(if buf.is_empty() {
+        };
+        if !input.fill(inner, need, outbox).await? {
+            return Err(if input.buf.is_empty() {
                 End::Closed
             } else {
-                End::Broken(format!("the stream ended inside a message ({} bytes unread)", buf.len()))
+                End::Broken(format!("the stream ended inside a message ({} bytes unread)", input.buf.len()))
             });
         }
     }
@@ -311,14 +382,24 @@ fn reply_body(encoder: &mut gob::Encoder, response: &Response, out: &mut Vec<u8>
     }
 }
 
-async fn gob_writer<W: AsyncWrite + Unpin>(mut wr: W, mut queue: mpsc::Receiver<Reply<u64>>, peer: SocketAddr) {
+async fn gob_writer<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    mut queue: mpsc::Receiver<Reply<u64>>,
+    peer: SocketAddr,
+    outbox: Arc<Outbox>,
+    limit: std::time::Duration,
+) {
+    let _stop = StopOnDrop(&outbox);
     let mut encoder = gob::Encoder::new();
     let mut out = Vec::with_capacity(4096);
     let mut body = Vec::new();
+    // The shares of the answers in `out`: released once it is written.
+    let mut batch = Vec::new();
     while let Some(first) = queue.recv().await {
         out.clear();
         let mut next = Some(first);
-        while let Some(reply) = next.take() {
+        while let Some(mut reply) = next.take() {
+            batch.extend(reply.share.take());
             if let Err(e) = encode_gob_reply(&mut encoder, reply, &mut out, &mut body) {
                 tracing::error!(%peer, error = %e, "cannot encode a net/rpc answer; closing the connection");
                 return;
@@ -330,43 +411,59 @@ async fn gob_writer<W: AsyncWrite + Unpin>(mut wr: W, mut queue: mpsc::Receiver<
                 next = queue.try_recv().ok();
             }
         }
-        if let Err(e) = wr.write_all(&out).await {
-            tracing::debug!(%peer, error = %e, "write failed; closing the connection");
+        let written = conn::write_all(&mut wr, &out, limit).await;
+        outbox.wrote(&mut batch);
+        if let Err(e) = written {
+            log_write_failure(peer, &e);
             return;
         }
+        if out.capacity() > WRITE_BATCH {
+            out = Vec::with_capacity(4096); // not kept after a large batch
+        }
     }
-    let _ = wr.shutdown().await;
+    conn::shutdown(&mut wr, limit).await;
+}
+
+/// Tells the [`Outbox`] its writer stopped, however it stopped.
+struct StopOnDrop<'a>(&'a Outbox);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.writer_stopped();
+    }
+}
+
+fn log_write_failure(peer: SocketAddr, e: &std::io::Error) {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        tracing::warn!(%peer, error = %e, "closing a net/rpc connection");
+    } else {
+        tracing::debug!(%peer, error = %e, "write failed; closing the connection");
+    }
 }
 
 /// Serves Go's net/rpc/jsonrpc.
 pub(crate) async fn serve_jsonrpc<R, W>(
     inner: Arc<Inner>,
-    mut rd: R,
+    rd: R,
     wr: W,
     peer: SocketAddr,
-    mut buf: BytesMut,
-    mut clock: ConnClock,
+    buf: BytesMut,
+    clock: ConnClock,
 ) where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (replies, queue) = mpsc::channel::<Reply<Box<serde_json::value::RawValue>>>(REPLY_QUEUE);
-    let writer = tokio::spawn(json_writer(wr, queue, peer));
-    let calls = Calls::new(&inner, peer, &clock, replies);
+    let mut input = Input::new(&inner, rd, buf, clock);
+    let (mut calls, queue) = Calls::new(&inner, peer, &input.clock, Arc::new(Outbox::new(&inner)));
+    let writer = tokio::spawn(json_writer(wr, queue, peer, Arc::clone(&calls.outbox), inner.config.frame_timeout));
+    let mut scan = JsonScan::default();
     let end = loop {
-        let request = match next_json(&buf, inner.config.max_frame) {
-            Ok(Some((request, used))) => {
-                buf.advance(used);
-                clock.decoded(true, !buf.iter().all(u8::is_ascii_whitespace));
-                request
-            }
-            Ok(None) => match fill(&inner, &mut clock, &mut rd, &mut buf).await {
-                Ok(true) => continue,
-                Ok(false) if buf.iter().all(u8::is_ascii_whitespace) => break End::Closed,
-                Ok(false) => break End::Broken("the stream ended inside a request".into()),
-                Err(end) => break end,
-            },
-            Err(why) => break End::Broken(why),
+        if let Err(end) = calls.ready(&mut input).await {
+            break end;
+        }
+        let request = match next_json(&inner, &mut input, &mut scan, &calls.outbox).await {
+            Ok(request) => request,
+            Err(end) => break end,
         };
         let id = request.id.unwrap_or_else(null);
         let Some(slot) = calls.slot().await else { break End::Draining };
@@ -383,7 +480,7 @@ pub(crate) async fn serve_jsonrpc<R, W>(
                     None => "jsonrpc: request body missing params".to_owned(),
                     _ => "jsonrpc: params must be an array of one argument".to_owned(),
                 };
-                let _ = calls.replies.send(Reply { id, method: request.method, result: Err(error) }).await;
+                calls.refuse(id, request.method, error).await;
             }
         }
     };
@@ -394,20 +491,55 @@ fn null() -> Box<serde_json::value::RawValue> {
     serde_json::value::RawValue::NULL.to_owned()
 }
 
-/// The next request in `buf`, and the bytes it used; `Ok(None)` if it is not
-/// all there yet.
-fn next_json(buf: &[u8], max: usize) -> Result<Option<(JsonRequest, usize)>, String> {
-    let mut stream = serde_json::Deserializer::from_slice(buf).into_iter::<JsonRequest>();
-    match stream.next() {
-        Some(Ok(request)) => Ok(Some((request, stream.byte_offset()))),
-        Some(Err(e)) if e.is_eof() => {
-            if buf.len() > max {
-                Err(format!("a request longer than the limit of {max} bytes"))
-            } else {
-                Ok(None)
-            }
+/// Reads the next request: its end found by `scan`, which carries on from
+/// where the last read left off, then parsed once, whole.
+async fn next_json<R: AsyncRead + Unpin>(
+    inner: &Inner,
+    input: &mut Input<R>,
+    scan: &mut JsonScan,
+    outbox: &Outbox,
+) -> Result<JsonRequest, End> {
+    let max = inner.config.max_frame;
+    loop {
+        if scan.is_fresh() {
+            // Whitespace between requests (Go's encoder ends each with a
+            // newline) is dropped as it comes.
+            let blank = leading_whitespace(&input.buf);
+            input.buf.advance(blank);
         }
-        Some(Err(e)) => Err(format!("bad JSON-RPC request: {e}")),
+        match json_request(&input.buf, scan, max) {
+            Ok(Some((request, used))) => {
+                input.buf.advance(used);
+                let blank = leading_whitespace(&input.buf);
+                input.buf.advance(blank);
+                input.took_request();
+                return Ok(request);
+            }
+            Ok(None) => {}
+            Err(why) => return Err(End::Broken(why)),
+        }
+        if !input.fill(inner, None, outbox).await? {
+            return Err(if input.buf.is_empty() {
+                End::Closed
+            } else {
+                End::Broken("the stream ended inside a request".into())
+            });
+        }
+    }
+}
+
+/// The request at the front of `buf` (no whitespace before it), and the
+/// bytes it used; `Ok(None)` if it is not all there yet. `scan` remembers
+/// how far `buf` has been looked at.
+fn json_request(buf: &[u8], scan: &mut JsonScan, max: usize) -> Result<Option<(JsonRequest, usize)>, String> {
+    match scan.scan(buf).map_err(|e| format!("bad JSON-RPC request: {e}"))? {
+        Some(end) if end > max => Err(format!("a request of {end} bytes is longer than the limit of {max} bytes")),
+        Some(end) => {
+            let request = serde_json::from_slice(buf.get(..end).unwrap_or_default())
+                .map_err(|e| format!("bad JSON-RPC request: {e}"))?;
+            Ok(Some((request, end)))
+        }
+        None if buf.len() > max => Err(format!("a request longer than the limit of {max} bytes")),
         None => Ok(None),
     }
 }
@@ -416,23 +548,34 @@ async fn json_writer<W: AsyncWrite + Unpin>(
     mut wr: W,
     mut queue: mpsc::Receiver<Reply<Box<serde_json::value::RawValue>>>,
     peer: SocketAddr,
+    outbox: Arc<Outbox>,
+    limit: std::time::Duration,
 ) {
+    let _stop = StopOnDrop(&outbox);
     let mut out = Vec::with_capacity(4096);
+    // The shares of the answers in `out`: released once it is written.
+    let mut batch = Vec::new();
     while let Some(first) = queue.recv().await {
         out.clear();
         let mut next = Some(first);
-        while let Some(reply) = next.take() {
+        while let Some(mut reply) = next.take() {
+            batch.extend(reply.share.take());
             encode_json_reply(reply, &mut out);
             if out.len() < WRITE_BATCH {
                 next = queue.try_recv().ok();
             }
         }
-        if let Err(e) = wr.write_all(&out).await {
-            tracing::debug!(%peer, error = %e, "write failed; closing the connection");
+        let written = conn::write_all(&mut wr, &out, limit).await;
+        outbox.wrote(&mut batch);
+        if let Err(e) = written {
+            log_write_failure(peer, &e);
             return;
         }
+        if out.capacity() > WRITE_BATCH {
+            out = Vec::with_capacity(4096); // not kept after a large batch
+        }
     }
-    let _ = wr.shutdown().await;
+    conn::shutdown(&mut wr, limit).await;
 }
 
 /// `{"id":…,"result":…,"error":…}` and a newline, as Go's `jsonrpc` writes it.
@@ -468,25 +611,31 @@ fn encode_json_reply(reply: Reply<Box<serde_json::value::RawValue>>, out: &mut V
 /// switches the connection to gob; any other request is refused.
 pub(crate) async fn serve_http<R, W>(
     inner: Arc<Inner>,
-    mut rd: R,
+    rd: R,
     mut wr: W,
     peer: SocketAddr,
-    mut buf: BytesMut,
-    mut clock: ConnClock,
+    buf: BytesMut,
+    clock: ConnClock,
 ) where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    let limit = inner.config.frame_timeout;
+    let mut input = Input::new(&inner, rd, buf, clock);
+    let outbox = Arc::new(Outbox::new(&inner));
+    // How far the buffer has been looked at for the head's end.
+    let mut scanned = 0;
     let head_len = loop {
-        if let Some(end) = head_end(&buf) {
+        if let Some(end) = head_end(&input.buf, scanned) {
             break end;
         }
-        if buf.len() > MAX_HTTP_HEAD {
+        scanned = input.buf.len();
+        if input.buf.len() > MAX_HTTP_HEAD {
             tracing::warn!(%peer, "closing an HTTP connection whose request head passed {MAX_HTTP_HEAD} bytes");
-            let _ = wr.write_all(b"HTTP/1.0 431 Request Header Fields Too Large\r\n\r\n").await;
+            let _ = conn::write_all(&mut wr, b"HTTP/1.0 431 Request Header Fields Too Large\r\n\r\n", limit).await;
             return;
         }
-        match fill(&inner, &mut clock, &mut rd, &mut buf).await {
+        match input.fill(&inner, None, &outbox).await {
             Ok(true) => {}
             Err(End::Expired(why)) => {
                 tracing::debug!(%peer, reason = %why, "closing an HTTP connection");
@@ -495,34 +644,24 @@ pub(crate) async fn serve_http<R, W>(
             _ => return,
         }
     };
-    let head = String::from_utf8_lossy(&buf[..head_len]).into_owned();
-    buf.advance(head_len);
+    let head = String::from_utf8_lossy(&input.buf[..head_len]).into_owned();
+    input.buf.advance(head_len);
+    // A whole request head: the handshake is done; what follows is gob.
+    input.took_request();
     let mut words = head.split_whitespace();
     let (method, path) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
     if method != "CONNECT" || path != GO_RPC_PATH {
         tracing::debug!(%peer, %method, %path, "refusing an HTTP request that is not net/rpc's CONNECT");
-        let _ = wr
-            .write_all(
-                b"HTTP/1.0 405 Method Not Allowed\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n405 must CONNECT\n",
-            )
-            .await;
-        let _ = wr.shutdown().await;
+        let refusal =
+            b"HTTP/1.0 405 Method Not Allowed\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n405 must CONNECT\n";
+        let _ = conn::write_all(&mut wr, refusal, limit).await;
+        conn::shutdown(&mut wr, limit).await;
         return;
     }
-    if wr.write_all(b"HTTP/1.0 200 Connected to Go RPC\n\n").await.is_err() {
+    if conn::write_all(&mut wr, b"HTTP/1.0 200 Connected to Go RPC\n\n", limit).await.is_err() {
         return;
     }
-    serve_gob(inner, rd, wr, peer, buf, clock).await;
-}
-
-/// Where an HTTP request head ends (after its blank line), if it does yet.
-fn head_end(buf: &[u8]) -> Option<usize> {
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|at| at + 2);
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|at| at + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    gob_loop(inner, input, outbox, wr, peer).await;
 }
 
 #[cfg(test)]
@@ -530,35 +669,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn http_heads_end_at_the_first_blank_line() {
-        assert_eq!(head_end(b"CONNECT /_goRPC_ HTTP/1.0\n\nrest"), Some(27));
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), Some(27));
-        assert_eq!(head_end(b"CONNECT /_goRPC_ HTTP/1.0\n"), None);
-    }
-
-    #[test]
     fn json_requests_are_read_whole_or_not_at_all() {
         let line = br#"{"method":"Arith.Multiply","params":[{"A":7,"B":8}],"id":0}"#;
-        let (request, used) = next_json(line, 1 << 20).expect("valid").expect("whole");
+        let (request, used) = json_request(line, &mut JsonScan::default(), 1 << 20).expect("valid").expect("whole");
         assert_eq!((request.method.as_str(), used), ("Arith.Multiply", line.len()));
-        assert!(next_json(&line[..20], 1 << 20).expect("valid so far").is_none());
-        assert!(next_json(b"{\"method\": nonsense}", 1 << 20).is_err());
-        assert!(next_json(b"[1,2]", 1 << 20).is_err());
+        let mut scan = JsonScan::default();
+        assert!(json_request(&line[..20], &mut scan, 1 << 20).expect("valid so far").is_none());
+        assert!(json_request(line, &mut scan, 1 << 20).expect("valid").is_some(), "carries on where it stopped");
+        assert!(json_request(b"{\"method\": nonsense}", &mut JsonScan::default(), 1 << 20).is_err());
+        assert!(json_request(b"[1,2]", &mut JsonScan::default(), 1 << 20).is_err());
+        let err = json_request(line, &mut JsonScan::default(), 20).expect_err("too long");
+        assert!(err.contains("longer than the limit of 20 bytes"), "{err}");
+        let err = json_request(&line[..30], &mut JsonScan::default(), 20).expect_err("too long");
+        assert!(err.contains("longer than the limit of 20 bytes"), "{err}");
     }
 
     #[test]
     fn json_replies_are_what_go_reads() {
         let id = serde_json::value::RawValue::from_string("7".into()).expect("json");
         let mut out = Vec::new();
-        let ok = Reply {
-            id,
-            method: "Arith.Multiply".into(),
-            result: Ok(Response::new(Codec::Json, Bytes::from_static(b"56"))),
-        };
+        let ok = Reply::new(id, "Arith.Multiply".into(), Ok(Response::new(Codec::Json, Bytes::from_static(b"56"))));
         encode_json_reply(ok, &mut out);
         assert_eq!(out, b"{\"id\":7,\"result\":56,\"error\":null}\n");
         out.clear();
-        let failed = Reply { id: null(), method: "Arith.Divide".into(), result: Err("divide by \"zero\"".into()) };
+        let failed = Reply::new(null(), "Arith.Divide".into(), Err("divide by \"zero\"".into()));
         encode_json_reply(failed, &mut out);
         assert_eq!(out, b"{\"id\":null,\"result\":null,\"error\":\"divide by \\\"zero\\\"\"}\n");
     }
