@@ -57,13 +57,13 @@ struct ResponseHeader<'a> {
 
 /// A JSON-RPC 1.0 request as Go's `jsonrpc` client sends it.
 #[derive(Debug, Deserialize)]
-struct JsonRequest {
+pub(crate) struct JsonRequest {
     #[serde(default)]
-    method: String,
+    pub(crate) method: String,
     #[serde(default)]
-    params: Option<Box<serde_json::value::RawValue>>,
+    pub(crate) params: Option<Box<serde_json::value::RawValue>>,
     #[serde(default)]
-    id: Option<Box<serde_json::value::RawValue>>,
+    pub(crate) id: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// One finished call, for the writer.
@@ -360,7 +360,7 @@ fn null() -> Box<serde_json::value::RawValue> {
 
 /// The next request in `buf`, and the bytes it used; `Ok(None)` if it is not
 /// all there yet.
-fn next_json(buf: &[u8], max: usize) -> Result<Option<(JsonRequest, usize)>, String> {
+pub(crate) fn next_json(buf: &[u8], max: usize) -> Result<Option<(JsonRequest, usize)>, String> {
     let mut stream = serde_json::Deserializer::from_slice(buf).into_iter::<JsonRequest>();
     match stream.next() {
         Some(Ok(request)) => Ok(Some((request, stream.byte_offset()))),
@@ -451,8 +451,7 @@ where
     };
     let head = String::from_utf8_lossy(&buf[..head_len]).into_owned();
     buf.advance(head_len);
-    let mut words = head.split_whitespace();
-    let (method, path) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
+    let (method, path) = request_line(&head);
     if method != "CONNECT" || path != GO_RPC_PATH {
         tracing::debug!(%peer, %method, %path, "refusing an HTTP request that is not net/rpc's CONNECT");
         let _ = wr
@@ -469,8 +468,14 @@ where
     serve_gob(inner, rd, wr, peer, buf).await;
 }
 
+/// The method and path of an HTTP request head (empty if missing).
+pub(crate) fn request_line(head: &str) -> (&str, &str) {
+    let mut words = head.split_whitespace();
+    (words.next().unwrap_or_default(), words.next().unwrap_or_default())
+}
+
 /// Where an HTTP request head ends (after its blank line), if it does yet.
-fn head_end(buf: &[u8]) -> Option<usize> {
+pub(crate) fn head_end(buf: &[u8]) -> Option<usize> {
     let lf = buf.windows(2).position(|w| w == b"\n\n").map(|at| at + 2);
     let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|at| at + 4);
     match (lf, crlf) {
