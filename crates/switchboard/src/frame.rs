@@ -191,9 +191,14 @@ fn decompress(payload: &[u8], max: usize) -> Result<Bytes, FrameError> {
     if claimed > max {
         return Err(FrameError::TooLarge { len: claimed as u64, max: max as u64 });
     }
-    lz4_flex::block::decompress_size_prepended(payload)
-        .map(Bytes::from)
-        .map_err(|e| FrameError::BadCompression(e.to_string()))
+    let out =
+        lz4_flex::block::decompress_size_prepended(payload).map_err(|e| FrameError::BadCompression(e.to_string()))?;
+    // lz4_flex takes the size as a capacity: a block that ends early
+    // decompresses to fewer bytes without an error.
+    if out.len() != claimed {
+        return Err(FrameError::BadCompression(format!("decompressed to {} bytes, announced {claimed}", out.len())));
+    }
+    Ok(Bytes::from(out))
 }
 
 /// What went wrong reading a frame. Every variant but
@@ -777,5 +782,16 @@ mod tests {
         assert_eq!(&decompress(&packed, 1 << 20).unwrap()[..], &data[..]);
         assert!(matches!(decompress(&packed, 50_000), Err(FrameError::TooLarge { .. })));
         assert!(decompress(&[1, 2], 100).is_err());
+    }
+
+    #[test]
+    fn a_payload_that_decompresses_short_of_its_announced_size_is_refused() {
+        // Found by fuzz/fuzz_targets/frame_payload.rs: a valid block behind
+        // a size prefix larger than what it holds decompressed without error.
+        let mut packed = compress(b"hello, hello, hello");
+        assert_eq!(&decompress(&packed, 1 << 20).unwrap()[..], b"hello, hello, hello");
+        packed[..4].copy_from_slice(&1000u32.to_le_bytes());
+        let err = decompress(&packed, 1 << 20).unwrap_err();
+        assert!(matches!(&err, FrameError::BadCompression(why) if why.contains("announced 1000")), "{err:?}");
     }
 }
