@@ -364,7 +364,7 @@ pub(crate) fn next_json(buf: &[u8], max: usize) -> Result<Option<(JsonRequest, u
     let mut stream = serde_json::Deserializer::from_slice(buf).into_iter::<JsonRequest>();
     match stream.next() {
         Some(Ok(request)) => Ok(Some((request, stream.byte_offset()))),
-        Some(Err(e)) if e.is_eof() => {
+        Some(Err(e)) if e.is_eof() || ends_inside_a_number(buf) => {
             if buf.len() > max {
                 Err(format!("a request longer than the limit of {max} bytes"))
             } else {
@@ -374,6 +374,19 @@ pub(crate) fn next_json(buf: &[u8], max: usize) -> Result<Option<(JsonRequest, u
         Some(Err(e)) => Err(format!("bad JSON-RPC request: {e}")),
         None => Ok(None),
     }
+}
+
+/// Whether `buf` ends inside a number that more bytes could complete
+/// (`1.`, `-`, `2e`, `2e+`): serde_json calls that an invalid number, not
+/// the end of its input (serde-rs/json#524), so a request cut there by TCP
+/// would break the connection. One more digit tells.
+fn ends_inside_a_number(buf: &[u8]) -> bool {
+    if !matches!(buf.last(), Some(b'-' | b'+' | b'.' | b'e' | b'E')) {
+        return false;
+    }
+    let more = [buf, b"0"].concat();
+    let next = serde_json::Deserializer::from_slice(&more).into_iter::<JsonRequest>().next();
+    matches!(next, Some(Err(e)) if e.is_eof())
 }
 
 async fn json_writer<W: AsyncWrite + Unpin>(
@@ -503,6 +516,20 @@ mod tests {
         assert!(next_json(&line[..20], 1 << 20).expect("valid so far").is_none());
         assert!(next_json(b"{\"method\": nonsense}", 1 << 20).is_err());
         assert!(next_json(b"[1,2]", 1 << 20).is_err());
+    }
+
+    #[test]
+    fn a_request_cut_inside_a_number_waits_for_the_rest() {
+        // Found by fuzz/fuzz_targets/jsonrpc_request.rs: serde_json reads
+        // `1.` at the end of its input as an invalid number, so a request
+        // split there across reads broke the connection.
+        let line = br#"{"method":"Arith.Add","params":[{"A":-1.5e+3,"B":2E-1}],"id":1}"#;
+        for cut in 0..line.len() {
+            assert!(next_json(&line[..cut], 1 << 20).expect("valid so far").is_none(), "cut at {cut}");
+        }
+        assert!(next_json(line, 1 << 20).expect("valid").is_some());
+        assert!(next_json(b"{\"id\":1.}", 1 << 20).is_err());
+        assert!(next_json(b"{\"method\":-1}", 1 << 20).is_err(), "a number where a string belongs");
     }
 
     #[test]
