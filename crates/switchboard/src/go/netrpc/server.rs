@@ -364,15 +364,10 @@ pub(crate) fn next_json(buf: &[u8], max: usize) -> Result<Option<(JsonRequest, u
     let mut stream = serde_json::Deserializer::from_slice(buf).into_iter::<JsonRequest>();
     match stream.next() {
         Some(Ok(request)) => Ok(Some((request, stream.byte_offset()))),
-        Some(Err(e)) if e.is_eof() || ends_inside_a_number(buf) => {
-            if buf.len() > max {
-                Err(format!("a request longer than the limit of {max} bytes"))
-            } else {
-                Ok(None)
-            }
-        }
-        Some(Err(e)) => Err(format!("bad JSON-RPC request: {e}")),
-        None => Ok(None),
+        Some(Err(e)) if !e.is_eof() && !ends_inside_a_number(buf) => Err(format!("bad JSON-RPC request: {e}")),
+        // Not all there yet, or only whitespace so far: either way bounded.
+        _ if buf.len() > max => Err(format!("a request longer than the limit of {max} bytes")),
+        _ => Ok(None),
     }
 }
 
@@ -530,6 +525,16 @@ mod tests {
         assert!(next_json(line, 1 << 20).expect("valid").is_some());
         assert!(next_json(b"{\"id\":1.}", 1 << 20).is_err());
         assert!(next_json(b"{\"method\":-1}", 1 << 20).is_err(), "a number where a string belongs");
+    }
+
+    #[test]
+    fn whitespace_alone_is_held_to_the_limit() {
+        // Found by fuzz/fuzz_targets/jsonrpc_request.rs: a buffer of only
+        // whitespace was never checked against the limit, so a peer sending
+        // nothing but spaces grew the connection's buffer without bound.
+        assert!(next_json(&[b' '; 64], 64).expect("within the limit").is_none());
+        assert!(next_json(&[b' '; 65], 64).is_err());
+        assert!(next_json(b"\r\n\t {\"method\":\"A.B\"", 64).expect("incomplete").is_none());
     }
 
     #[test]
