@@ -8,9 +8,10 @@
 //!
 //! Invariants:
 //! - nothing panics;
-//! - with no size limit, the requests read and whether the stream breaks do
-//!   not depend on how the bytes were cut into reads (a request split
-//!   across reads is never refused);
+//! - with no size limit, the requests read and whether the stream ends
+//!   cleanly do not depend on how the bytes were cut into reads (a request
+//!   split across reads is never refused; bad input may be caught a read
+//!   earlier or later, `0` versus `0e`, but is caught);
 //! - with the limit, what waits in the buffer for more bytes is never
 //!   more than the limit (memory is bounded whatever the peer sends);
 //! - a request's `params` and `id` are valid JSON, and it uses no byte past
@@ -22,6 +23,8 @@ use serde::de::IgnoredAny;
 use switchboard::fuzzing::{next_json, JsonRequest};
 use switchboard_fuzz::{chunks, split_json_input};
 
+/// The requests read, and whether the stream ended cleanly (no error, and
+/// nothing but whitespace left over: the server's `End::Closed`).
 fn read_all(pieces: &[&[u8]], max: usize) -> (Vec<JsonRequest>, bool) {
     let mut buf: Vec<u8> = Vec::new();
     let mut requests = Vec::new();
@@ -35,12 +38,13 @@ fn read_all(pieces: &[&[u8]], max: usize) -> (Vec<JsonRequest>, bool) {
                     requests.push(request);
                 }
                 Ok(None) => break,
-                Err(_) => return (requests, true),
+                Err(_) => return (requests, false),
             }
         }
         assert!(buf.len() <= max, "{} bytes buffered between reads, limit {max}", buf.len());
     }
-    (requests, false)
+    let clean = buf.iter().all(u8::is_ascii_whitespace);
+    (requests, clean)
 }
 
 fn check(buf: &[u8], request: &JsonRequest, max: usize) {
