@@ -46,6 +46,9 @@ pub mod config;
 pub mod discover;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keys;
 pub mod model;
 pub mod registrar;

@@ -252,7 +252,7 @@ async fn run_sweeper(store: Arc<Store>, every: Duration, stop: CancellationToken
 
 /// An API error: status, machine-readable code, and a message naming what was wrong.
 #[derive(Debug)]
-struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
@@ -341,7 +341,7 @@ impl From<QueryRejection> for ApiError {
 }
 
 /// Parses a JSON body; a shape error names the field it is about.
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let malformed = |e: serde_json::Error| {
         ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("request body is not valid JSON: {e}"))
     };
@@ -650,7 +650,7 @@ fn with_index(index: u64, body: impl IntoResponse) -> Response {
 
 /// `wait=` values: an integer with a unit `ms`, `s`, `m` or `h` (a bare
 /// integer means seconds), as in Consul.
-fn parse_wait(text: &str) -> Result<Duration, ApiError> {
+pub(crate) fn parse_wait(text: &str) -> Result<Duration, ApiError> {
     let bad = || {
         ApiError::new(
             StatusCode::BAD_REQUEST,

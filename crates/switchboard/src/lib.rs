@@ -78,6 +78,9 @@ pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod frame;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod go;
 mod io;
 pub mod middleware;

@@ -61,7 +61,7 @@
 
 mod client;
 mod conn;
-mod scan;
+pub(crate) mod scan;
 pub(crate) mod server;
 
 pub use client::{GoClient, GoProtocol};
@@ -94,6 +94,9 @@ const MAGIC: [u8; 2] = [0xC5, 0xB0];
 /// assert_eq!(sniff(b"CONN"), None); // could still be CONNECT
 /// ```
 pub fn sniff(first: &[u8]) -> Option<Protocol> {
+    // The server peeks at most 8 bytes: decide on those alone, so that more
+    // bytes never change the answer.
+    let first = &first[..first.len().min(8)];
     let &b0 = first.first()?;
     if b0 == MAGIC[0] {
         return match first.get(1) {
@@ -136,5 +139,16 @@ mod tests {
         // Go's first gob message: the 47-byte type definition of rpc.Request.
         assert_eq!(sniff(&[0x2f, 0xff, 0x81, 0x03]), Some(Protocol::Gob));
         assert_eq!(sniff(&[0xff, 0x00]), Some(Protocol::Gob));
+    }
+
+    #[test]
+    fn bytes_past_the_eighth_never_change_the_answer() {
+        // Found by fuzz/fuzz_targets/sniff.rs: an upper-case word of 8+
+        // letters is gob after 8 bytes (what the server peeks), and was HTTP
+        // when a space followed later.
+        let long_word = b"PROPFIND / HTTP/1.1\r\n";
+        assert_eq!(sniff(&long_word[..8]), Some(Protocol::Gob));
+        assert_eq!(sniff(long_word), Some(Protocol::Gob));
+        assert_eq!(sniff(b"ZZZZZZZZZZZZGETZZZZ $BZ"), Some(Protocol::Gob));
     }
 }

@@ -21,7 +21,7 @@ const MAX_DEPTH: u32 = 128;
 /// commas and colons in the right places) is left to the parse of the whole
 /// value.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(super) struct JsonScan {
+pub(crate) struct JsonScan {
     /// Bytes of the buffer looked at so far.
     pos: usize,
     /// Objects and arrays open at `pos`.
@@ -132,14 +132,14 @@ impl JsonScan {
 }
 
 /// How many bytes of JSON whitespace `buf` starts with.
-pub(super) fn leading_whitespace(buf: &[u8]) -> usize {
+pub(crate) fn leading_whitespace(buf: &[u8]) -> usize {
     buf.iter().position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r')).unwrap_or(buf.len())
 }
 
 /// Where an HTTP request head ends (after its blank line: `\n\n` or
 /// `\r\n\r\n`), if it does yet. `from` is how much of `buf` an earlier call
 /// looked at without finding the end: only later bytes are looked at.
-pub(super) fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+pub(crate) fn head_end(buf: &[u8], from: usize) -> Option<usize> {
     let start = from.min(buf.len());
     let at = buf.get(start..)?.iter().enumerate().position(|(i, &b)| {
         let i = start + i;

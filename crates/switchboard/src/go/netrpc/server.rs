@@ -74,13 +74,13 @@ struct ResponseHeader<'a> {
 
 /// A JSON-RPC 1.0 request as Go's `jsonrpc` client sends it.
 #[derive(Debug, Deserialize)]
-struct JsonRequest {
+pub(crate) struct JsonRequest {
     #[serde(default)]
-    method: String,
+    pub(crate) method: String,
     #[serde(default)]
-    params: Option<Box<serde_json::value::RawValue>>,
+    pub(crate) params: Option<Box<serde_json::value::RawValue>>,
     #[serde(default)]
-    id: Option<Box<serde_json::value::RawValue>>,
+    pub(crate) id: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// One finished call, for the writer.
@@ -531,7 +531,11 @@ async fn next_json<R: AsyncRead + Unpin>(
 /// The request at the front of `buf` (no whitespace before it), and the
 /// bytes it used; `Ok(None)` if it is not all there yet. `scan` remembers
 /// how far `buf` has been looked at.
-fn json_request(buf: &[u8], scan: &mut JsonScan, max: usize) -> Result<Option<(JsonRequest, usize)>, String> {
+pub(crate) fn json_request(
+    buf: &[u8],
+    scan: &mut JsonScan,
+    max: usize,
+) -> Result<Option<(JsonRequest, usize)>, String> {
     match scan.scan(buf).map_err(|e| format!("bad JSON-RPC request: {e}"))? {
         Some(end) if end > max => Err(format!("a request of {end} bytes is longer than the limit of {max} bytes")),
         Some(end) => {
@@ -648,8 +652,7 @@ pub(crate) async fn serve_http<R, W>(
     input.buf.advance(head_len);
     // A whole request head: the handshake is done; what follows is gob.
     input.took_request();
-    let mut words = head.split_whitespace();
-    let (method, path) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
+    let (method, path) = request_line(&head);
     if method != "CONNECT" || path != GO_RPC_PATH {
         tracing::debug!(%peer, %method, %path, "refusing an HTTP request that is not net/rpc's CONNECT");
         let refusal =
@@ -662,6 +665,12 @@ pub(crate) async fn serve_http<R, W>(
         return;
     }
     gob_loop(inner, input, outbox, wr, peer).await;
+}
+
+/// The method and path of an HTTP request head (empty if missing).
+pub(crate) fn request_line(head: &str) -> (&str, &str) {
+    let mut words = head.split_whitespace();
+    (words.next().unwrap_or_default(), words.next().unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -682,6 +691,33 @@ mod tests {
         assert!(err.contains("longer than the limit of 20 bytes"), "{err}");
         let err = json_request(&line[..30], &mut JsonScan::default(), 20).expect_err("too long");
         assert!(err.contains("longer than the limit of 20 bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_request_cut_inside_a_number_waits_for_the_rest() {
+        // Found by fuzz/fuzz_targets/jsonrpc_request.rs: serde_json reads
+        // `1.` at the end of its input as an invalid number, so a request
+        // split there across reads broke the connection.
+        let line = br#"{"method":"Arith.Add","params":[{"A":-1.5e+3,"B":2E-1}],"id":1}"#;
+        let read = |buf: &[u8]| json_request(buf, &mut JsonScan::default(), 1 << 20);
+        for cut in 0..line.len() {
+            assert!(read(&line[..cut]).expect("valid so far").is_none(), "cut at {cut}");
+        }
+        assert!(read(line).expect("valid").is_some());
+        assert!(read(b"{\"id\":1.}").is_err());
+        assert!(read(b"{\"method\":-1}").is_err(), "a number where a string belongs");
+    }
+
+    #[test]
+    fn whitespace_alone_is_held_to_the_limit() {
+        // Found by fuzz/fuzz_targets/jsonrpc_request.rs: a buffer of only
+        // whitespace was never checked against the limit, so a peer sending
+        // nothing but spaces grew the connection's buffer without bound.
+        // The reader now drops whitespace between requests as it arrives.
+        assert_eq!(super::super::scan::leading_whitespace(&[b' '; 65]), 65);
+        let buf = b"\r\n\t {\"method\":\"A.B\"";
+        let blank = super::super::scan::leading_whitespace(buf);
+        assert!(json_request(&buf[blank..], &mut JsonScan::default(), 64).expect("incomplete").is_none());
     }
 
     #[test]

@@ -1,0 +1,51 @@
+//! Private parsers, reachable from the fuzz targets in `fuzz/` (cargo
+//! feature `fuzzing`; not public API, not semver-stable).
+//!
+//! Each wrapper is a thin call into the real function, so the fuzzers test
+//! the code the server runs, not a copy of it. They live together here so
+//! that when a parser's signature changes (the JSON-RPC and gob readers are
+//! becoming incremental), one edit here keeps the fuzz package building.
+//! Parsers that are already public (`frame`, `go::gob`, `go::netrpc::sniff`,
+//! `codec`, `config`) are fuzzed through their public API instead.
+
+use crate::go::netrpc::{scan, server};
+
+/// A JSON-RPC request as the server's reader took it from its buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonRequest {
+    /// `method`, empty if absent.
+    pub method: String,
+    /// The raw JSON text of `params`, if present.
+    pub params: Option<String>,
+    /// The raw JSON text of `id`, if present.
+    pub id: Option<String>,
+    /// Bytes of the buffer the request used (leading whitespace included).
+    pub used: usize,
+}
+
+/// The JSON-RPC server's reader (`json_request` in `go/netrpc/server.rs`,
+/// after the whitespace it drops between requests): the next request at the
+/// front of `buf`, scanned from a fresh state; `Ok(None)` if it is not all
+/// there yet; `Err` if the stream is broken (bad JSON, or longer than `max`).
+pub fn next_json(buf: &[u8], max: usize) -> Result<Option<JsonRequest>, String> {
+    let blank = scan::leading_whitespace(buf);
+    let mut state = scan::JsonScan::default();
+    let found = server::json_request(&buf[blank..], &mut state, max)?;
+    Ok(found.map(|(request, used)| (request, used + blank)).map(|(request, used)| JsonRequest {
+        method: request.method,
+        params: request.params.map(|p| p.get().to_owned()),
+        id: request.id.map(|id| id.get().to_owned()),
+        used,
+    }))
+}
+
+/// Where an HTTP request head ends (`head_end` in `go/netrpc/server.rs`).
+pub fn head_end(buf: &[u8]) -> Option<usize> {
+    scan::head_end(buf, 0)
+}
+
+/// The method and path of an HTTP request head, as the net/rpc HTTP
+/// handler splits them (`request_line` in `go/netrpc/server.rs`).
+pub fn request_line(head: &str) -> (&str, &str) {
+    server::request_line(head)
+}
