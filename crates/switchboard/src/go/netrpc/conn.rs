@@ -14,7 +14,7 @@
 //! frame timeout ends the wait).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -141,11 +141,14 @@ impl<R: AsyncRead + Unpin> Input<R> {
 /// (counted from when a call finishes until its answer has been written),
 /// a wake-up when some are written, and the connection's stop signal.
 pub(super) struct Outbox {
-    /// Bytes of answers waiting (each counted by its [`Share`]).
+    /// Bytes of answers waiting.
     queued: AtomicUsize,
-    /// Of those, the bytes of answers too small to carry a charge of their
-    /// own: the connection's output charge covers them.
+    /// Of those, the bytes of answers under [`CHARGED_ANSWER`]: the
+    /// connection's output charge covers them, beyond its free floor.
     uncharged: AtomicUsize,
+    /// What the larger answers hold of the memory budget: charged as soon
+    /// as each exists, so that other connections see it at once.
+    large: Mutex<Charge>,
     written: Notify,
     /// Cancelled when the server drains or the writer stops. A child of
     /// the server's draining token, one per connection: a read waiting on
@@ -155,22 +158,22 @@ pub(super) struct Outbox {
 }
 
 /// An answer this large is charged to the memory budget on its own, as
-/// soon as it exists, so that other connections see it at once.
+/// soon as it exists.
 const CHARGED_ANSWER: usize = 64 << 10;
 
-/// One answer's place in its connection's [`Outbox`], from when its call
-/// finishes until it has been written (or dropped, if it never will be).
-pub(super) struct Share {
-    outbox: Arc<Outbox>,
-    size: usize,
-    charge: Option<Charge>,
+/// What the writer has taken from the queue and not yet written.
+#[derive(Default)]
+pub(super) struct Batch {
+    bytes: usize,
+    large: usize,
 }
 
-impl Drop for Share {
-    fn drop(&mut self) {
-        self.outbox.queued.fetch_sub(self.size, Ordering::AcqRel);
-        if self.charge.is_none() {
-            self.outbox.uncharged.fetch_sub(self.size, Ordering::AcqRel);
+impl Batch {
+    /// An answer of `size` (as [`Outbox::queue`]d) is in the batch.
+    pub(super) fn add(&mut self, size: usize) {
+        self.bytes += size;
+        if size >= CHARGED_ANSWER {
+            self.large += size;
         }
     }
 }
@@ -180,6 +183,7 @@ impl Outbox {
         Outbox {
             queued: AtomicUsize::new(0),
             uncharged: AtomicUsize::new(0),
+            large: Mutex::new(inner.budget.charge()),
             written: Notify::new(),
             stop: inner.draining.child_token(),
             writer_stopped: AtomicBool::new(false),
@@ -187,23 +191,29 @@ impl Outbox {
     }
 
     /// An answer of about `size` bytes is on its way to the writer: it
-    /// counts until the returned share is dropped.
-    pub(super) fn share(self: &Arc<Self>, inner: &Inner, size: usize) -> Share {
+    /// counts until a [`Batch`] holding it is [`wrote`](Self::wrote).
+    pub(super) fn queue(&self, size: usize) {
         self.queued.fetch_add(size, Ordering::AcqRel);
-        let charge = if size >= CHARGED_ANSWER {
-            let mut charge = inner.budget.charge();
-            charge.add_anyway(size);
-            Some(charge)
+        if size >= CHARGED_ANSWER {
+            lock(&self.large).add_anyway(size);
         } else {
             self.uncharged.fetch_add(size, Ordering::AcqRel);
-            None
-        };
-        Share { outbox: Arc::clone(self), size, charge }
+        }
     }
 
-    /// The writer wrote the answers of `shares` (and drops them).
-    pub(super) fn wrote(&self, shares: &mut Vec<Share>) {
-        shares.clear();
+    /// The writer wrote the answers of `batch` (and starts a new one).
+    pub(super) fn wrote(&self, batch: &mut Batch) {
+        let Batch { bytes, large } = std::mem::take(batch);
+        if bytes == 0 {
+            return;
+        }
+        self.queued.fetch_sub(bytes, Ordering::AcqRel);
+        self.uncharged.fetch_sub(bytes - large, Ordering::AcqRel);
+        if large > 0 {
+            let mut charge = lock(&self.large);
+            let held = charge.held().saturating_sub(large);
+            charge.try_hold(held); // shrinking always works
+        }
         self.written.notify_waiters();
     }
 
@@ -296,4 +306,8 @@ pub(super) async fn write_all<W: AsyncWrite + Unpin>(
 /// Flushes and shuts down the write side, within `limit`.
 pub(super) async fn shutdown<W: AsyncWrite + Unpin>(wr: &mut W, limit: Duration) {
     let _ = tokio::time::timeout(limit, wr.shutdown()).await;
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -29,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::task::TaskTracker;
 
-use super::conn::{self, Input, Outbox, Share};
+use super::conn::{self, Batch, Input, Outbox};
 use super::scan::{head_end, leading_whitespace, JsonScan};
 use crate::call::{Request, Response};
 use crate::codec::Codec;
@@ -88,16 +88,15 @@ struct Reply<Id> {
     id: Id,
     method: String,
     result: Result<Response, String>,
-    /// Its place in the [`Outbox`], until written.
-    share: Option<Share>,
 }
 
 impl<Id> Reply<Id> {
     fn new(id: Id, method: String, result: Result<Response, String>) -> Reply<Id> {
-        Reply { id, method, result, share: None }
+        Reply { id, method, result }
     }
 
-    /// About how many bytes the answer takes until it is written.
+    /// About how many bytes the answer takes until it is written: what it
+    /// counts in the [`Outbox`].
     fn size(&self) -> usize {
         let payload = match &self.result {
             Ok(response) => response.payload.len(),
@@ -207,9 +206,9 @@ impl<Id: Send + 'static> Calls<Id> {
                 _ = inner.stop.cancelled() => Err("rpc: the server stopped before the call finished".to_owned()),
             };
             drop(charge);
-            let mut reply = Reply::new(id, method, result);
-            reply.share = Some(outbox.share(&inner, reply.size()));
-            // (If the writer is gone, the answer is dropped with its share.)
+            let reply = Reply::new(id, method, result);
+            outbox.queue(reply.size());
+            // (If the writer is gone, so is the connection: nothing to count.)
             let _ = replies.send(reply).await;
             drop(slot);
         });
@@ -217,8 +216,8 @@ impl<Id: Send + 'static> Calls<Id> {
 
     /// Answers a request without running it (the writer sends `error`).
     async fn refuse(&self, id: Id, method: String, error: String) {
-        let mut reply = Reply::new(id, method, Err(error));
-        reply.share = Some(self.outbox.share(&self.inner, reply.size()));
+        let reply = Reply::new(id, method, Err(error));
+        self.outbox.queue(reply.size());
         let _ = self.replies.send(reply).await;
     }
 
@@ -393,13 +392,13 @@ async fn gob_writer<W: AsyncWrite + Unpin>(
     let mut encoder = gob::Encoder::new();
     let mut out = Vec::with_capacity(4096);
     let mut body = Vec::new();
-    // The shares of the answers in `out`: released once it is written.
-    let mut batch = Vec::new();
+    // The answers in `out`: counted as queued until it is written.
+    let mut batch = Batch::default();
     while let Some(first) = queue.recv().await {
         out.clear();
         let mut next = Some(first);
-        while let Some(mut reply) = next.take() {
-            batch.extend(reply.share.take());
+        while let Some(reply) = next.take() {
+            batch.add(reply.size());
             if let Err(e) = encode_gob_reply(&mut encoder, reply, &mut out, &mut body) {
                 tracing::error!(%peer, error = %e, "cannot encode a net/rpc answer; closing the connection");
                 return;
@@ -531,11 +530,32 @@ async fn next_json<R: AsyncRead + Unpin>(
 /// The request at the front of `buf` (no whitespace before it), and the
 /// bytes it used; `Ok(None)` if it is not all there yet. `scan` remembers
 /// how far `buf` has been looked at.
+///
+/// A request that is whole when first looked at (the common case: one or
+/// more whole requests per read) is parsed at once, with no scan. One that
+/// is not is followed by the scanner from then on, across reads, and parsed
+/// when whole: at most one parse of its first piece is wasted.
 pub(crate) fn json_request(
     buf: &[u8],
     scan: &mut JsonScan,
     max: usize,
 ) -> Result<Option<(JsonRequest, usize)>, String> {
+    if scan.is_fresh() && buf.first() == Some(&b'{') {
+        let mut stream = serde_json::Deserializer::from_slice(buf).into_iter::<JsonRequest>();
+        match stream.next() {
+            Some(Ok(request)) => {
+                let end = stream.byte_offset();
+                if end > max {
+                    return Err(format!("a request of {end} bytes is longer than the limit of {max} bytes"));
+                }
+                return Ok(Some((request, end)));
+            }
+            // Not whole yet, or an error that may only be a cut (serde_json
+            // calls `{"id":1.` an invalid number, serde-rs/json#524): the
+            // scanner tells which.
+            _ => {}
+        }
+    }
     match scan.scan(buf).map_err(|e| format!("bad JSON-RPC request: {e}"))? {
         Some(end) if end > max => Err(format!("a request of {end} bytes is longer than the limit of {max} bytes")),
         Some(end) => {
@@ -557,13 +577,13 @@ async fn json_writer<W: AsyncWrite + Unpin>(
 ) {
     let _stop = StopOnDrop(&outbox);
     let mut out = Vec::with_capacity(4096);
-    // The shares of the answers in `out`: released once it is written.
-    let mut batch = Vec::new();
+    // The answers in `out`: counted as queued until it is written.
+    let mut batch = Batch::default();
     while let Some(first) = queue.recv().await {
         out.clear();
         let mut next = Some(first);
-        while let Some(mut reply) = next.take() {
-            batch.extend(reply.share.take());
+        while let Some(reply) = next.take() {
+            batch.add(reply.size());
             encode_json_reply(reply, &mut out);
             if out.len() < WRITE_BATCH {
                 next = queue.try_recv().ok();
@@ -718,6 +738,42 @@ mod tests {
         let buf = b"\r\n\t {\"method\":\"A.B\"";
         let blank = super::super::scan::leading_whitespace(buf);
         assert!(json_request(&buf[blank..], &mut JsonScan::default(), 64).expect("incomplete").is_none());
+    }
+
+    #[test]
+    fn json_requests_split_anywhere_read_as_whole_ones() {
+        let requests: [&[u8]; 3] = [
+            br#"{"method":"Arith.Multiply","params":[{"A":7,"B":8}],"id":0}"#,
+            br#"{"method":"Echo.Text","params":["} \"{ ]"],"id":"seven"}"#,
+            br#"{"id":3,"params":[[1,[2,[3]]]],"method":"Deep.Nest"}"#,
+        ];
+        for request in requests {
+            let (whole, used) =
+                json_request(request, &mut JsonScan::default(), 1 << 20).expect("valid").expect("whole");
+            assert_eq!(used, request.len());
+            for at in 1..request.len() {
+                let mut scan = JsonScan::default();
+                assert!(
+                    json_request(&request[..at], &mut scan, 1 << 20).expect("valid so far").is_none(),
+                    "cut at {at}"
+                );
+                let (split, used) = json_request(request, &mut scan, 1 << 20).expect("valid").expect("whole");
+                assert_eq!(used, request.len());
+                assert_eq!(
+                    (
+                        split.method.as_str(),
+                        split.params.map(|p| p.get().to_owned()),
+                        split.id.map(|i| i.get().to_owned())
+                    ),
+                    (
+                        whole.method.as_str(),
+                        whole.params.as_ref().map(|p| p.get().to_owned()),
+                        whole.id.as_ref().map(|i| i.get().to_owned())
+                    ),
+                    "cut at {at}"
+                );
+            }
+        }
     }
 
     #[test]
