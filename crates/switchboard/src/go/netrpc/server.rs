@@ -542,18 +542,15 @@ pub(crate) fn json_request(
 ) -> Result<Option<(JsonRequest, usize)>, String> {
     if scan.is_fresh() && buf.first() == Some(&b'{') {
         let mut stream = serde_json::Deserializer::from_slice(buf).into_iter::<JsonRequest>();
-        match stream.next() {
-            Some(Ok(request)) => {
-                let end = stream.byte_offset();
-                if end > max {
-                    return Err(format!("a request of {end} bytes is longer than the limit of {max} bytes"));
-                }
-                return Ok(Some((request, end)));
+        // Not whole yet, or an error that may only be a cut (serde_json
+        // calls `{"id":1.` an invalid number, serde-rs/json#524): then the
+        // scanner tells which.
+        if let Some(Ok(request)) = stream.next() {
+            let end = stream.byte_offset();
+            if end > max {
+                return Err(format!("a request of {end} bytes is longer than the limit of {max} bytes"));
             }
-            // Not whole yet, or an error that may only be a cut (serde_json
-            // calls `{"id":1.` an invalid number, serde-rs/json#524): the
-            // scanner tells which.
-            _ => {}
+            return Ok(Some((request, end)));
         }
     }
     match scan.scan(buf).map_err(|e| format!("bad JSON-RPC request: {e}"))? {
