@@ -135,15 +135,16 @@ impl GoServer {
             .unwrap_or_else(|e| panic!("spawn the Go {proto} server: {e}"));
         let stdin = child.stdin.take();
         let stderr = Arc::new(Mutex::new(Vec::new()));
+        let mut stderr_reader = None;
         if let Some(pipe) = child.stderr.take() {
             let sink = Arc::clone(&stderr);
-            thread::spawn(move || {
+            stderr_reader = Some(thread::spawn(move || {
                 let mut pipe = pipe;
                 let mut buf = [0u8; 4096];
                 while let Ok(n @ 1..) = pipe.read(&mut buf) {
                     sink.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(&buf[..n]);
                 }
-            });
+            }));
         }
         let (lines_tx, lines) = mpsc::channel();
         if let Some(pipe) = child.stdout.take() {
@@ -166,8 +167,16 @@ impl GoServer {
                 ),
             },
             Err(e) => {
-                // Give the stderr reader a moment to collect why it died.
-                let _ = wait_timeout(&mut server.child, Duration::from_millis(500));
+                // Collect why it died: once the process has exited (killed if
+                // it still runs), its stderr closes and the reader has read
+                // all of it; join the reader rather than race it.
+                if wait_timeout(&mut server.child, Duration::from_millis(500)).is_none() {
+                    let _ = server.child.kill();
+                }
+                let _ = server.child.wait();
+                if let Some(reader) = stderr_reader.take() {
+                    let _ = reader.join();
+                }
                 panic!(
                     "the Go {proto} server did not print its address ({}); stderr:\n{}",
                     match e {
