@@ -564,7 +564,8 @@ mod tests {
     #[test]
     fn floats_round_trip_exactly() {
         let mut rng = fastrand::Rng::with_seed(13);
-        let mut samples = vec![1.3333333333333333e25, f64::MIN_POSITIVE, f64::MAX, f64::EPSILON, 0.1 + 0.2, 5e-324, -0.0, 1e23];
+        let mut samples =
+            vec![1.3333333333333333e25, f64::MIN_POSITIVE, f64::MAX, f64::EPSILON, 0.1 + 0.2, 5e-324, -0.0, 1e23];
         samples.extend((0..20_000).map(|_| f64::from_bits(rng.u64(..))).filter(|f| f.is_finite()));
         #[derive(Serialize, Deserialize)]
         struct Reading {
@@ -572,6 +573,11 @@ mod tests {
         }
         for codec in [Codec::Json, Codec::Binary, Codec::MsgPack, Codec::Gob] {
             for &f in &samples {
+                if codec == Codec::Gob && f == 0.0 {
+                    // Gob leaves zero fields out, and -0.0 is zero: Go's
+                    // encoder sends neither, and the decoder fills in +0.0.
+                    continue;
+                }
                 let bytes = Reading { x: f }.encode_bytes(codec).unwrap();
                 let back = Reading::decode(codec, &bytes).unwrap().x;
                 assert_eq!(back.to_bits(), f.to_bits(), "{codec:?}: {f:e} came back as {back:e}");
