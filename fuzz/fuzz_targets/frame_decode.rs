@@ -8,7 +8,9 @@
 //! - decoding never panics, and the frames, oversized skips and final error
 //!   do not depend on how the bytes were cut into reads;
 //! - between reads the buffer holds less than one frame limit (an oversized
-//!   frame is discarded as it arrives, never buffered);
+//!   frame is discarded as it arrives, never buffered); frames over the
+//!   default metadata limits (64 KiB, 256 entries) are refused, and decoding
+//!   goes on after them;
 //! - a decoded frame re-encodes to exactly `24 + metadata + payload` bytes
 //!   that decode to the same frame, and re-encoding that is byte-identical;
 //! - `take_payload` returns an uncompressed payload as is, and a compressed
@@ -24,6 +26,7 @@ use switchboard_fuzz::{chunks, split_frame_input};
 enum Event {
     Frame { head: Head, meta: Metadata, payload: Bytes },
     Oversized { head: Head, len: u64 },
+    Refused { head: Head, why: String },
 }
 
 fn decode_all(max: usize, pieces: &[&[u8]], limit: usize) -> (Vec<Event>, Option<FrameError>) {
@@ -43,6 +46,14 @@ fn decode_all(max: usize, pieces: &[&[u8]], limit: usize) -> (Vec<Event>, Option
                     assert!(len > max as u64, "oversized frame of {len} bytes within the limit {max}");
                     events.push(Event::Oversized { head, len });
                 }
+                Ok(Some(Decoded::Refused { head, why })) => {
+                    assert!(
+                        matches!(why, FrameError::MetadataTooLarge { .. } | FrameError::TooManyEntries { .. }),
+                        "refused for {why}"
+                    );
+                    events.push(Event::Refused { head, why: why.to_string() });
+                }
+                Ok(Some(other)) => panic!("an unknown decoder answer: {other:?}"),
                 Ok(None) => break,
                 Err(e) => return (events, Some(e)),
             }
