@@ -33,6 +33,12 @@ cargo nextest run --workspace --all-targets --locked --no-fail-fast
 echo "== doctests"
 cargo test --workspace --doc --locked
 
+# Every committed fuzz input (seed corpora and the inputs that once failed,
+# fuzz/regressions) through its target once, with AddressSanitizer: a
+# parser change that breaks on one fails here (docs/FUZZING.md).
+echo "== fuzz corpus replay"
+scripts/fuzz.sh --replay
+
 # Benchmarks are not timed tests: this only checks that the harness still
 # builds and measures every system (it fails on an error, never on a number).
 echo "== benchmark harness smoke run"
