@@ -12,7 +12,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-use switchboard::go::netrpc::{GoClient, GoProtocol};
+use switchboard::go::{GoClient, GoProtocol, NetRpc};
 use switchboard::server::handler_fn;
 use switchboard::{Client, Code, Error, Server, Status};
 
@@ -47,7 +47,7 @@ struct Nested {
     count: i64,
     ratio: f64,
     flag: bool,
-    #[serde(with = "switchboard::go::bytes")]
+    #[serde(with = "switchboard::codec::gob::bytes")]
     data: Vec<u8>,
     items: Vec<Inner>,
     labels: BTreeMap<String, i64>,
@@ -59,7 +59,7 @@ struct Nested {
 /// The services the Go peer's server has, in Rust: one set of handlers for
 /// Switchboard and Go callers alike.
 fn server() -> Server {
-    let server = Server::builder().build();
+    let server = Server::builder().with(NetRpc::default()).build();
     let router = server.router();
     let add = |name: &str, handler| router.add_method(name, handler).expect("valid name");
     add("Arith.Multiply", handler_fn(|a: Args| async move { Ok::<_, Status>(a.a * a.b) }));
@@ -73,7 +73,7 @@ fn server() -> Server {
         }),
     );
     add("Echo.Nested", handler_fn(|n: Nested| async move { Ok::<_, Status>(n) }));
-    add("Echo.Bytes", handler_fn(|b: switchboard::go::Bytes| async move { Ok::<_, Status>(b) }));
+    add("Echo.Bytes", handler_fn(|b: switchboard::codec::gob::Bytes| async move { Ok::<_, Status>(b) }));
     add("Echo.Text", handler_fn(|s: String| async move { Ok::<_, Status>(s) }));
     server
 }
@@ -229,8 +229,8 @@ async fn the_switchboard_client_sends_go_servers_nested_values_and_bytes() {
         let go = GoClient::connect(go_server.addr(), proto.parse().expect("protocol")).await.expect("connect");
         let back: Nested = go.call("Echo.Nested", &nested).await.expect("nested");
         assert_eq!(back, nested, "{proto}");
-        let bytes: switchboard::go::Bytes =
-            go.call("Echo.Bytes", &switchboard::go::Bytes(mebibyte.clone())).await.expect("bytes");
+        let bytes: switchboard::codec::gob::Bytes =
+            go.call("Echo.Bytes", &switchboard::codec::gob::Bytes(mebibyte.clone())).await.expect("bytes");
         assert_eq!(bytes.len(), mebibyte.len(), "{proto}");
         assert!(bytes.0 == mebibyte, "{proto}: the mebibyte came back changed");
     }

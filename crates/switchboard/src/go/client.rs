@@ -11,7 +11,7 @@
 //! [`Error::ConnectionLost`]; the next call dials again.
 //!
 //! ```no_run
-//! use switchboard::go::netrpc::{GoClient, GoProtocol};
+//! use switchboard::go::{GoClient, GoProtocol};
 //!
 //! #[derive(serde::Serialize)]
 //! struct Args { #[serde(rename = "A")] a: i64, #[serde(rename = "B")] b: i64 }
@@ -39,9 +39,9 @@ use tokio::sync::oneshot;
 use super::scan::{leading_whitespace, JsonScan};
 use crate::call::{BoxFuture, Request, Response};
 use crate::client::{call_typed, CallOptions, Channel};
+use crate::codec::gob;
 use crate::codec::{Codec, Decode, Encode};
 use crate::error::Error;
-use crate::go::gob;
 use crate::status::Status;
 
 /// The longest JSON-RPC answer read (gob answers are held to

@@ -48,7 +48,7 @@ fn no_sum_types(name: &str, variant: &str) -> GobError {
 
 impl ser::Serializer for ValSerializer {
     /// Gob is a binary format: `[]byte` travels as bytes, not as text
-    /// (see [`crate::go::bytes`]).
+    /// (see [`crate::codec::gob::bytes`]).
     fn is_human_readable(&self) -> bool {
         false
     }

@@ -48,7 +48,7 @@ pub enum Next<'b> {
 /// and [`decode_message`](Self::decode_message) work one message at a time.
 ///
 /// ```
-/// use switchboard::go::gob::Decoder;
+/// use switchboard::codec::gob::Decoder;
 ///
 /// // What Go's `gob.NewEncoder(w).Encode(Args{A: 7, B: 8})` writes.
 /// let go: &[u8] = &[
@@ -182,7 +182,7 @@ impl Decoder {
     /// is buffered. An error means the stream cannot be read further.
     ///
     /// ```
-    /// use switchboard::go::gob::{Decoder, Encoder, Next};
+    /// use switchboard::codec::gob::{Decoder, Encoder, Next};
     ///
     /// let mut stream = Vec::new();
     /// // A []string: a type definition, then the value.

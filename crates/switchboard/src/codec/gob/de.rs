@@ -168,7 +168,7 @@ impl<'a, 'de> ValueDe<'a, '_, 'de> {
 
 impl<'de> de::Deserializer<'de> for ValueDe<'_, '_, 'de> {
     /// Gob is a binary format: `[]byte` travels as bytes, not as text
-    /// (see [`crate::go::bytes`]).
+    /// (see [`crate::codec::gob::bytes`]).
     fn is_human_readable(&self) -> bool {
         false
     }

@@ -1,8 +1,9 @@
-//! Where a request ends, in input that arrives in pieces: [`JsonScan`] for
-//! a JSON-RPC request (one top-level JSON object), [`head_end`] for an HTTP
-//! request head. Both carry on from where the last read left off, so no
-//! byte is looked at twice and a request costs the same however it is cut
-//! up; the full parse (serde_json) then runs once, on a whole request.
+//! Where a JSON-RPC request (one top-level JSON object) ends, in input
+//! that arrives in pieces: [`JsonScan`] carries on from where the last read
+//! left off, so no byte is looked at twice and a request costs the same
+//! however it is cut up; the full parse (serde_json) then runs once, on a
+//! whole request. (The HTTP row's head scanner, `head_end` in
+//! `server/http.rs`, works the same way.)
 
 /// Deepest nesting [`JsonScan`] follows: serde_json refuses deeper values
 /// (its recursion limit is 128), so nothing legitimate is lost.
@@ -136,18 +137,6 @@ pub(crate) fn leading_whitespace(buf: &[u8]) -> usize {
     buf.iter().position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r')).unwrap_or(buf.len())
 }
 
-/// Where an HTTP request head ends (after its blank line: `\n\n` or
-/// `\r\n\r\n`), if it does yet. `from` is how much of `buf` an earlier call
-/// looked at without finding the end: only later bytes are looked at.
-pub(crate) fn head_end(buf: &[u8], from: usize) -> Option<usize> {
-    let start = from.min(buf.len());
-    let at = buf.get(start..)?.iter().enumerate().position(|(i, &b)| {
-        let i = start + i;
-        b == b'\n' && (i >= 1 && buf[i - 1] == b'\n' || i >= 3 && &buf[i - 3..i] == b"\r\n\r")
-    })?;
-    Some(start + at + 1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,32 +257,5 @@ mod tests {
         assert_eq!(leading_whitespace(b" \n\r\t{"), 4);
         assert_eq!(leading_whitespace(b"\n\n"), 2);
         assert_eq!(leading_whitespace(b"{}"), 0);
-    }
-
-    #[test]
-    fn http_heads_end_at_the_first_blank_line() {
-        assert_eq!(head_end(b"CONNECT /_goRPC_ HTTP/1.0\n\nrest", 0), Some(27));
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0), Some(27));
-        assert_eq!(head_end(b"CONNECT /_goRPC_ HTTP/1.0\n", 0), None);
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\nX\n\n", 0), Some(18));
-    }
-
-    #[test]
-    fn http_heads_split_anywhere_end_in_the_same_place() {
-        for head in [&b"GET / HTTP/1.1\r\nHost: x\r\n\r\nbody"[..], b"CONNECT /_goRPC_ HTTP/1.0\n\nrest"] {
-            let expected = head_end(head, 0);
-            for at in 0..=head.len() {
-                let got = head_end(&head[..at], 0).or_else(|| head_end(head, at));
-                assert_eq!(got, expected, "split at {at}");
-            }
-            // A byte at a time, each call looking only at the new byte.
-            let mut from = 0;
-            let found = (1..=head.len()).find_map(|n| {
-                let end = head_end(&head[..n], from);
-                from = n;
-                end
-            });
-            assert_eq!(found, expected);
-        }
     }
 }

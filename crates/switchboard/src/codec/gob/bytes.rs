@@ -1,5 +1,5 @@
 //! Go's `[]byte`, as Go itself writes it in each format: [`Bytes`] and the
-//! [`with`](self) adapter (`#[serde(with = "switchboard::go::bytes")]`).
+//! [`with`](self) adapter (`#[serde(with = "switchboard::codec::gob::bytes")]`).
 //!
 //! Go has one byte-slice type and two ways to send it: `encoding/gob` sends
 //! raw bytes, `encoding/json` (and so `net/rpc/jsonrpc`) a base64 string.
@@ -11,11 +11,11 @@
 //! may also hold an array of numbers, and binary formats a sequence.
 //!
 //! ```
-//! use switchboard::go;
+//! use switchboard::codec;
 //!
 //! #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
 //! struct Blob {
-//!     #[serde(rename = "Data", with = "go::bytes")]
+//!     #[serde(rename = "Data", with = "codec::gob::bytes")]
 //!     data: Vec<u8>,
 //! }
 //!
@@ -146,7 +146,7 @@ mod tests {
 
     #[test]
     fn gob_carries_raw_bytes_as_go_s_byte_slice() {
-        use crate::go::gob::{Decoder, Encoder};
+        use crate::codec::gob::{Decoder, Encoder};
         let b = Bytes(vec![0, 1, 2, 250]);
         let (mut ours, mut plain) = (Vec::new(), Vec::new());
         Encoder::new().encode(&b, &mut ours).expect("gob");

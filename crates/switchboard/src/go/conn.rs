@@ -23,8 +23,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::server::End;
-use crate::server::limits::{Charge, ConnClock};
-use crate::server::Inner;
+use crate::server::protocol::Dispatcher;
+use crate::server::protocol::{Charge, ConnClock};
 
 /// Read at most this much at a time, when the message's length is unknown.
 pub(super) const READ_CHUNK: usize = 64 << 10;
@@ -52,9 +52,9 @@ pub(super) struct Input<R> {
 }
 
 impl<R: AsyncRead + Unpin> Input<R> {
-    pub(super) fn new(inner: &Inner, rd: R, buf: BytesMut, clock: ConnClock) -> Input<R> {
+    pub(super) fn new(inner: &Dispatcher, rd: R, buf: BytesMut, clock: ConnClock) -> Input<R> {
         let alloc = buf.capacity();
-        Input { rd, buf, alloc, charge: inner.budget.charge(), clock }
+        Input { rd, buf, alloc, charge: inner.budget().charge(), clock }
     }
 
     /// Reads more into the buffer: `Ok(false)` at the end of the stream.
@@ -68,7 +68,7 @@ impl<R: AsyncRead + Unpin> Input<R> {
     /// some; the clock's limits bound the wait (a message in progress must
     /// finish within the frame timeout). Stops early when the server
     /// drains, a time limit passes, or `outbox`'s writer has stopped.
-    pub(super) async fn fill(&mut self, inner: &Inner, need: Option<usize>, outbox: &Outbox) -> Result<bool, End> {
+    pub(super) async fn fill(&mut self, inner: &Dispatcher, need: Option<usize>, outbox: &Outbox) -> Result<bool, End> {
         let len = self.buf.len();
         // What must be covered before reading: the whole message when its
         // length is known, else the buffer grown by one read.
@@ -79,7 +79,7 @@ impl<R: AsyncRead + Unpin> Input<R> {
         // touches the shared budget not at all).
         let charged = |n: usize| n.saturating_sub(FREE_PER_CONNECTION);
         while !(self.charge.try_hold(charged(must.max(self.alloc))) || self.charge.try_hold(charged(must))) {
-            let budget = &inner.budget;
+            let budget = &inner.budget();
             if charged(must) > budget.limit() {
                 return Err(End::Broken(format!(
                     "a message of {must} bytes needs more than the server's whole memory budget of {} bytes",
@@ -179,13 +179,13 @@ impl Batch {
 }
 
 impl Outbox {
-    pub(super) fn new(inner: &Inner) -> Outbox {
+    pub(super) fn new(inner: &Dispatcher) -> Outbox {
         Outbox {
             queued: AtomicUsize::new(0),
             uncharged: AtomicUsize::new(0),
-            large: Mutex::new(inner.budget.charge()),
+            large: Mutex::new(inner.budget().charge()),
             written: Notify::new(),
-            stop: inner.draining.child_token(),
+            stop: inner.draining().child_token(),
             writer_stopped: AtomicBool::new(false),
         }
     }
@@ -245,12 +245,12 @@ impl Outbox {
     /// The writer's own time limit ends a wait on a peer that reads nothing.
     pub(super) async fn wait_for_room<R: AsyncRead + Unpin>(
         &self,
-        inner: &Inner,
+        inner: &Dispatcher,
         output: &mut Charge,
         input: &mut Input<R>,
     ) -> Result<(), End> {
-        let max = inner.config.max_queued_bytes;
-        let budget = &inner.budget;
+        let max = inner.config().max_queued_bytes;
+        let budget = &inner.budget();
         let has_room = |output: &mut Charge| {
             let queued = self.queued();
             let uncharged = self.uncharged.load(Ordering::Acquire);

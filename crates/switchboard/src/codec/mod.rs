@@ -11,7 +11,7 @@
 //! | 2 | `Binary` | compact binary (postcard) | serde |
 //! | 3 | `MsgPack` | MessagePack, structs as maps (rmp-serde) | serde |
 //! | 4 | `Protobuf` | Protocol Buffers (prost) | [`Proto<M>`] |
-//! | 5 | `Gob` | Go's gob, one standalone stream per payload ([`go::gob`](crate::go::gob)) | serde |
+//! | 5 | `Gob` | Go's gob, one standalone stream per payload ([`codec::gob`](crate::codec::gob)) | serde |
 //!
 //! Types are encoded through two small traits, [`Encode`] and [`Decode`].
 //! Every serde type implements them for the serde codecs; a prost message
@@ -21,7 +21,7 @@
 //! [`Codec::Gob`] is what a Go `net/rpc` caller's arguments become on their
 //! way to a handler (and its reply on the way back): each payload is a
 //! *standalone* gob stream, the type definitions of one value and then the
-//! value (see [standalone payloads](crate::go::gob#standalone-payloads)).
+//! value (see [standalone payloads](crate::codec::gob#standalone-payloads)).
 //! Gob describes itself, so untyped targets such as `serde_json::Value`
 //! decode it (structs as objects). Gob cannot send a value whose type it
 //! cannot see: a top-level `None`, empty sequence or empty map fails to
@@ -40,6 +40,8 @@
 //! assert_eq!(buf, br#"{"A":7,"B":8}"#);
 //! assert_eq!(Args::decode(Codec::Json, &buf).unwrap(), Args { a: 7, b: 8 });
 //! ```
+
+pub mod gob;
 
 use std::fmt;
 
@@ -61,7 +63,7 @@ pub enum Codec {
     Protobuf = 4,
     /// Go's gob: each payload a standalone gob stream (type definitions,
     /// then one value), as Go's `encoding/gob` reads and writes it. See
-    /// [`go::gob`](crate::go::gob).
+    /// [`codec::gob`](crate::codec::gob).
     Gob = 5,
 }
 
@@ -198,7 +200,7 @@ impl<T: Serialize + ?Sized> Encode for T {
             }
             #[cfg(feature = "msgpack")]
             Codec::MsgPack => rmp_serde::encode::write_named(out, self).map_err(|e| err(&e)),
-            Codec::Gob => crate::go::gob::Encoder::encode_alone(self, out).map_err(|e| err(&e)),
+            Codec::Gob => crate::codec::gob::Encoder::encode_alone(self, out).map_err(|e| err(&e)),
             Codec::Protobuf => Err(CodecError::encode(
                 codec,
                 "this type is a serde type; wrap a prost message in switchboard::codec::Proto to use protobuf",
@@ -221,7 +223,7 @@ impl<T: DeserializeOwned> Decode for T {
             Codec::Binary => postcard::from_bytes(bytes).map_err(|e| err(&e)),
             #[cfg(feature = "msgpack")]
             Codec::MsgPack => rmp_serde::from_slice(bytes).map_err(|e| err(&e)),
-            Codec::Gob => crate::go::gob::Decoder::decode_alone(bytes).map_err(|e| err(&e)),
+            Codec::Gob => crate::codec::gob::Decoder::decode_alone(bytes).map_err(|e| err(&e)),
             Codec::Protobuf => Err(CodecError::decode(
                 codec,
                 "this type is a serde type; wrap a prost message in switchboard::codec::Proto to use protobuf",
@@ -512,7 +514,7 @@ mod tests {
         assert_eq!(Typed::decode(Codec::Gob, &buf).unwrap(), value);
         // What a fresh gob encoder writes, types first.
         let mut fresh = Vec::new();
-        crate::go::gob::Encoder::new().encode(&value, &mut fresh).unwrap();
+        crate::codec::gob::Encoder::new().encode(&value, &mut fresh).unwrap();
         assert_eq!(buf, fresh);
         // Self-describing: untyped targets read it, structs as objects.
         let json = serde_json::Value::decode(Codec::Gob, &buf).unwrap();
@@ -564,7 +566,8 @@ mod tests {
     #[test]
     fn floats_round_trip_exactly() {
         let mut rng = fastrand::Rng::with_seed(13);
-        let mut samples = vec![1.3333333333333333e25, f64::MIN_POSITIVE, f64::MAX, f64::EPSILON, 0.1 + 0.2, 5e-324, -0.0, 1e23];
+        let mut samples =
+            vec![1.3333333333333333e25, f64::MIN_POSITIVE, f64::MAX, f64::EPSILON, 0.1 + 0.2, 5e-324, -0.0, 1e23];
         samples.extend((0..20_000).map(|_| f64::from_bits(rng.u64(..))).filter(|f| f.is_finite()));
         #[derive(Serialize, Deserialize)]
         struct Reading {

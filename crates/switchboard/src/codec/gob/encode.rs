@@ -22,7 +22,7 @@ use super::{GobError, Limits};
 /// reveal different fields.
 ///
 /// ```
-/// use switchboard::go::gob::{Decoder, Encoder};
+/// use switchboard::codec::gob::{Decoder, Encoder};
 ///
 /// #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
 /// struct Args { #[serde(rename = "A")] a: i64, #[serde(rename = "B")] b: i64 }

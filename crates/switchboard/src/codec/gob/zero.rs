@@ -37,7 +37,7 @@ pub(super) struct ZeroDe<'a> {
 
 impl<'de> de::Deserializer<'de> for ZeroDe<'_> {
     /// Gob is a binary format: `[]byte` travels as bytes, not as text
-    /// (see [`crate::go::bytes`]).
+    /// (see [`crate::codec::gob::bytes`]).
     fn is_human_readable(&self) -> bool {
         false
     }
@@ -230,7 +230,7 @@ pub(super) struct MissingDe<'a> {
 
 impl<'de> de::Deserializer<'de> for MissingDe<'_> {
     /// Gob is a binary format: `[]byte` travels as bytes, not as text
-    /// (see [`crate::go::bytes`]).
+    /// (see [`crate::codec::gob::bytes`]).
     fn is_human_readable(&self) -> bool {
         false
     }

@@ -30,22 +30,20 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use super::conn::{self, Batch, Input, Outbox};
-use super::scan::{head_end, leading_whitespace, JsonScan};
+use super::scan::{leading_whitespace, JsonScan};
 use crate::call::{Request, Response};
+use crate::codec::gob::{self, GobError, Next};
 use crate::codec::Codec;
-use crate::go::gob::{self, GobError, Next};
-use crate::server::limits::{CallCounter, Charge, ConnClock, Expired};
-use crate::server::{Inner, Resolved};
+use crate::server::http::Upgraded;
+use crate::server::protocol::{CallCounter, Charge, ConnClock, Dispatcher, Expired, Resolution};
 use crate::status::Status;
 
-/// Longest HTTP request head accepted before the `CONNECT` switch.
-const MAX_HTTP_HEAD: usize = 8 << 10;
 /// Answers waiting for the writer, per connection.
 const REPLY_QUEUE: usize = 1024;
 /// Flush what the writer has gathered once it is this large.
 const WRITE_BATCH: usize = 256 << 10;
 /// The path `rpc.DialHTTP` asks for (Go's `rpc.DefaultRPCPath`).
-const GO_RPC_PATH: &str = "/_goRPC_";
+pub(crate) const GO_RPC_PATH: &str = "/_goRPC_";
 /// A request payload at least this large is charged to the memory budget
 /// while its call runs (as for native connections).
 const CHARGED_PAYLOAD: usize = 64 << 10;
@@ -123,21 +121,21 @@ pub(super) enum End {
 
 /// The Go error string for a failed call: the handler's message, or Go's
 /// own wording for names nobody serves.
-fn go_error(inner: &Inner, method: &str, status: &Status) -> String {
+fn go_error(inner: &Dispatcher, method: &str, status: &Status) -> String {
     if !method.contains('.') {
         return format!("rpc: service/method request ill-formed: {method}");
     }
-    match inner.router.resolve(method) {
-        Resolved::NoService => format!("rpc: can't find service {method}"),
-        Resolved::NoMethod => format!("rpc: can't find method {method}"),
-        Resolved::Found => status.message().to_owned(),
+    match inner.resolve(method) {
+        Resolution::NoService => format!("rpc: can't find service {method}"),
+        Resolution::NoMethod => format!("rpc: can't find method {method}"),
+        Resolution::Found => status.message().to_owned(),
     }
 }
 
 /// The calls of one connection: started as tasks, at most
 /// `max_calls_per_connection` at once, answered through the writer.
 struct Calls<Id> {
-    inner: Arc<Inner>,
+    inner: Dispatcher,
     peer: SocketAddr,
     counter: CallCounter,
     tasks: TaskTracker,
@@ -151,23 +149,23 @@ struct Calls<Id> {
 
 impl<Id: Send + 'static> Calls<Id> {
     fn new(
-        inner: &Arc<Inner>,
+        inner: &Dispatcher,
         peer: SocketAddr,
         clock: &ConnClock,
         outbox: Arc<Outbox>,
     ) -> (Calls<Id>, mpsc::Receiver<Reply<Id>>) {
         let (replies, queue) = mpsc::channel(REPLY_QUEUE);
-        let slots = Arc::new(Semaphore::new(inner.config.max_calls_per_connection.max(1)));
+        let slots = Arc::new(Semaphore::new(inner.config().max_calls_per_connection.max(1)));
         let counter = clock.calls().clone();
         let calls = Calls {
-            inner: Arc::clone(inner),
+            inner: inner.clone(),
             peer,
             counter,
             tasks: TaskTracker::new(),
             slots,
             replies,
             outbox,
-            output: inner.budget.charge(),
+            output: inner.budget().charge(),
         };
         (calls, queue)
     }
@@ -190,20 +188,20 @@ impl<Id: Send + 'static> Calls<Id> {
         let inner = &self.inner;
         // A large request is memory the call holds while it runs.
         let charge = (payload.len() >= CHARGED_PAYLOAD).then(|| {
-            let mut charge = inner.budget.charge();
+            let mut charge = inner.budget().charge();
             charge.add_anyway(payload.len());
             charge
         });
         let mut req = Request::new(method.clone(), codec, payload);
         req.peer = Some(self.peer);
-        req.deadline = inner.config.default_timeout.and_then(|d| tokio::time::Instant::now().checked_add(d));
-        let (inner, replies, outbox) = (Arc::clone(inner), self.replies.clone(), Arc::clone(&self.outbox));
+        req.deadline = inner.default_deadline();
+        let (inner, replies, outbox) = (inner.clone(), self.replies.clone(), Arc::clone(&self.outbox));
         let running = self.counter.enter();
         self.tasks.spawn(async move {
             let _running = running;
             let result = tokio::select! {
                 result = inner.dispatch(req) => result.map_err(|status| go_error(&inner, &method, &status)),
-                _ = inner.stop.cancelled() => Err("rpc: the server stopped before the call finished".to_owned()),
+                _ = inner.stopped().cancelled() => Err("rpc: the server stopped before the call finished".to_owned()),
             };
             drop(charge);
             let reply = Reply::new(id, method, result);
@@ -246,7 +244,7 @@ impl<Id: Send + 'static> Calls<Id> {
 
 /// Serves Go's net/rpc over gob on `rd`/`wr`; `buf` holds bytes already
 /// read (the sniffed prefix).
-pub(crate) async fn serve_gob<R, W>(inner: Arc<Inner>, rd: R, wr: W, peer: SocketAddr, buf: BytesMut, clock: ConnClock)
+pub(crate) async fn serve_gob<R, W>(inner: Dispatcher, rd: R, wr: W, peer: SocketAddr, buf: BytesMut, clock: ConnClock)
 where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -256,14 +254,14 @@ where
     gob_loop(inner, input, outbox, wr, peer).await;
 }
 
-async fn gob_loop<R, W>(inner: Arc<Inner>, mut input: Input<R>, outbox: Arc<Outbox>, wr: W, peer: SocketAddr)
+async fn gob_loop<R, W>(inner: Dispatcher, mut input: Input<R>, outbox: Arc<Outbox>, wr: W, peer: SocketAddr)
 where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let (mut calls, queue) = Calls::new(&inner, peer, &input.clock, outbox);
-    let writer = tokio::spawn(gob_writer(wr, queue, peer, Arc::clone(&calls.outbox), inner.config.frame_timeout));
-    let limits = gob::Limits { max_message: inner.config.max_frame, ..gob::Limits::default() };
+    let writer = tokio::spawn(gob_writer(wr, queue, peer, Arc::clone(&calls.outbox), inner.config().frame_timeout));
+    let limits = gob::Limits { max_message: inner.config().max_frame, ..gob::Limits::default() };
     let mut decoder = gob::Decoder::with_limits(limits);
     let end = loop {
         if let Err(end) = calls.ready(&mut input).await {
@@ -292,7 +290,7 @@ where
 /// Type definitions are taken (and held to the stream's limits) as they
 /// arrive; each read looks only at the message in progress.
 async fn read_gob<R, T>(
-    inner: &Inner,
+    inner: &Dispatcher,
     input: &mut Input<R>,
     outbox: &Outbox,
     decoder: &mut gob::Decoder,
@@ -442,7 +440,7 @@ fn log_write_failure(peer: SocketAddr, e: &std::io::Error) {
 
 /// Serves Go's net/rpc/jsonrpc.
 pub(crate) async fn serve_jsonrpc<R, W>(
-    inner: Arc<Inner>,
+    inner: Dispatcher,
     rd: R,
     wr: W,
     peer: SocketAddr,
@@ -454,7 +452,7 @@ pub(crate) async fn serve_jsonrpc<R, W>(
 {
     let mut input = Input::new(&inner, rd, buf, clock);
     let (mut calls, queue) = Calls::new(&inner, peer, &input.clock, Arc::new(Outbox::new(&inner)));
-    let writer = tokio::spawn(json_writer(wr, queue, peer, Arc::clone(&calls.outbox), inner.config.frame_timeout));
+    let writer = tokio::spawn(json_writer(wr, queue, peer, Arc::clone(&calls.outbox), inner.config().frame_timeout));
     let mut scan = JsonScan::default();
     let end = loop {
         if let Err(end) = calls.ready(&mut input).await {
@@ -493,12 +491,12 @@ fn null() -> Box<serde_json::value::RawValue> {
 /// Reads the next request: its end found by `scan`, which carries on from
 /// where the last read left off, then parsed once, whole.
 async fn next_json<R: AsyncRead + Unpin>(
-    inner: &Inner,
+    inner: &Dispatcher,
     input: &mut Input<R>,
     scan: &mut JsonScan,
     outbox: &Outbox,
 ) -> Result<JsonRequest, End> {
-    let max = inner.config.max_frame;
+    let max = inner.config().max_frame;
     loop {
         if scan.is_fresh() {
             // Whitespace between requests (Go's encoder ends each with a
@@ -628,66 +626,21 @@ fn encode_json_reply(reply: Reply<Box<serde_json::value::RawValue>>, out: &mut V
     }
 }
 
-/// Serves HTTP the way Go's `rpc.HandleHTTP` does: `CONNECT /_goRPC_`
-/// switches the connection to gob; any other request is refused.
-pub(crate) async fn serve_http<R, W>(
-    inner: Arc<Inner>,
-    rd: R,
-    mut wr: W,
-    peer: SocketAddr,
-    buf: BytesMut,
-    clock: ConnClock,
-) where
-    R: AsyncRead + Unpin + Send,
-    W: AsyncWrite + Unpin + Send + 'static,
-{
-    let limit = inner.config.frame_timeout;
-    let mut input = Input::new(&inner, rd, buf, clock);
-    let outbox = Arc::new(Outbox::new(&inner));
-    // How far the buffer has been looked at for the head's end.
-    let mut scanned = 0;
-    let head_len = loop {
-        if let Some(end) = head_end(&input.buf, scanned) {
-            break end;
-        }
-        scanned = input.buf.len();
-        if input.buf.len() > MAX_HTTP_HEAD {
-            tracing::warn!(%peer, "closing an HTTP connection whose request head passed {MAX_HTTP_HEAD} bytes");
-            let _ = conn::write_all(&mut wr, b"HTTP/1.0 431 Request Header Fields Too Large\r\n\r\n", limit).await;
-            return;
-        }
-        match input.fill(&inner, None, &outbox).await {
-            Ok(true) => {}
-            Err(End::Expired(why)) => {
-                tracing::debug!(%peer, reason = %why, "closing an HTTP connection");
-                return;
-            }
-            _ => return,
-        }
-    };
-    let head = String::from_utf8_lossy(&input.buf[..head_len]).into_owned();
-    input.buf.advance(head_len);
-    // A whole request head: the handshake is done; what follows is gob.
-    input.took_request();
-    let (method, path) = request_line(&head);
-    if method != "CONNECT" || path != GO_RPC_PATH {
-        tracing::debug!(%peer, %method, %path, "refusing an HTTP request that is not net/rpc's CONNECT");
-        let refusal =
-            b"HTTP/1.0 405 Method Not Allowed\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n405 must CONNECT\n";
-        let _ = conn::write_all(&mut wr, refusal, limit).await;
-        conn::shutdown(&mut wr, limit).await;
-        return;
-    }
+/// Serves a connection `rpc.DialHTTP` opened, after its `CONNECT
+/// /_goRPC_` head (the HTTP row's route, [`GO_RPC_PATH`]): answers what
+/// Go's `rpc.HandleHTTP` answers, then speaks gob.
+pub(crate) async fn serve_connect(up: Upgraded) {
+    let Upgraded { request, stream, buffered, clock, dispatcher } = up;
+    let peer = request.peer();
+    let limit = dispatcher.config().frame_timeout;
+    let (rd, mut wr) = stream.into_split();
     if conn::write_all(&mut wr, b"HTTP/1.0 200 Connected to Go RPC\n\n", limit).await.is_err() {
         return;
     }
-    gob_loop(inner, input, outbox, wr, peer).await;
-}
-
-/// The method and path of an HTTP request head (empty if missing).
-pub(crate) fn request_line(head: &str) -> (&str, &str) {
-    let mut words = head.split_whitespace();
-    (words.next().unwrap_or_default(), words.next().unwrap_or_default())
+    tracing::debug!(%peer, "Go net/rpc over HTTP CONNECT");
+    let input = Input::new(&dispatcher, rd, buffered, clock);
+    let outbox = Arc::new(Outbox::new(&dispatcher));
+    gob_loop(dispatcher, input, outbox, wr, peer).await;
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! callers unchanged.
 //!
 //! ```
-//! use switchboard::go::gob::{Decoder, Encoder};
+//! use switchboard::codec::gob::{Decoder, Encoder};
 //!
 //! #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
 //! struct Args { #[serde(rename = "A")] a: i64, #[serde(rename = "B")] b: i64 }
@@ -159,7 +159,7 @@
 //!
 //! ```
 //! use switchboard::codec::{Codec, Decode, Encode};
-//! use switchboard::go::gob::{Decoder, Encoder};
+//! use switchboard::codec::gob::{Decoder, Encoder};
 //!
 //! #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
 //! struct Args { #[serde(rename = "A")] a: i64, #[serde(rename = "B")] b: i64 }
@@ -211,6 +211,7 @@
 //! rewrite, so this module is our own, checked against real Go output
 //! (`tests/go/gobfixtures`).
 
+pub mod bytes;
 mod de;
 mod decode;
 mod encode;
@@ -228,6 +229,7 @@ mod standalone_tests;
 #[cfg(test)]
 mod tests;
 
+pub use bytes::Bytes;
 pub use decode::{Decoder, Next};
 pub use encode::Encoder;
 pub use error::GobError;

@@ -31,7 +31,7 @@ impl Encoder {
     /// [`Encoder::encode`] instead.
     ///
     /// ```
-    /// use switchboard::go::gob::{Decoder, Encoder};
+    /// use switchboard::codec::gob::{Decoder, Encoder};
     ///
     /// let mut out = Vec::new();
     /// Encoder::new().encode_json("Args", &serde_json::json!({"A": 7, "B": 8}), &mut out).unwrap();

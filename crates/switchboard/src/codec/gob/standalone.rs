@@ -142,7 +142,7 @@ impl Decoder {
     /// are its own.
     ///
     /// ```
-    /// use switchboard::go::gob::{Decoder, Encoder};
+    /// use switchboard::codec::gob::{Decoder, Encoder};
     ///
     /// let mut payload = Vec::new();
     /// Encoder::new().encode(&vec![1i64, -2], &mut payload).unwrap();
