@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use switchboard::backoff::Backoff;
 use switchboard::balance::Balanced;
-use switchboard::client::Backoff;
 use switchboard::discovery::{Change, Discover};
 use switchboard::server::handler_fn;
 use switchboard::{CallOptions, Server, Status};

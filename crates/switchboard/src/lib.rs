@@ -15,6 +15,7 @@
 //! | [`frame`] | the wire format: 24-byte header, TLV metadata, zero-copy decoder |
 //! | [`codec`] | payload codecs (JSON, binary, MessagePack, Protobuf, Go's [`gob`](codec::gob)) and the [`Encode`]/[`Decode`] traits |
 //! | [`call`] | [`Request`], [`Response`], and the handler [`Context`] (deadline propagation) |
+//! | [`backoff`] | [`Backoff`](backoff::Backoff): the one retry-wait policy client, balancer and registry backends share |
 //! | [`error`] | the client's [`Error`] and its [`Retry`] classification |
 //! | [`middleware`] | the [`Middleware`] trait shared by server and client, and [`Logging`](middleware::Logging) |
 //! | `io` (private) | the coalescing write queue both sides write frames through |
@@ -70,6 +71,7 @@
 
 extern crate self as switchboard;
 
+pub mod backoff;
 pub mod balance;
 pub mod call;
 pub mod client;
