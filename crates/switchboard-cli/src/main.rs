@@ -22,6 +22,7 @@ use clap::{Parser, Subcommand};
 use serde_json::Value;
 use switchboard::balance::Balanced;
 use switchboard::go::{GoClient, GoProtocol};
+use switchboard::Channel;
 use switchboard::{CallOptions, Client, Codec};
 use switchboard_examples::parse_duration;
 

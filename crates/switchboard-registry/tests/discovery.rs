@@ -10,6 +10,7 @@ use switchboard::backoff::Backoff;
 use switchboard::balance::Balanced;
 use switchboard::discovery::{Change, Discover};
 use switchboard::server::handler_fn;
+use switchboard::Channel;
 use switchboard::{CallOptions, Server, Status};
 use switchboard_registry::model::RegisterRequest;
 use switchboard_registry::{BuiltinDiscover, BuiltinRegistrar, RegistryClient, RegistryConfig, RegistryServer};

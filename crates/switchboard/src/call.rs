@@ -128,8 +128,11 @@ impl Context {
         CURRENT.try_with(Context::clone).ok()
     }
 
-    /// Run `fut` inside this context.
-    pub(crate) fn scope<F: Future>(self, fut: F) -> impl Future<Output = F::Output> {
+    /// Run `fut` inside this context: calls it makes keep the caller's
+    /// deadline and trace context, and [`Context::current`] in it is this
+    /// one. A handler that hands work to a task of its own passes its
+    /// context along this way (`tokio::spawn(ctx.scope(work))`).
+    pub fn scope<F: Future>(self, fut: F) -> impl Future<Output = F::Output> {
         CURRENT.scope(self, fut)
     }
 
@@ -193,11 +196,14 @@ mod tests {
 /// ```
 #[derive(Clone, Default)]
 pub struct Extensions {
-    // Boxed and optional: most calls carry none, and then this is one word.
-    map: Option<Box<std::collections::HashMap<std::any::TypeId, std::sync::Arc<dyn std::any::Any + Send + Sync>>>>,
+    // Optional: most calls carry none, and then nothing is allocated.
+    map: Option<std::collections::HashMap<std::any::TypeId, std::sync::Arc<dyn std::any::Any + Send + Sync>>>,
 }
 
 impl Extensions {
+    /// No extensions (what [`Default`] gives, usable in a `static`).
+    pub const EMPTY: Extensions = Extensions { map: None };
+
     /// Attach `value`, replacing any earlier value of its type.
     pub fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
         self.map.get_or_insert_with(Default::default).insert(std::any::TypeId::of::<T>(), std::sync::Arc::new(value));

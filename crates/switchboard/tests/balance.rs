@@ -8,6 +8,7 @@ use std::time::Duration;
 use switchboard::balance::{Balanced, CallOptionsExt};
 use switchboard::discovery::Static;
 use switchboard::server::handler_fn;
+use switchboard::Channel;
 use switchboard::{CallOptions, Error, Server, Status};
 
 /// A server answering `Node.Where` with its own address and `Node.Flaky`

@@ -18,6 +18,7 @@ use serde::Serialize;
 use switchboard::codec::gob::{self, Decoder, Encoder};
 use switchboard::go::NetRpc;
 use switchboard::server::{handler_fn, ServerConfig};
+use switchboard::Channel;
 use switchboard::{Server, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use switchboard::server::http::{HttpResponse, HttpRoute, MAX_BODY, MAX_HEAD};
 use switchboard::server::{handler_fn, ServerConfig};
+use switchboard::Channel;
 use switchboard::{Client, Server, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -14,6 +14,7 @@ use switchboard::balance::{
     BackupDelay, Balanced, BreakerConfig, BreakerState, CallOptionsExt, FailMode, RetryPolicy, RoundRobin,
 };
 use switchboard::discovery::Static;
+use switchboard::Channel;
 use switchboard::{CallOptions, Error};
 
 fn source(nodes: &[&Node]) -> Arc<Static> {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use switchboard::go::NetRpc;
 use switchboard::server::handler_fn;
+use switchboard::Channel;
 use switchboard::{Client, Server, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

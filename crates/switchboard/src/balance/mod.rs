@@ -107,8 +107,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::call::{BoxFuture, Context, Request, Response};
-use crate::client::{call_typed, CallOptions, Channel, Client, ClientConfig};
-use crate::codec::{Codec, Decode, Encode};
+use crate::client::{CallOptions, Channel, Client, ClientConfig};
+use crate::codec::Codec;
 use crate::discovery::{Change, Changes, Discover, Instance};
 use crate::error::Error;
 use crate::middleware::Middleware;
@@ -485,25 +485,6 @@ impl Balanced {
         let mut ready = self.inner.ready.clone();
         let _ = tokio::time::timeout(timeout, ready.wait_for(|r| *r)).await;
         self.inner.members.load().len()
-    }
-
-    /// Call `method` (`Service.Method`) with `req`, in the default codec and
-    /// timeout.
-    pub async fn call<Req, Resp>(&self, method: &str, req: &Req) -> Result<Resp, Error>
-    where
-        Req: Encode + ?Sized,
-        Resp: Decode,
-    {
-        call_typed(self, method.to_owned(), req, &CallOptions::default()).await
-    }
-
-    /// [`Balanced::call`] with per-call options.
-    pub async fn call_with<Req, Resp>(&self, method: &str, req: &Req, opts: &CallOptions) -> Result<Resp, Error>
-    where
-        Req: Encode + ?Sized,
-        Resp: Decode,
-    {
-        call_typed(self, method.to_owned(), req, opts).await
     }
 }
 

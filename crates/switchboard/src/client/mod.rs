@@ -30,6 +30,7 @@
 mod conn;
 mod read;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,8 +46,15 @@ use crate::middleware::{Endpoint, Middleware, Next};
 use crate::status::Code;
 use conn::Connection;
 
-/// Something that carries calls: a [`Client`], or a wrapper adding balancing
-/// or retries around one.
+/// Something that carries calls: a [`Client`], a [`Balanced`] channel to a
+/// service by name, a Go net/rpc client, or a wrapper around one of them.
+///
+/// Implementations provide [`call_raw`](Channel::call_raw) (one call with
+/// an encoded payload); every channel then has the same typed
+/// [`call`](Channel::call) and [`call_with`](Channel::call_with), and
+/// works under the stubs the [`service`](crate::service) macro generates.
+///
+/// [`Balanced`]: crate::balance::Balanced
 pub trait Channel: Send + Sync {
     /// Make one call with an already encoded payload.
     fn call_raw<'a>(&'a self, req: Request, opts: &'a CallOptions) -> BoxFuture<'a, Result<Response, Error>>;
@@ -55,7 +63,42 @@ pub trait Channel: Send + Sync {
     fn default_codec(&self) -> Codec {
         Codec::default()
     }
+
+    /// Call `method` (`Service.Method`) with `req`, in the channel's
+    /// default codec and timeout, and decode the answer.
+    fn call<'a, Req, Resp>(
+        &'a self,
+        method: &'a str,
+        req: &'a Req,
+    ) -> impl Future<Output = Result<Resp, Error>> + Send + 'a
+    where
+        Self: Sized,
+        Req: Encode + Sync + ?Sized,
+        Resp: Decode + 'a,
+    {
+        call_typed(self, method.to_owned(), req, &DEFAULT_OPTIONS)
+    }
+
+    /// [`call`](Channel::call) with per-call options (timeout, codec,
+    /// idempotency, metadata, extensions for the layers above).
+    fn call_with<'a, Req, Resp>(
+        &'a self,
+        method: &'a str,
+        req: &'a Req,
+        opts: &'a CallOptions,
+    ) -> impl Future<Output = Result<Resp, Error>> + Send + 'a
+    where
+        Self: Sized,
+        Req: Encode + Sync + ?Sized,
+        Resp: Decode + 'a,
+    {
+        call_typed(self, method.to_owned(), req, opts)
+    }
 }
+
+/// The options of [`Channel::call`]: all defaults.
+static DEFAULT_OPTIONS: CallOptions =
+    CallOptions { timeout: None, codec: None, idempotent: false, metadata: Vec::new(), extensions: Extensions::EMPTY };
 
 impl<C: Channel + ?Sized> Channel for &C {
     fn call_raw<'a>(&'a self, req: Request, opts: &'a CallOptions) -> BoxFuture<'a, Result<Response, Error>> {
@@ -78,7 +121,7 @@ impl<C: Channel + ?Sized> Channel for Arc<C> {
 }
 
 /// Encode `req`, call `method` over `channel`, decode the reply. What typed
-/// stubs and [`Client::call`] are made of.
+/// stubs and [`Channel::call`] are made of.
 ///
 /// `method` is anything that converts into a [`ByteStr`]: a string literal
 /// (as generated stubs pass) costs no allocation per call.
@@ -314,25 +357,6 @@ impl Client {
     /// connection).
     pub fn same_as(&self, other: &Client) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
-    }
-
-    /// Call `method` (`Service.Method`) with `req`, in the client's default
-    /// codec and timeout.
-    pub async fn call<Req, Resp>(&self, method: &str, req: &Req) -> Result<Resp, Error>
-    where
-        Req: Encode + ?Sized,
-        Resp: Decode,
-    {
-        call_typed(self, method.to_owned(), req, &CallOptions::default()).await
-    }
-
-    /// [`Client::call`] with per-call options.
-    pub async fn call_with<Req, Resp>(&self, method: &str, req: &Req, opts: &CallOptions) -> Result<Resp, Error>
-    where
-        Req: Encode + ?Sized,
-        Resp: Decode,
-    {
-        call_typed(self, method.to_owned(), req, opts).await
     }
 
     /// Whether a usable connection is open right now (a call would not

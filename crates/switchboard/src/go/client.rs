@@ -37,10 +37,10 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 use super::scan::{leading_whitespace, JsonScan};
-use crate::call::{BoxFuture, Request, Response};
-use crate::client::{call_typed, CallOptions, Channel};
+use crate::call::{BoxFuture, Context, Request, Response};
+use crate::client::{CallOptions, Channel};
 use crate::codec::gob;
-use crate::codec::{Codec, Decode, Encode};
+use crate::codec::Codec;
 use crate::error::Error;
 use crate::status::Status;
 
@@ -177,24 +177,6 @@ impl GoClient {
     /// The server's address.
     pub fn addr(&self) -> &str {
         &self.inner.addr
-    }
-
-    /// Calls `method` (`Service.Method`) with `req`.
-    pub async fn call<Req, Resp>(&self, method: &str, req: &Req) -> Result<Resp, Error>
-    where
-        Req: Encode + ?Sized,
-        Resp: Decode,
-    {
-        call_typed(self, method.to_owned(), req, &CallOptions::default()).await
-    }
-
-    /// [`GoClient::call`] with per-call options (timeout, codec).
-    pub async fn call_with<Req, Resp>(&self, method: &str, req: &Req, opts: &CallOptions) -> Result<Resp, Error>
-    where
-        Req: Encode + ?Sized,
-        Resp: Decode,
-    {
-        call_typed(self, method.to_owned(), req, opts).await
     }
 
     /// The open connection, dialling one if there is none (or it broke).
@@ -402,22 +384,30 @@ impl Channel for GoClient {
     fn call_raw<'a>(&'a self, req: Request, opts: &'a CallOptions) -> BoxFuture<'a, Result<Response, Error>> {
         Box::pin(async move {
             let method = req.metadata.method().unwrap_or_default().to_owned();
+            // The native client's rules: this call's timeout (or the
+            // client's), capped by what is left of the handler's deadline
+            // when called from inside one.
+            let timeout = crate::client::budget(opts.timeout.or(self.inner.timeout), Context::current().as_ref());
             let conn = self.connection().await?;
             let seq = conn.next_seq.fetch_add(1, Ordering::Relaxed);
             let (tx, rx) = oneshot::channel();
             match lock(&conn.pending).as_mut() {
                 Some(pending) => pending.insert(seq, tx),
                 None => {
-                    return Err(Error::ConnectionLost {
+                    // Nothing left this process: safe to retry anywhere,
+                    // as the native client classifies it.
+                    return Err(Error::Connect {
                         addr: self.inner.addr.clone(),
-                        reason: "closed before the call was sent".into(),
-                    })
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::NotConnected,
+                            "connection closed (before the call was sent)",
+                        ),
+                    });
                 }
             };
             if let Err(e) = self.send(&conn, &method, seq, &req).await {
                 conn.complete(seq, Err(e));
             }
-            let timeout = opts.timeout.or(self.inner.timeout);
             let answer = match timeout {
                 Some(limit) => match tokio::time::timeout(limit, rx).await {
                     Ok(answer) => answer,
