@@ -30,14 +30,13 @@
 //! `Result<T, E>` with `E: Into<switchboard::Status>`.
 
 use proc_macro::TokenStream;
-use proc_macro2::{Span, TokenStream as TokenStream2};
+use proc_macro2::TokenStream as TokenStream2;
 use quote::{format_ident, quote};
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
-use syn::spanned::Spanned;
 use syn::{
-    parse_macro_input, Attribute, Error, FnArg, GenericArgument, ItemTrait, LitStr, Meta, PathArguments, ReturnType,
-    Token, TraitItem, TraitItemFn, Type,
+    parse_macro_input, Attribute, Error, FnArg, GenericArgument, ItemTrait, LitStr, Meta, PathArguments, Receiver,
+    ReturnType, Signature, Token, TraitItem, TraitItemFn, Type,
 };
 
 /// Generate a server dispatcher and a typed client for a trait. See the
@@ -62,21 +61,42 @@ struct Method {
 
 fn expand(attr: TokenStream2, mut item: ItemTrait) -> syn::Result<TokenStream2> {
     let mut service_name = item.ident.to_string();
-    let args = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(attr)?;
+    let args = Punctuated::<Meta, Token![,]>::parse_terminated
+        .parse2(attr)
+        .map_err(|e| Error::new(e.span(), "expected `name = \"...\"` (the service's name on the wire)"))?;
     for meta in args {
         match meta {
             Meta::NameValue(nv) if nv.path.is_ident("name") => service_name = lit_str(&nv.value)?.value(),
-            other => return Err(Error::new(other.span(), "expected `name = \"...\"`")),
+            Meta::Path(path) if path.is_ident("name") => {
+                return Err(Error::new_spanned(path, "`name` needs a value: `name = \"...\"`"));
+            }
+            other => {
+                let path = other.path();
+                let msg = format!(
+                    "unknown option `{}`: `#[switchboard::service]` takes only `name = \"...\"`",
+                    quote!(#path).to_string().replace(' ', "")
+                );
+                return Err(Error::new_spanned(path, msg));
+            }
         }
     }
     if !item.generics.params.is_empty() {
-        return Err(Error::new(item.generics.span(), "a service trait cannot be generic"));
+        return Err(Error::new_spanned(
+            &item.generics,
+            format!(
+                "a service trait cannot be generic: `{0}Server` and `{0}Client` need concrete argument and result types",
+                item.ident
+            ),
+        ));
     }
 
     let mut methods = Vec::new();
     for trait_item in &mut item.items {
         let TraitItem::Fn(f) = trait_item else {
-            return Err(Error::new(trait_item.span(), "a service trait holds only async methods"));
+            return Err(Error::new_spanned(
+                trait_item,
+                "a service trait holds only `async fn` methods, no associated types, constants or macros",
+            ));
         };
         methods.push(parse_method(f)?);
         rewrite_async(f)?;
@@ -222,35 +242,61 @@ fn expand(attr: TokenStream2, mut item: ItemTrait) -> syn::Result<TokenStream2> 
     })
 }
 
+/// The string literal of `name = "..."`; for `name = Plus`, an error that
+/// suggests `name = "Plus"`.
 fn lit_str(expr: &syn::Expr) -> syn::Result<LitStr> {
     match expr {
         syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => Ok(s.clone()),
-        other => Err(Error::new(other.span(), "expected a string literal")),
+        syn::Expr::Path(p) if p.path.get_ident().is_some() => {
+            let ident = p.path.get_ident().map(ToString::to_string).unwrap_or_default();
+            Err(Error::new_spanned(expr, format!("expected a string literal: `name = \"{ident}\"`")))
+        }
+        other => Err(Error::new_spanned(other, "expected a string literal, like `name = \"Multiply\"`")),
     }
 }
+
+const METHOD_OPTIONS: &str = "`#[switchboard(idempotent)]` or `#[switchboard(name = \"...\")]`";
 
 fn parse_method(f: &mut TraitItemFn) -> syn::Result<Method> {
     let sig = &f.sig;
     if sig.asyncness.is_none() {
-        return Err(Error::new(sig.fn_token.span, "service methods must be `async fn`"));
+        let msg = format!("service methods must be `async fn`: write `async fn {}`", sig.ident);
+        return Err(Error::new(sig.fn_token.span, msg));
     }
     if !sig.generics.params.is_empty() {
-        return Err(Error::new(sig.generics.span(), "service methods cannot be generic"));
+        return Err(Error::new_spanned(
+            &sig.generics,
+            "service methods cannot be generic: the server decodes the argument into one concrete type",
+        ));
     }
     let mut inputs = sig.inputs.iter();
     match inputs.next() {
-        Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_none() => {}
-        _ => return Err(Error::new(sig.span(), "service methods take `&self` first")),
+        Some(FnArg::Receiver(r)) => check_receiver(r)?,
+        Some(first @ FnArg::Typed(_)) => {
+            return Err(Error::new_spanned(first, "service methods take `&self` first, then their argument"));
+        }
+        None => {
+            return Err(Error::new(
+                sig.paren_token.span.join(),
+                "service methods take `&self` (and at most one argument)",
+            ))
+        }
     }
     let arg = match inputs.next() {
         None => None,
         Some(FnArg::Typed(t)) => Some(((*t.pat).clone(), (*t.ty).clone())),
-        Some(other) => return Err(Error::new(other.span(), "unexpected receiver")),
+        // syn refuses a receiver after the first parameter before we get
+        // here ("unexpected second method receiver").
+        Some(other) => return Err(Error::new_spanned(other, "`self` can only be the first parameter")),
     };
-    if let Some(extra) = inputs.next() {
-        return Err(Error::new(extra.span(), "service methods take at most one argument (wrap several in a struct)"));
+    let extra: Vec<&FnArg> = inputs.collect();
+    if !extra.is_empty() {
+        return Err(Error::new_spanned(
+            quote!(#(#extra),*),
+            "service methods take at most one argument besides `&self`: wrap several in a struct or a tuple",
+        ));
     }
-    let ok_type = result_ok_type(&sig.output)?;
+    let ok_type = result_ok_type(sig)?;
 
     let mut wire_name = pascal_case(&sig.ident.to_string());
     let mut idempotent = false;
@@ -260,15 +306,20 @@ fn parse_method(f: &mut TraitItemFn) -> syn::Result<Method> {
             kept.push(attr);
             continue;
         }
+        if !matches!(attr.meta, Meta::List(_)) {
+            return Err(Error::new_spanned(attr, format!("expected {METHOD_OPTIONS}")));
+        }
         attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("idempotent") {
                 idempotent = true;
                 Ok(())
             } else if meta.path.is_ident("name") {
-                wire_name = meta.value()?.parse::<LitStr>()?.value();
+                wire_name = lit_str(&meta.value()?.parse()?)?.value();
                 Ok(())
             } else {
-                Err(meta.error("expected `idempotent` or `name = \"...\"`"))
+                let path = &meta.path;
+                let option = quote!(#path).to_string().replace(' ', "");
+                Err(meta.error(format!("unknown option `{option}`: expected {METHOD_OPTIONS}")))
             }
         })?;
     }
@@ -277,35 +328,59 @@ fn parse_method(f: &mut TraitItemFn) -> syn::Result<Method> {
     Ok(Method { ident: f.sig.ident.clone(), wire_name, idempotent, arg, ok_type, docs })
 }
 
-/// `T` of a `Result<T, E>` return type.
-fn result_ok_type(output: &ReturnType) -> syn::Result<Type> {
-    let err =
-        |span: Span| Error::new(span, "service methods return `Result<T, E>` with `E: Into<switchboard::Status>`");
-    let ReturnType::Type(_, ty) = output else {
-        return Err(err(output.span()));
+/// `&self`, and no other receiver.
+fn check_receiver(r: &Receiver) -> syn::Result<()> {
+    let msg = match (&r.reference, &r.mutability, &r.colon_token) {
+        (Some(_), None, None) => return Ok(()),
+        (None, _, None) => "service methods take `&self`, not `self`: one value serves every call",
+        (Some(_), Some(_), None) => {
+            "service methods take `&self`, not `&mut self`: calls run concurrently, so keep mutable state \
+             behind a lock or an atomic"
+        }
+        (_, _, Some(_)) => "service methods take `&self`; a typed receiver such as `self: Arc<Self>` is not supported",
     };
+    Err(Error::new_spanned(r, msg))
+}
+
+/// `T` of a `Result<T, E>` return type.
+fn result_ok_type(sig: &Signature) -> syn::Result<Type> {
+    const EXPECTED: &str = "service methods return `Result<T, E>` with `E: Into<switchboard::Status>`";
+    let ReturnType::Type(_, ty) = &sig.output else {
+        return Err(Error::new_spanned(sig, format!("{EXPECTED}; this one returns nothing")));
+    };
+    let not_result = || Error::new_spanned(ty, EXPECTED);
     let Type::Path(path) = &**ty else {
-        return Err(err(ty.span()));
+        return Err(not_result());
     };
     let Some(last) = path.path.segments.last() else {
-        return Err(err(ty.span()));
+        return Err(not_result());
     };
     if last.ident != "Result" {
-        return Err(err(ty.span()));
+        return Err(not_result());
     }
+    let one_param = || {
+        Error::new_spanned(
+            ty,
+            "write both parameters, `Result<T, E>`: the macro sees tokens, not types, so it cannot find the \
+             error type behind a `Result<T>` alias",
+        )
+    };
     let PathArguments::AngleBracketed(args) = &last.arguments else {
-        return Err(err(ty.span()));
+        return Err(one_param());
     };
     match args.args.first() {
         Some(GenericArgument::Type(t)) if args.args.len() == 2 => Ok(t.clone()),
-        _ => Err(err(ty.span())),
+        _ => Err(one_param()),
     }
 }
 
 /// `async fn f(..) -> R;` becomes `fn f(..) -> impl Future<Output = R> + Send;`.
 fn rewrite_async(f: &mut TraitItemFn) -> syn::Result<()> {
-    if f.default.is_some() {
-        return Err(Error::new(f.span(), "service methods cannot have default bodies"));
+    if let Some(body) = &f.default {
+        return Err(Error::new_spanned(
+            body,
+            "service methods cannot have a default body: each implementation provides it",
+        ));
     }
     let output = match &f.sig.output {
         ReturnType::Type(_, ty) => quote! { #ty },
