@@ -59,16 +59,43 @@ struct Method {
     docs: Vec<Attribute>,
 }
 
+/// Every error found, so that one build reports them all (each method's
+/// first problem, and each problem of the trait itself).
+#[derive(Default)]
+struct Errors(Option<Error>);
+
+impl Errors {
+    fn push(&mut self, e: Error) {
+        match &mut self.0 {
+            Some(all) => all.combine(e),
+            None => self.0 = Some(e),
+        }
+    }
+
+    fn check<T>(&mut self, result: syn::Result<T>) -> Option<T> {
+        result.map_err(|e| self.push(e)).ok()
+    }
+
+    fn finish(self) -> syn::Result<()> {
+        self.0.map_or(Ok(()), Err)
+    }
+}
+
 fn expand(attr: TokenStream2, mut item: ItemTrait) -> syn::Result<TokenStream2> {
+    let mut errors = Errors::default();
     let mut service_name = item.ident.to_string();
     let args = Punctuated::<Meta, Token![,]>::parse_terminated
         .parse2(attr)
-        .map_err(|e| Error::new(e.span(), "expected `name = \"...\"` (the service's name on the wire)"))?;
-    for meta in args {
+        .map_err(|e| Error::new(e.span(), "expected `name = \"...\"` (the service's name on the wire)"));
+    for meta in errors.check(args).unwrap_or_default() {
         match meta {
-            Meta::NameValue(nv) if nv.path.is_ident("name") => service_name = lit_str(&nv.value)?.value(),
+            Meta::NameValue(nv) if nv.path.is_ident("name") => {
+                if let Some(name) = errors.check(lit_str(&nv.value)) {
+                    service_name = name.value();
+                }
+            }
             Meta::Path(path) if path.is_ident("name") => {
-                return Err(Error::new_spanned(path, "`name` needs a value: `name = \"...\"`"));
+                errors.push(Error::new_spanned(path, "`name` needs a value: `name = \"...\"`"));
             }
             other => {
                 let path = other.path();
@@ -76,12 +103,12 @@ fn expand(attr: TokenStream2, mut item: ItemTrait) -> syn::Result<TokenStream2> 
                     "unknown option `{}`: `#[switchboard::service]` takes only `name = \"...\"`",
                     quote!(#path).to_string().replace(' ', "")
                 );
-                return Err(Error::new_spanned(path, msg));
+                errors.push(Error::new_spanned(path, msg));
             }
         }
     }
     if !item.generics.params.is_empty() {
-        return Err(Error::new_spanned(
+        errors.push(Error::new_spanned(
             &item.generics,
             format!(
                 "a service trait cannot be generic: `{0}Server` and `{0}Client` need concrete argument and result types",
@@ -93,14 +120,16 @@ fn expand(attr: TokenStream2, mut item: ItemTrait) -> syn::Result<TokenStream2> 
     let mut methods = Vec::new();
     for trait_item in &mut item.items {
         let TraitItem::Fn(f) = trait_item else {
-            return Err(Error::new_spanned(
+            errors.push(Error::new_spanned(
                 trait_item,
                 "a service trait holds only `async fn` methods, no associated types, constants or macros",
             ));
+            continue;
         };
-        methods.push(parse_method(f)?);
-        rewrite_async(f)?;
+        methods.extend(errors.check(parse_method(f)));
+        errors.check(rewrite_async(f));
     }
+    errors.finish()?;
 
     item.supertraits.push(syn::parse_quote!(::core::marker::Send));
     item.supertraits.push(syn::parse_quote!(::core::marker::Sync));
