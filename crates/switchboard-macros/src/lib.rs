@@ -26,24 +26,36 @@
 //! Wire names follow Go's net/rpc: the service is the trait name, methods are
 //! the method names in PascalCase. Override them with
 //! `#[switchboard::service(name = "...")]` and `#[switchboard(name = "...")]`.
-//! A method takes `&self` and at most one argument, and returns
-//! `Result<T, E>` with `E: Into<switchboard::Status>`.
+//! A method is a safe, non-generic `async fn` without a default body; it
+//! takes `&self` and at most one argument of a concrete type, and returns
+//! `Result<T, E>` with `E: Into<switchboard::Status>`. Wire names are
+//! unique within the service, non-empty, and a method's has no `.`.
+//! Anything else is a compile error naming what to write instead, all of
+//! them reported in one build; `tests/ui/` holds a compile-fail case for
+//! each.
 
 use proc_macro::TokenStream;
-use proc_macro2::TokenStream as TokenStream2;
+use proc_macro2::{Span, TokenStream as TokenStream2};
 use quote::{format_ident, quote};
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
 use syn::{
-    parse_macro_input, Attribute, Error, FnArg, GenericArgument, ItemTrait, LitStr, Meta, PathArguments, Receiver,
-    ReturnType, Signature, Token, TraitItem, TraitItemFn, Type,
+    Attribute, Error, FnArg, GenericArgument, Item, ItemTrait, LitStr, Meta, PathArguments, Receiver, ReturnType,
+    Signature, Token, TraitItem, TraitItemFn, Type,
 };
 
 /// Generate a server dispatcher and a typed client for a trait. See the
 /// crate docs.
 #[proc_macro_attribute]
 pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let item = parse_macro_input!(item as ItemTrait);
+    let item = match syn::parse::<Item>(item) {
+        Ok(Item::Trait(item)) => item,
+        Ok(_) => {
+            let msg = "`#[switchboard::service]` goes on a trait: `pub trait Arith { async fn ...; }`";
+            return Error::new(Span::call_site(), msg).to_compile_error().into();
+        }
+        Err(e) => return e.to_compile_error().into(),
+    };
     match expand(attr.into(), item) {
         Ok(tokens) => tokens.into(),
         Err(e) => e.to_compile_error().into(),
@@ -53,6 +65,9 @@ pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
 struct Method {
     ident: syn::Ident,
     wire_name: String,
+    /// Where the wire name comes from: the `name = "..."` literal, or the
+    /// method's name.
+    name_span: Span,
     idempotent: bool,
     arg: Option<(syn::Pat, Type)>,
     ok_type: Type,
@@ -84,13 +99,21 @@ impl Errors {
 fn expand(attr: TokenStream2, mut item: ItemTrait) -> syn::Result<TokenStream2> {
     let mut errors = Errors::default();
     let mut service_name = item.ident.to_string();
+    let mut named = false;
     let args = Punctuated::<Meta, Token![,]>::parse_terminated
         .parse2(attr)
         .map_err(|e| Error::new(e.span(), "expected `name = \"...\"` (the service's name on the wire)"));
     for meta in errors.check(args).unwrap_or_default() {
         match meta {
             Meta::NameValue(nv) if nv.path.is_ident("name") => {
+                if named {
+                    errors.push(Error::new_spanned(&nv, "`name` given twice"));
+                }
+                named = true;
                 if let Some(name) = errors.check(lit_str(&nv.value)) {
+                    if name.value().is_empty() {
+                        errors.push(Error::new_spanned(&name, "the service name cannot be empty"));
+                    }
                     service_name = name.value();
                 }
             }
@@ -128,6 +151,16 @@ fn expand(attr: TokenStream2, mut item: ItemTrait) -> syn::Result<TokenStream2> 
         };
         methods.extend(errors.check(parse_method(f)));
         errors.check(rewrite_async(f));
+    }
+    for (i, m) in methods.iter().enumerate() {
+        if let Some(first) = methods[..i].iter().find(|earlier| earlier.wire_name == m.wire_name) {
+            let msg = format!(
+                "`{}` and `{}` would both answer `{service_name}.{}`: give one of them another name with \
+                 `#[switchboard(name = \"...\")]`",
+                first.ident, m.ident, m.wire_name
+            );
+            errors.push(Error::new(m.name_span, msg));
+        }
     }
     errors.finish()?;
 
@@ -292,6 +325,12 @@ fn parse_method(f: &mut TraitItemFn) -> syn::Result<Method> {
         let msg = format!("service methods must be `async fn`: write `async fn {}`", sig.ident);
         return Err(Error::new(sig.fn_token.span, msg));
     }
+    if let Some(unsafety) = &sig.unsafety {
+        return Err(Error::new_spanned(
+            unsafety,
+            "service methods cannot be `unsafe`: the server calls them from safe code",
+        ));
+    }
     if !sig.generics.params.is_empty() {
         return Err(Error::new_spanned(
             &sig.generics,
@@ -318,6 +357,12 @@ fn parse_method(f: &mut TraitItemFn) -> syn::Result<Method> {
         // here ("unexpected second method receiver").
         Some(other) => return Err(Error::new_spanned(other, "`self` can only be the first parameter")),
     };
+    if let Some((_, ty @ Type::ImplTrait(_))) = &arg {
+        return Err(Error::new_spanned(
+            ty,
+            "a service method's argument needs a concrete type, not `impl Trait`: the server decodes it",
+        ));
+    }
     let extra: Vec<&FnArg> = inputs.collect();
     if !extra.is_empty() {
         return Err(Error::new_spanned(
@@ -328,6 +373,8 @@ fn parse_method(f: &mut TraitItemFn) -> syn::Result<Method> {
     let ok_type = result_ok_type(sig)?;
 
     let mut wire_name = pascal_case(&sig.ident.to_string());
+    let mut name_span = sig.ident.span();
+    let mut named = false;
     let mut idempotent = false;
     let mut kept = Vec::new();
     for attr in f.attrs.drain(..) {
@@ -340,10 +387,19 @@ fn parse_method(f: &mut TraitItemFn) -> syn::Result<Method> {
         }
         attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("idempotent") {
+                if !meta.input.is_empty() && !meta.input.peek(Token![,]) {
+                    return Err(meta.error("`idempotent` takes no value: `#[switchboard(idempotent)]`"));
+                }
                 idempotent = true;
                 Ok(())
             } else if meta.path.is_ident("name") {
-                wire_name = lit_str(&meta.value()?.parse()?)?.value();
+                if named {
+                    return Err(meta.error("`name` given twice"));
+                }
+                named = true;
+                let name = lit_str(&meta.value()?.parse()?)?;
+                wire_name = name.value();
+                name_span = name.span();
                 Ok(())
             } else {
                 let path = &meta.path;
@@ -353,8 +409,15 @@ fn parse_method(f: &mut TraitItemFn) -> syn::Result<Method> {
         })?;
     }
     f.attrs = kept;
+    if wire_name.is_empty() {
+        return Err(Error::new(name_span, "a method's wire name cannot be empty"));
+    }
+    if wire_name.contains('.') {
+        let msg = "a method's wire name cannot contain `.`: callers name it `Service.Method`, split at the last `.`";
+        return Err(Error::new(name_span, msg));
+    }
     let docs = f.attrs.iter().filter(|a| a.path().is_ident("doc")).cloned().collect();
-    Ok(Method { ident: f.sig.ident.clone(), wire_name, idempotent, arg, ok_type, docs })
+    Ok(Method { ident: f.sig.ident.clone(), wire_name, name_span, idempotent, arg, ok_type, docs })
 }
 
 /// `&self`, and no other receiver.
