@@ -35,8 +35,9 @@
 //! each.
 
 use proc_macro::TokenStream;
-use proc_macro2::{Span, TokenStream as TokenStream2};
+use proc_macro2::{Ident, Span, TokenStream as TokenStream2};
 use quote::{format_ident, quote};
+use syn::ext::IdentExt;
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
 use syn::{
@@ -98,7 +99,7 @@ impl Errors {
 
 fn expand(attr: TokenStream2, mut item: ItemTrait) -> syn::Result<TokenStream2> {
     let mut errors = Errors::default();
-    let mut service_name = item.ident.to_string();
+    let mut service_name = item.ident.unraw().to_string();
     let mut named = false;
     let args = Punctuated::<Meta, Token![,]>::parse_terminated
         .parse2(attr)
@@ -198,26 +199,38 @@ fn expand(attr: TokenStream2, mut item: ItemTrait) -> syn::Result<TokenStream2> 
         let full = format!("{service_name}.{}", m.wire_name);
         let ok = &m.ok_type;
         let docs = &m.docs;
+        // The parameter keeps the trait's name (rustdoc shows it), unless
+        // it has none (`_`).
         let (param, arg) = match &m.arg {
-            Some((pat, ty)) => (quote! { #pat: #ty }, quote! { &#pat }),
+            Some((pat, ty)) => {
+                let name = match pat {
+                    syn::Pat::Ident(p) => p.ident.clone(),
+                    _ => format_ident!("args"),
+                };
+                (quote! { #name: #ty }, quote! { &#name })
+            }
             None => (quote! {}, quote! { &() }),
         };
+        // Locals with the macro's own hygiene, so that a parameter named
+        // `opts` or `marked` is not shadowed by them.
+        let opts = Ident::new("opts", Span::mixed_site());
+        let marked = Ident::new("marked", Span::mixed_site());
         let options = if m.idempotent {
             quote! {
-                let marked;
-                let opts = if self.options.idempotent { &self.options } else {
-                    marked = self.options.clone().idempotent(true);
-                    &marked
+                let #marked;
+                let #opts = if self.options.idempotent { &self.options } else {
+                    #marked = self.options.clone().idempotent(true);
+                    &#marked
                 };
             }
         } else {
-            quote! { let opts = &self.options; }
+            quote! { let #opts = &self.options; }
         };
         quote! {
             #(#docs)*
             pub async fn #ident(&self, #param) -> ::core::result::Result<#ok, ::switchboard::Error> {
                 #options
-                ::switchboard::__private::call_typed(&self.channel, #full, #arg, opts).await
+                ::switchboard::__private::call_typed(&self.channel, #full, #arg, #opts).await
             }
         }
     });
@@ -372,7 +385,7 @@ fn parse_method(f: &mut TraitItemFn) -> syn::Result<Method> {
     }
     let ok_type = result_ok_type(sig)?;
 
-    let mut wire_name = pascal_case(&sig.ident.to_string());
+    let mut wire_name = pascal_case(&sig.ident.unraw().to_string());
     let mut name_span = sig.ident.span();
     let mut named = false;
     let mut idempotent = false;
