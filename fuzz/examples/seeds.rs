@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use switchboard::codec::{Codec, Encode, Proto};
 use switchboard::frame::{compress, Head, Kind, Metadata, FLAG_COMPRESSED, FLAG_REFUSED};
-use switchboard::go::gob::{Decoder, Encoder};
+use switchboard::codec::gob::{Decoder, Encoder};
 use switchboard_fuzz::{CodecCase, PbInner, PbSample, Sample};
 use switchboard_registry::model::RegisterRequest;
 

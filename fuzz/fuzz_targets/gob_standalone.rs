@@ -16,7 +16,7 @@
 use libfuzzer_sys::fuzz_target;
 use serde::de::IgnoredAny;
 use serde_json::Value;
-use switchboard::go::gob::{Decoder, Encoder};
+use switchboard::codec::gob::{Decoder, Encoder};
 use switchboard::{Codec, Decode};
 use switchboard_fuzz::{Inner, Sample};
 

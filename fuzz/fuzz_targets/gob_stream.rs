@@ -23,7 +23,7 @@ use libfuzzer_sys::fuzz_target;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::Value;
-use switchboard::go::gob::{Decoder, Encoder, Limits};
+use switchboard::codec::gob::{Decoder, Encoder, Limits};
 use switchboard_fuzz::{chunks, split_gob_input, Sample};
 
 /// The shape of Go's `rpc.Request` header (the server's first read of

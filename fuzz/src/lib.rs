@@ -63,7 +63,7 @@ pub fn decompress_limit(selector: u8) -> usize {
 }
 
 /// `gob_stream` input: `[chunk seed, limits selector, stream...]`.
-pub fn split_gob_input(data: &[u8]) -> Option<(u8, switchboard::go::gob::Limits, &[u8])> {
+pub fn split_gob_input(data: &[u8]) -> Option<(u8, switchboard::codec::gob::Limits, &[u8])> {
     let (&[seed, limits], stream) = data.split_first_chunk::<2>()?;
     Some((seed, gob_limits(limits), stream))
 }
@@ -71,8 +71,8 @@ pub fn split_gob_input(data: &[u8]) -> Option<(u8, switchboard::go::gob::Limits,
 /// Gob limits from a selector byte: 255 the defaults, others small enough
 /// that the fuzzer reaches every limit (message size, depth, type count,
 /// type bytes, zero fill).
-pub fn gob_limits(selector: u8) -> switchboard::go::gob::Limits {
-    let mut limits = switchboard::go::gob::Limits::default();
+pub fn gob_limits(selector: u8) -> switchboard::codec::gob::Limits {
+    let mut limits = switchboard::codec::gob::Limits::default();
     if selector != 255 {
         let s = usize::from(selector);
         limits.max_message = 16 + (s & 0x0f) * 64;

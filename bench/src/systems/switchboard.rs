@@ -12,6 +12,7 @@ use std::process::Command;
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
+use switchboard::Channel;
 use switchboard::{Client, Codec};
 
 use crate::driver::AsyncCaller;

@@ -21,7 +21,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 use switchboard::balance::Balanced;
-use switchboard::go::netrpc::{GoClient, GoProtocol};
+use switchboard::go::{GoClient, GoProtocol};
+use switchboard::Channel;
 use switchboard::{CallOptions, Client, Codec};
 use switchboard_examples::parse_duration;
 

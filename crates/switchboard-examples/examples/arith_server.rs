@@ -7,6 +7,7 @@
 //! ```
 
 use clap::Parser;
+use switchboard::go::NetRpc;
 use switchboard::middleware::Logging;
 use switchboard::Server;
 use switchboard_examples::arith::{ArithServer, Calculator};
@@ -29,7 +30,12 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     switchboard_examples::init_logging();
     let cli = Cli::parse();
-    let builder = cli.limits.apply(Server::builder()).layer(Logging).service(ArithServer::new(Calculator));
+    let builder = cli
+        .limits
+        .apply(Server::builder())
+        .with(NetRpc::default())
+        .layer(Logging)
+        .service(ArithServer::new(Calculator));
     let server = cli.announce.apply(builder)?.build();
     switchboard_examples::serve_until_signal(server, &cli.listen).await
 }

@@ -7,6 +7,7 @@
 
 use clap::Parser;
 use serde::{Deserialize, Serialize};
+use switchboard::go::NetRpc;
 use switchboard::middleware::Logging;
 use switchboard::{Server, Status};
 
@@ -57,7 +58,7 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     switchboard_examples::init_logging();
     let cli = Cli::parse();
-    let mut builder = cli.limits.apply(Server::builder()).service(EchoServer::new(Echoer));
+    let mut builder = cli.limits.apply(Server::builder()).with(NetRpc::default()).service(EchoServer::new(Echoer));
     if cli.log {
         builder = builder.layer(Logging);
     }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, BytesMut};
 use serde::{Deserialize, Serialize};
 use switchboard::frame::{Head, Kind, Metadata, FLAG_COMPRESSED, HEADER_LEN};
+use switchboard::Channel;
 use switchboard::{Client, Codec};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};

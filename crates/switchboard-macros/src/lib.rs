@@ -26,25 +26,37 @@
 //! Wire names follow Go's net/rpc: the service is the trait name, methods are
 //! the method names in PascalCase. Override them with
 //! `#[switchboard::service(name = "...")]` and `#[switchboard(name = "...")]`.
-//! A method takes `&self` and at most one argument, and returns
-//! `Result<T, E>` with `E: Into<switchboard::Status>`.
+//! A method is a safe, non-generic `async fn` without a default body; it
+//! takes `&self` and at most one argument of a concrete type, and returns
+//! `Result<T, E>` with `E: Into<switchboard::Status>`. Wire names are
+//! unique within the service, non-empty, and a method's has no `.`.
+//! Anything else is a compile error naming what to write instead, all of
+//! them reported in one build; `tests/ui/` holds a compile-fail case for
+//! each.
 
 use proc_macro::TokenStream;
-use proc_macro2::{Span, TokenStream as TokenStream2};
+use proc_macro2::{Ident, Span, TokenStream as TokenStream2};
 use quote::{format_ident, quote};
+use syn::ext::IdentExt;
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
-use syn::spanned::Spanned;
 use syn::{
-    parse_macro_input, Attribute, Error, FnArg, GenericArgument, ItemTrait, LitStr, Meta, PathArguments, ReturnType,
-    Token, TraitItem, TraitItemFn, Type,
+    Attribute, Error, FnArg, GenericArgument, Item, ItemTrait, LitStr, Meta, PathArguments, Receiver, ReturnType,
+    Signature, Token, TraitItem, TraitItemFn, Type,
 };
 
 /// Generate a server dispatcher and a typed client for a trait. See the
 /// crate docs.
 #[proc_macro_attribute]
 pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let item = parse_macro_input!(item as ItemTrait);
+    let item = match syn::parse::<Item>(item) {
+        Ok(Item::Trait(item)) => item,
+        Ok(_) => {
+            let msg = "`#[switchboard::service]` goes on a trait: `pub trait Arith { async fn ...; }`";
+            return Error::new(Span::call_site(), msg).to_compile_error().into();
+        }
+        Err(e) => return e.to_compile_error().into(),
+    };
     match expand(attr.into(), item) {
         Ok(tokens) => tokens.into(),
         Err(e) => e.to_compile_error().into(),
@@ -54,33 +66,104 @@ pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
 struct Method {
     ident: syn::Ident,
     wire_name: String,
+    /// Where the wire name comes from: the `name = "..."` literal, or the
+    /// method's name.
+    name_span: Span,
     idempotent: bool,
     arg: Option<(syn::Pat, Type)>,
     ok_type: Type,
     docs: Vec<Attribute>,
 }
 
+/// Every error found, so that one build reports them all (each method's
+/// first problem, and each problem of the trait itself).
+#[derive(Default)]
+struct Errors(Option<Error>);
+
+impl Errors {
+    fn push(&mut self, e: Error) {
+        match &mut self.0 {
+            Some(all) => all.combine(e),
+            None => self.0 = Some(e),
+        }
+    }
+
+    fn check<T>(&mut self, result: syn::Result<T>) -> Option<T> {
+        result.map_err(|e| self.push(e)).ok()
+    }
+
+    fn finish(self) -> syn::Result<()> {
+        self.0.map_or(Ok(()), Err)
+    }
+}
+
 fn expand(attr: TokenStream2, mut item: ItemTrait) -> syn::Result<TokenStream2> {
-    let mut service_name = item.ident.to_string();
-    let args = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(attr)?;
-    for meta in args {
+    let mut errors = Errors::default();
+    let mut service_name = item.ident.unraw().to_string();
+    let mut named = false;
+    let args = Punctuated::<Meta, Token![,]>::parse_terminated
+        .parse2(attr)
+        .map_err(|e| Error::new(e.span(), "expected `name = \"...\"` (the service's name on the wire)"));
+    for meta in errors.check(args).unwrap_or_default() {
         match meta {
-            Meta::NameValue(nv) if nv.path.is_ident("name") => service_name = lit_str(&nv.value)?.value(),
-            other => return Err(Error::new(other.span(), "expected `name = \"...\"`")),
+            Meta::NameValue(nv) if nv.path.is_ident("name") => {
+                if named {
+                    errors.push(Error::new_spanned(&nv, "`name` given twice"));
+                }
+                named = true;
+                if let Some(name) = errors.check(lit_str(&nv.value)) {
+                    if name.value().is_empty() {
+                        errors.push(Error::new_spanned(&name, "the service name cannot be empty"));
+                    }
+                    service_name = name.value();
+                }
+            }
+            Meta::Path(path) if path.is_ident("name") => {
+                errors.push(Error::new_spanned(path, "`name` needs a value: `name = \"...\"`"));
+            }
+            other => {
+                let path = other.path();
+                let msg = format!(
+                    "unknown option `{}`: `#[switchboard::service]` takes only `name = \"...\"`",
+                    quote!(#path).to_string().replace(' ', "")
+                );
+                errors.push(Error::new_spanned(path, msg));
+            }
         }
     }
     if !item.generics.params.is_empty() {
-        return Err(Error::new(item.generics.span(), "a service trait cannot be generic"));
+        errors.push(Error::new_spanned(
+            &item.generics,
+            format!(
+                "a service trait cannot be generic: `{0}Server` and `{0}Client` need concrete argument and result types",
+                item.ident
+            ),
+        ));
     }
 
     let mut methods = Vec::new();
     for trait_item in &mut item.items {
         let TraitItem::Fn(f) = trait_item else {
-            return Err(Error::new(trait_item.span(), "a service trait holds only async methods"));
+            errors.push(Error::new_spanned(
+                trait_item,
+                "a service trait holds only `async fn` methods, no associated types, constants or macros",
+            ));
+            continue;
         };
-        methods.push(parse_method(f)?);
-        rewrite_async(f)?;
+        methods.extend(errors.check(parse_method(f)));
+        errors.check(rewrite_async(f));
     }
+    for (i, m) in methods.iter().enumerate() {
+        if let Some(first) = methods[..i].iter().find(|earlier| earlier.wire_name == m.wire_name) {
+            let msg = format!(
+                "`{}` and `{}` would both answer `{service_name}.{}`: give one of them another name with \
+                 `#[switchboard(name = \"...\")]`",
+                first.ident, m.ident, m.wire_name
+            );
+            errors.push(Error::new(m.name_span, msg));
+        }
+    }
+    errors.finish()?;
 
     item.supertraits.push(syn::parse_quote!(::core::marker::Send));
     item.supertraits.push(syn::parse_quote!(::core::marker::Sync));
@@ -116,26 +199,38 @@ fn expand(attr: TokenStream2, mut item: ItemTrait) -> syn::Result<TokenStream2> 
         let full = format!("{service_name}.{}", m.wire_name);
         let ok = &m.ok_type;
         let docs = &m.docs;
+        // The parameter keeps the trait's name (rustdoc shows it), unless
+        // it has none (`_`).
         let (param, arg) = match &m.arg {
-            Some((pat, ty)) => (quote! { #pat: #ty }, quote! { &#pat }),
+            Some((pat, ty)) => {
+                let name = match pat {
+                    syn::Pat::Ident(p) => p.ident.clone(),
+                    _ => format_ident!("args"),
+                };
+                (quote! { #name: #ty }, quote! { &#name })
+            }
             None => (quote! {}, quote! { &() }),
         };
+        // Locals with the macro's own hygiene, so that a parameter named
+        // `opts` or `marked` is not shadowed by them.
+        let opts = Ident::new("opts", Span::mixed_site());
+        let marked = Ident::new("marked", Span::mixed_site());
         let options = if m.idempotent {
             quote! {
-                let marked;
-                let opts = if self.options.idempotent { &self.options } else {
-                    marked = self.options.clone().idempotent(true);
-                    &marked
+                let #marked;
+                let #opts = if self.options.idempotent { &self.options } else {
+                    #marked = self.options.clone().idempotent(true);
+                    &#marked
                 };
             }
         } else {
-            quote! { let opts = &self.options; }
+            quote! { let #opts = &self.options; }
         };
         quote! {
             #(#docs)*
             pub async fn #ident(&self, #param) -> ::core::result::Result<#ok, ::switchboard::Error> {
                 #options
-                ::switchboard::__private::call_typed(&self.channel, #full, #arg, opts).await
+                ::switchboard::__private::call_typed(&self.channel, #full, #arg, #opts).await
             }
         }
     });
@@ -222,37 +317,77 @@ fn expand(attr: TokenStream2, mut item: ItemTrait) -> syn::Result<TokenStream2> 
     })
 }
 
+/// The string literal of `name = "..."`; for `name = Plus`, an error that
+/// suggests `name = "Plus"`.
 fn lit_str(expr: &syn::Expr) -> syn::Result<LitStr> {
     match expr {
         syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => Ok(s.clone()),
-        other => Err(Error::new(other.span(), "expected a string literal")),
+        syn::Expr::Path(p) if p.path.get_ident().is_some() => {
+            let ident = p.path.get_ident().map(ToString::to_string).unwrap_or_default();
+            Err(Error::new_spanned(expr, format!("expected a string literal: `name = \"{ident}\"`")))
+        }
+        other => Err(Error::new_spanned(other, "expected a string literal, like `name = \"Multiply\"`")),
     }
 }
+
+const METHOD_OPTIONS: &str = "`#[switchboard(idempotent)]` or `#[switchboard(name = \"...\")]`";
 
 fn parse_method(f: &mut TraitItemFn) -> syn::Result<Method> {
     let sig = &f.sig;
     if sig.asyncness.is_none() {
-        return Err(Error::new(sig.fn_token.span, "service methods must be `async fn`"));
+        let msg = format!("service methods must be `async fn`: write `async fn {}`", sig.ident);
+        return Err(Error::new(sig.fn_token.span, msg));
+    }
+    if let Some(unsafety) = &sig.unsafety {
+        return Err(Error::new_spanned(
+            unsafety,
+            "service methods cannot be `unsafe`: the server calls them from safe code",
+        ));
     }
     if !sig.generics.params.is_empty() {
-        return Err(Error::new(sig.generics.span(), "service methods cannot be generic"));
+        return Err(Error::new_spanned(
+            &sig.generics,
+            "service methods cannot be generic: the server decodes the argument into one concrete type",
+        ));
     }
     let mut inputs = sig.inputs.iter();
     match inputs.next() {
-        Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_none() => {}
-        _ => return Err(Error::new(sig.span(), "service methods take `&self` first")),
+        Some(FnArg::Receiver(r)) => check_receiver(r)?,
+        Some(first @ FnArg::Typed(_)) => {
+            return Err(Error::new_spanned(first, "service methods take `&self` first, then their argument"));
+        }
+        None => {
+            return Err(Error::new(
+                sig.paren_token.span.join(),
+                "service methods take `&self` (and at most one argument)",
+            ))
+        }
     }
     let arg = match inputs.next() {
         None => None,
         Some(FnArg::Typed(t)) => Some(((*t.pat).clone(), (*t.ty).clone())),
-        Some(other) => return Err(Error::new(other.span(), "unexpected receiver")),
+        // syn refuses a receiver after the first parameter before we get
+        // here ("unexpected second method receiver").
+        Some(other) => return Err(Error::new_spanned(other, "`self` can only be the first parameter")),
     };
-    if let Some(extra) = inputs.next() {
-        return Err(Error::new(extra.span(), "service methods take at most one argument (wrap several in a struct)"));
+    if let Some((_, ty @ Type::ImplTrait(_))) = &arg {
+        return Err(Error::new_spanned(
+            ty,
+            "a service method's argument needs a concrete type, not `impl Trait`: the server decodes it",
+        ));
     }
-    let ok_type = result_ok_type(&sig.output)?;
+    let extra: Vec<&FnArg> = inputs.collect();
+    if !extra.is_empty() {
+        return Err(Error::new_spanned(
+            quote!(#(#extra),*),
+            "service methods take at most one argument besides `&self`: wrap several in a struct or a tuple",
+        ));
+    }
+    let ok_type = result_ok_type(sig)?;
 
-    let mut wire_name = pascal_case(&sig.ident.to_string());
+    let mut wire_name = pascal_case(&sig.ident.unraw().to_string());
+    let mut name_span = sig.ident.span();
+    let mut named = false;
     let mut idempotent = false;
     let mut kept = Vec::new();
     for attr in f.attrs.drain(..) {
@@ -260,52 +395,97 @@ fn parse_method(f: &mut TraitItemFn) -> syn::Result<Method> {
             kept.push(attr);
             continue;
         }
+        if !matches!(attr.meta, Meta::List(_)) {
+            return Err(Error::new_spanned(attr, format!("expected {METHOD_OPTIONS}")));
+        }
         attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("idempotent") {
+                if !meta.input.is_empty() && !meta.input.peek(Token![,]) {
+                    return Err(meta.error("`idempotent` takes no value: `#[switchboard(idempotent)]`"));
+                }
                 idempotent = true;
                 Ok(())
             } else if meta.path.is_ident("name") {
-                wire_name = meta.value()?.parse::<LitStr>()?.value();
+                if named {
+                    return Err(meta.error("`name` given twice"));
+                }
+                named = true;
+                let name = lit_str(&meta.value()?.parse()?)?;
+                wire_name = name.value();
+                name_span = name.span();
                 Ok(())
             } else {
-                Err(meta.error("expected `idempotent` or `name = \"...\"`"))
+                let path = &meta.path;
+                let option = quote!(#path).to_string().replace(' ', "");
+                Err(meta.error(format!("unknown option `{option}`: expected {METHOD_OPTIONS}")))
             }
         })?;
     }
     f.attrs = kept;
+    if wire_name.is_empty() {
+        return Err(Error::new(name_span, "a method's wire name cannot be empty"));
+    }
+    if wire_name.contains('.') {
+        let msg = "a method's wire name cannot contain `.`: callers name it `Service.Method`, split at the last `.`";
+        return Err(Error::new(name_span, msg));
+    }
     let docs = f.attrs.iter().filter(|a| a.path().is_ident("doc")).cloned().collect();
-    Ok(Method { ident: f.sig.ident.clone(), wire_name, idempotent, arg, ok_type, docs })
+    Ok(Method { ident: f.sig.ident.clone(), wire_name, name_span, idempotent, arg, ok_type, docs })
+}
+
+/// `&self`, and no other receiver.
+fn check_receiver(r: &Receiver) -> syn::Result<()> {
+    let msg = match (&r.reference, &r.mutability, &r.colon_token) {
+        (Some(_), None, None) => return Ok(()),
+        (None, _, None) => "service methods take `&self`, not `self`: one value serves every call",
+        (Some(_), Some(_), None) => {
+            "service methods take `&self`, not `&mut self`: calls run concurrently, so keep mutable state \
+             behind a lock or an atomic"
+        }
+        (_, _, Some(_)) => "service methods take `&self`; a typed receiver such as `self: Arc<Self>` is not supported",
+    };
+    Err(Error::new_spanned(r, msg))
 }
 
 /// `T` of a `Result<T, E>` return type.
-fn result_ok_type(output: &ReturnType) -> syn::Result<Type> {
-    let err =
-        |span: Span| Error::new(span, "service methods return `Result<T, E>` with `E: Into<switchboard::Status>`");
-    let ReturnType::Type(_, ty) = output else {
-        return Err(err(output.span()));
+fn result_ok_type(sig: &Signature) -> syn::Result<Type> {
+    const EXPECTED: &str = "service methods return `Result<T, E>` with `E: Into<switchboard::Status>`";
+    let ReturnType::Type(_, ty) = &sig.output else {
+        return Err(Error::new_spanned(sig, format!("{EXPECTED}; this one returns nothing")));
     };
+    let not_result = || Error::new_spanned(ty, EXPECTED);
     let Type::Path(path) = &**ty else {
-        return Err(err(ty.span()));
+        return Err(not_result());
     };
     let Some(last) = path.path.segments.last() else {
-        return Err(err(ty.span()));
+        return Err(not_result());
     };
     if last.ident != "Result" {
-        return Err(err(ty.span()));
+        return Err(not_result());
     }
+    let one_param = || {
+        Error::new_spanned(
+            ty,
+            "write both parameters, `Result<T, E>`: the macro sees tokens, not types, so it cannot find the \
+             error type behind a `Result<T>` alias",
+        )
+    };
     let PathArguments::AngleBracketed(args) = &last.arguments else {
-        return Err(err(ty.span()));
+        return Err(one_param());
     };
     match args.args.first() {
         Some(GenericArgument::Type(t)) if args.args.len() == 2 => Ok(t.clone()),
-        _ => Err(err(ty.span())),
+        _ => Err(one_param()),
     }
 }
 
 /// `async fn f(..) -> R;` becomes `fn f(..) -> impl Future<Output = R> + Send;`.
 fn rewrite_async(f: &mut TraitItemFn) -> syn::Result<()> {
-    if f.default.is_some() {
-        return Err(Error::new(f.span(), "service methods cannot have default bodies"));
+    if let Some(body) = &f.default {
+        return Err(Error::new_spanned(
+            body,
+            "service methods cannot have a default body: each implementation provides it",
+        ));
     }
     let output = match &f.sig.output {
         ReturnType::Type(_, ty) => quote! { #ty },

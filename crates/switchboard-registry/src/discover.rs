@@ -40,7 +40,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use switchboard::client::Backoff;
+use switchboard::backoff::Backoff;
 use switchboard::discovery::{Change, ChangeSender, Changes, Discover, Instance};
 
 use crate::client::RegistryClient;

@@ -67,7 +67,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use switchboard::client::Backoff;
+use switchboard::backoff::Backoff;
 use switchboard::config::{
     diff_entries, validate_key, validate_value, ConfigEntry, ConfigError, ConfigEventSender, ConfigSnapshot,
     ConfigStore, ConfigWatch,

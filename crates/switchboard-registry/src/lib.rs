@@ -72,7 +72,7 @@ pub use store::{Store, StoreError, SweepReport};
 /// to 5 s, each wait drawn anywhere between none and twice the step (full
 /// jitter), so clients that lost the registry together do not return
 /// together.
-pub const RETRY_BACKOFF: switchboard::client::Backoff = switchboard::client::Backoff {
+pub const RETRY_BACKOFF: switchboard::backoff::Backoff = switchboard::backoff::Backoff {
     initial: std::time::Duration::from_millis(100),
     max: std::time::Duration::from_secs(5),
     multiplier: 2.0,

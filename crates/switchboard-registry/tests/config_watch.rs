@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchboard::client::Backoff;
+use switchboard::backoff::Backoff;
 use switchboard::config::{ConfigEntry, ConfigError, ConfigEvent, ConfigStore, ConfigWatch, MAX_VALUE_LEN};
 use switchboard_registry::{BuiltinConfigStore, RegistryClient, RegistryConfig, RegistryHandle, RegistryServer, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

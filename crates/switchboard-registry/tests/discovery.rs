@@ -6,10 +6,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use switchboard::backoff::Backoff;
 use switchboard::balance::Balanced;
-use switchboard::client::Backoff;
 use switchboard::discovery::{Change, Discover};
 use switchboard::server::handler_fn;
+use switchboard::Channel;
 use switchboard::{CallOptions, Server, Status};
 use switchboard_registry::model::RegisterRequest;
 use switchboard_registry::{BuiltinDiscover, BuiltinRegistrar, RegistryClient, RegistryConfig, RegistryServer};

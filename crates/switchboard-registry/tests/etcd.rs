@@ -17,6 +17,7 @@ use switchboard::balance::Balanced;
 use switchboard::config::{ConfigEvent, ConfigStore};
 use switchboard::discovery::{Change, Changes, Registrar};
 use switchboard::server::handler_fn;
+use switchboard::Channel;
 use switchboard::{CallOptions, Server, Status};
 use switchboard_registry::etcd::watch::{Follower, KvEvent};
 use switchboard_registry::etcd::{EtcdConfigStore, EtcdConnection, EtcdOptions};

@@ -128,8 +128,11 @@ impl Context {
         CURRENT.try_with(Context::clone).ok()
     }
 
-    /// Run `fut` inside this context.
-    pub(crate) fn scope<F: Future>(self, fut: F) -> impl Future<Output = F::Output> {
+    /// Run `fut` inside this context: calls it makes keep the caller's
+    /// deadline and trace context, and [`Context::current`] in it is this
+    /// one. A handler that hands work to a task of its own passes its
+    /// context along this way (`tokio::spawn(ctx.scope(work))`).
+    pub fn scope<F: Future>(self, fut: F) -> impl Future<Output = F::Output> {
         CURRENT.scope(self, fut)
     }
 
@@ -172,5 +175,53 @@ mod tests {
         let back: Message = req.decode().unwrap();
         assert_eq!((back.id, back.payload.len()), (1, 16384));
         assert!(frame.as_ptr_range().contains(&back.payload.as_ptr()), "the payload was copied");
+    }
+}
+
+/// Typed values attached to one call for a layer above the client to read:
+/// at most one value per type. The balanced channel reads its per-call
+/// settings from here ([`crate::balance::CallOptionsExt`]); middleware can
+/// pass its own the same way, without the client knowing of them.
+///
+/// ```
+/// use switchboard::call::Extensions;
+///
+/// #[derive(Debug, PartialEq)]
+/// struct Tenant(&'static str);
+///
+/// let mut ext = Extensions::default();
+/// ext.insert(Tenant("acme"));
+/// assert_eq!(ext.get::<Tenant>(), Some(&Tenant("acme")));
+/// assert_eq!(ext.get::<u32>(), None);
+/// ```
+#[derive(Clone, Default)]
+pub struct Extensions {
+    // Optional: most calls carry none, and then nothing is allocated.
+    map: Option<std::collections::HashMap<std::any::TypeId, std::sync::Arc<dyn std::any::Any + Send + Sync>>>,
+}
+
+impl Extensions {
+    /// No extensions (what [`Default`] gives, usable in a `static`).
+    pub const EMPTY: Extensions = Extensions { map: None };
+
+    /// Attach `value`, replacing any earlier value of its type.
+    pub fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
+        self.map.get_or_insert_with(Default::default).insert(std::any::TypeId::of::<T>(), std::sync::Arc::new(value));
+    }
+
+    /// The value of type `T`, if one is attached.
+    pub fn get<T: 'static>(&self) -> Option<&T> {
+        self.map.as_ref()?.get(&std::any::TypeId::of::<T>())?.downcast_ref()
+    }
+
+    /// Whether nothing is attached.
+    pub fn is_empty(&self) -> bool {
+        self.map.as_ref().is_none_or(|m| m.is_empty())
+    }
+}
+
+impl std::fmt::Debug for Extensions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Extensions").field("len", &self.map.as_ref().map_or(0, |m| m.len())).finish()
     }
 }

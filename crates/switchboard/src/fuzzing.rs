@@ -3,14 +3,17 @@
 //!
 //! Each wrapper is a thin call into the real function, so the fuzzers test
 //! the code the server runs, not a copy of it. They live together here so
-//! that when a parser's signature changes (the JSON-RPC and gob readers are
-//! becoming incremental), one edit here keeps the fuzz package building.
-//! Parsers that are already public (`frame`, `go::gob`, `go::netrpc::sniff`,
-//! `codec`, `config`) are fuzzed through their public API instead.
+//! that when a parser's signature changes, one edit here keeps the fuzz
+//! package building. Parsers that are already public (`frame`,
+//! `codec::gob`, `Server::detect`, `codec`, `config`) are fuzzed through
+//! their public API instead.
 
-use crate::go::netrpc::{scan, server};
+#[cfg(feature = "go")]
+use crate::go::{scan, server};
+use crate::server::http;
 
 /// A JSON-RPC request as the server's reader took it from its buffer.
+#[cfg(feature = "go")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JsonRequest {
     /// `method`, empty if absent.
@@ -23,10 +26,11 @@ pub struct JsonRequest {
     pub used: usize,
 }
 
-/// The JSON-RPC server's reader (`json_request` in `go/netrpc/server.rs`,
-/// after the whitespace it drops between requests): the next request at the
+/// The JSON-RPC server's reader (`json_request` in `go/server.rs`, after
+/// the whitespace it drops between requests): the next request at the
 /// front of `buf`, scanned from a fresh state; `Ok(None)` if it is not all
 /// there yet; `Err` if the stream is broken (bad JSON, or longer than `max`).
+#[cfg(feature = "go")]
 pub fn next_json(buf: &[u8], max: usize) -> Result<Option<JsonRequest>, String> {
     let blank = scan::leading_whitespace(buf);
     let mut state = scan::JsonScan::default();
@@ -39,13 +43,14 @@ pub fn next_json(buf: &[u8], max: usize) -> Result<Option<JsonRequest>, String> 
     }))
 }
 
-/// Where an HTTP request head ends (`head_end` in `go/netrpc/server.rs`).
-pub fn head_end(buf: &[u8]) -> Option<usize> {
-    scan::head_end(buf, 0)
+/// Where an HTTP request head ends (`head_end` in `server/http.rs`), looking
+/// at `buf` from byte `from` on (an earlier call saw no end before it).
+pub fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    http::head_end(buf, from)
 }
 
-/// The method and path of an HTTP request head, as the net/rpc HTTP
-/// handler splits them (`request_line` in `go/netrpc/server.rs`).
-pub fn request_line(head: &str) -> (&str, &str) {
-    server::request_line(head)
+/// An HTTP request head as the HTTP row parses it (`parse_head` in
+/// `server/http.rs`): method, target, minor version, header fields.
+pub fn parse_head(head: &[u8]) -> Result<(String, String, u8, Vec<(String, String)>), &'static str> {
+    http::parse_head(head)
 }

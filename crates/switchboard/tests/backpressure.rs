@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard::server::{handler_fn, ServerConfig};
+use switchboard::Channel;
 use switchboard::{Client, Server, Status};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

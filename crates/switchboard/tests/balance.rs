@@ -5,9 +5,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard::balance::Balanced;
+use switchboard::balance::{Balanced, CallOptionsExt};
 use switchboard::discovery::Static;
 use switchboard::server::handler_fn;
+use switchboard::Channel;
 use switchboard::{CallOptions, Error, Server, Status};
 
 /// A server answering `Node.Where` with its own address and `Node.Flaky`

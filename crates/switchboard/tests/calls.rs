@@ -15,6 +15,7 @@ use switchboard::client::ClientConfig;
 use switchboard::codec::Proto;
 use switchboard::middleware::Next;
 use switchboard::server::{handler_fn, raw_handler_fn};
+use switchboard::Channel;
 use switchboard::{
     BoxFuture, CallOptions, Client, Code, Codec, Context, Error, Middleware, Request, Response, Retry, Server, Status,
 };

@@ -13,8 +13,8 @@ use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use switchboard::codec::gob::{Decoder, Encoder, GobError};
 use switchboard::codec::{Codec, Decode, Encode};
-use switchboard::go::gob::{Decoder, Encoder, GobError};
 
 #[path = "support/go.rs"]
 mod go;

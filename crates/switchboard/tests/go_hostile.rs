@@ -15,8 +15,10 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use switchboard::go::gob::{self, Decoder, Encoder};
+use switchboard::codec::gob::{self, Decoder, Encoder};
+use switchboard::go::NetRpc;
 use switchboard::server::{handler_fn, ServerConfig};
+use switchboard::Channel;
 use switchboard::{Server, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -44,7 +46,7 @@ struct Args {
 }
 
 async fn serve(config: ServerConfig) -> (Server, String) {
-    let server = Server::builder().config(config).build();
+    let server = Server::builder().config(config).with(NetRpc::default()).build();
     let router = server.router();
     let add = |name: &str, handler| router.add_method(name, handler).expect("valid name");
     add(
@@ -54,7 +56,7 @@ async fn serve(config: ServerConfig) -> (Server, String) {
             Ok::<_, Status>(x * y)
         }),
     );
-    add("Echo.Bytes", handler_fn(|b: switchboard::go::Bytes| async move { Ok::<_, Status>(b) }));
+    add("Echo.Bytes", handler_fn(|b: switchboard::codec::gob::Bytes| async move { Ok::<_, Status>(b) }));
     add("Echo.Text", handler_fn(|s: String| async move { Ok::<_, Status>(s) }));
     // Answers after the given number of milliseconds.
     add(
@@ -339,7 +341,7 @@ async fn json_rpc_input_in_small_pieces_costs_about_what_it_costs_at_once() {
     // What reading that many pieces costs anyway (syscalls, wake-ups): a gob
     // call of the same size in the same pieces, one message whose length
     // is known from its first bytes.
-    let gob = gob_call(&mut Encoder::new(), 1, "Echo.Bytes", &switchboard::go::Bytes(vec![7; request.len()]));
+    let gob = gob_call(&mut Encoder::new(), 1, "Echo.Bytes", &switchboard::codec::gob::Bytes(vec![7; request.len()]));
     let reading = cost_of_sending(&addr, gob, trickle, &[]).await;
     eprintln!(
         "JSON-RPC, {} bytes: CPU at once {whole:?}, in 1 KiB pieces {pieces:?} (gob in the same pieces {reading:?})",
@@ -526,8 +528,8 @@ async fn clients_that_read_none_of_their_answers_hold_a_bounded_total() {
     // 40 clients, each sending 8 calls echoing 1 MiB and reading nothing:
     // 320 MiB of answers if the server took them all.
     let mut enc = Encoder::new();
-    let first = gob_call(&mut enc, 0, "Echo.Bytes", &switchboard::go::Bytes(vec![1; MIB]));
-    let more = gob_call(&mut enc, 1, "Echo.Bytes", &switchboard::go::Bytes(vec![1; MIB]));
+    let first = gob_call(&mut enc, 0, "Echo.Bytes", &switchboard::codec::gob::Bytes(vec![1; MIB]));
+    let more = gob_call(&mut enc, 1, "Echo.Bytes", &switchboard::codec::gob::Bytes(vec![1; MIB]));
     let (first, more) = (std::sync::Arc::new(first), std::sync::Arc::new(more));
     reset_peak();
     let base = rss();
@@ -612,7 +614,7 @@ async fn trickling_server(answer: Vec<u8>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_clients_read_answers_that_arrive_a_byte_at_a_time() {
-    use switchboard::go::netrpc::{GoClient, GoProtocol};
+    use switchboard::go::{GoClient, GoProtocol};
     let _serial = SERIAL.lock().await;
     // JSON-RPC, with quotes and braces in a string.
     let addr = trickling_server(b"{\"id\":0,\"result\":\"a \\\"}{\\\" b\",\"error\":null}\n".to_vec()).await;

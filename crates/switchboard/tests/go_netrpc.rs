@@ -12,8 +12,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-use switchboard::go::netrpc::{GoClient, GoProtocol};
+use switchboard::go::{GoClient, GoProtocol, NetRpc};
 use switchboard::server::handler_fn;
+use switchboard::Channel;
 use switchboard::{Client, Code, Error, Server, Status};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,7 +48,7 @@ struct Nested {
     count: i64,
     ratio: f64,
     flag: bool,
-    #[serde(with = "switchboard::go::bytes")]
+    #[serde(with = "switchboard::codec::gob::bytes")]
     data: Vec<u8>,
     items: Vec<Inner>,
     labels: BTreeMap<String, i64>,
@@ -59,7 +60,7 @@ struct Nested {
 /// The services the Go peer's server has, in Rust: one set of handlers for
 /// Switchboard and Go callers alike.
 fn server() -> Server {
-    let server = Server::builder().build();
+    let server = Server::builder().with(NetRpc::default()).build();
     let router = server.router();
     let add = |name: &str, handler| router.add_method(name, handler).expect("valid name");
     add("Arith.Multiply", handler_fn(|a: Args| async move { Ok::<_, Status>(a.a * a.b) }));
@@ -73,7 +74,7 @@ fn server() -> Server {
         }),
     );
     add("Echo.Nested", handler_fn(|n: Nested| async move { Ok::<_, Status>(n) }));
-    add("Echo.Bytes", handler_fn(|b: switchboard::go::Bytes| async move { Ok::<_, Status>(b) }));
+    add("Echo.Bytes", handler_fn(|b: switchboard::codec::gob::Bytes| async move { Ok::<_, Status>(b) }));
     add("Echo.Text", handler_fn(|s: String| async move { Ok::<_, Status>(s) }));
     server
 }
@@ -229,8 +230,8 @@ async fn the_switchboard_client_sends_go_servers_nested_values_and_bytes() {
         let go = GoClient::connect(go_server.addr(), proto.parse().expect("protocol")).await.expect("connect");
         let back: Nested = go.call("Echo.Nested", &nested).await.expect("nested");
         assert_eq!(back, nested, "{proto}");
-        let bytes: switchboard::go::Bytes =
-            go.call("Echo.Bytes", &switchboard::go::Bytes(mebibyte.clone())).await.expect("bytes");
+        let bytes: switchboard::codec::gob::Bytes =
+            go.call("Echo.Bytes", &switchboard::codec::gob::Bytes(mebibyte.clone())).await.expect("bytes");
         assert_eq!(bytes.len(), mebibyte.len(), "{proto}");
         assert!(bytes.0 == mebibyte, "{proto}: the mebibyte came back changed");
     }
@@ -264,4 +265,71 @@ async fn calls_on_one_gob_connection_run_concurrently_and_are_answered_as_they_f
         assert_eq!(slow.await.expect("join").expect("slow"), 800);
     }
     server.shutdown().await;
+}
+
+/// `GoClient` follows the native client's deadline rule: called from inside
+/// a handler, its wait is capped by what is left of that handler's
+/// deadline, not its own 30 s default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_go_call_inside_a_handler_gives_up_at_the_handler_s_deadline() {
+    // The Go-speaking server: one method that never answers in time.
+    let quick_stop = std::time::Duration::from_millis(100);
+    let slow = Server::builder().with(NetRpc::default()).shutdown_timeout(quick_stop).build();
+    slow.router()
+        .add_method(
+            "Slow.Wait",
+            handler_fn(|_: i64| async move {
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                Ok::<_, Status>(0i64)
+            }),
+        )
+        .expect("valid name");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let slow_addr = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(slow.clone().serve(listener));
+
+    // The front: its handler calls the slow server over gob and reports
+    // what the GoClient said, and when.
+    let go = GoClient::connect(slow_addr, GoProtocol::Gob).await.expect("connect");
+    let (report, mut reported) = tokio::sync::mpsc::channel(1);
+    let front = Server::builder().shutdown_timeout(quick_stop).build();
+    front
+        .router()
+        .add_method(
+            "Front.Call",
+            handler_fn(move |_: i64| {
+                let (go, report) = (go.clone(), report.clone());
+                async move {
+                    // The call runs on a task of its own, inside this
+                    // handler's context, so it outlives the handler (which
+                    // the server drops at the deadline) and can report.
+                    let ctx = switchboard::Context::current().expect("inside a handler");
+                    tokio::spawn(ctx.scope(async move {
+                        let started = std::time::Instant::now();
+                        let result: Result<i64, Error> = go.call("Slow.Wait", &1i64).await;
+                        let _ = report.send((result.map_err(|e| e.to_string()), started.elapsed())).await;
+                    }));
+                    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                    Ok::<_, Status>(0i64)
+                }
+            }),
+        )
+        .expect("valid name");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let front_addr = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(front.clone().serve(listener));
+
+    let client = Client::connect(front_addr).await.expect("connect");
+    let opts = switchboard::CallOptions::new().timeout(std::time::Duration::from_millis(300));
+    let outer: Result<i64, Error> = client.call_with("Front.Call", &0i64, &opts).await;
+    assert!(matches!(outer, Err(Error::DeadlineExceeded(_))), "{outer:?}");
+    let (result, took) = tokio::time::timeout(std::time::Duration::from_secs(10), reported.recv())
+        .await
+        .expect("the handler's Go call gave up well before its own 30 s")
+        .expect("a report");
+    let error = result.expect_err("the slow call cannot succeed");
+    assert!(error.contains("deadline"), "{error}");
+    assert!(took < std::time::Duration::from_secs(5), "gave up after {took:?}");
+    slow.shutdown().await;
+    front.shutdown().await;
 }

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use switchboard::server::handler_fn;
+use switchboard::Channel;
 use switchboard::{Client, Code, Error, Server, Status};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

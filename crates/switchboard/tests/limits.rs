@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use switchboard::frame::{Decoded, Frame, FrameDecoder, Head, Kind, Metadata, DEFAULT_MAX_FRAME, FLAG_REFUSED};
 use switchboard::server::{handler_fn, ServerBuilder};
+use switchboard::Channel;
 use switchboard::{Client, Code, Server, Status};
 
 /// Upper bound for any single wait.

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use switchboard::middleware::Logging;
 use switchboard::server::handler_fn;
+use switchboard::Channel;
 use switchboard::{Client, Server, Status};
 
 #[derive(Clone, Default)]

@@ -9,9 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::Node;
-use switchboard::balance::{BackupDelay, Balanced, BreakerConfig, BreakerState, FailMode, RetryPolicy, RoundRobin};
-use switchboard::client::Backoff;
+use switchboard::backoff::Backoff;
+use switchboard::balance::{
+    BackupDelay, Balanced, BreakerConfig, BreakerState, CallOptionsExt, FailMode, RetryPolicy, RoundRobin,
+};
 use switchboard::discovery::Static;
+use switchboard::Channel;
 use switchboard::{CallOptions, Error};
 
 fn source(nodes: &[&Node]) -> Arc<Static> {

@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use switchboard::codec::{Codec, Decode, Encode};
 use switchboard::frame::{Decoded, Frame, FrameDecoder, Head, Kind, Metadata, DEFAULT_MAX_FRAME, FLAG_REFUSED};
 use switchboard::server::handler_fn;
+use switchboard::Channel;
 use switchboard::{Client, Code, Error, Retry, Server, Status};
 
 /// Upper bound for any single wait in these tests.

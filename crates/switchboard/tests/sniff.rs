@@ -3,13 +3,15 @@
 
 use std::time::Duration;
 
+use switchboard::go::NetRpc;
 use switchboard::server::handler_fn;
+use switchboard::Channel;
 use switchboard::{Client, Server, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 async fn serve() -> (Server, String) {
-    let server = Server::builder().build();
+    let server = Server::builder().with(NetRpc::default()).build();
     server
         .router()
         .add_method("Arith.Multiply", handler_fn(|(a, b): (i64, i64)| async move { Ok::<_, Status>(a * b) }))
@@ -33,12 +35,15 @@ async fn exchange(addr: &str, bytes: &[u8]) -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn http_other_than_go_rpc_connect_is_refused_as_go_refuses_it() {
+async fn http_other_than_go_rpc_connect_is_answered_404_or_405() {
     let (server, addr) = serve().await;
     let answer = exchange(&addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    assert!(answer.starts_with(b"HTTP/1.0 405"), "{}", String::from_utf8_lossy(&answer));
+    assert!(answer.starts_with(b"HTTP/1.1 404 Not Found\r\n"), "{}", String::from_utf8_lossy(&answer));
     let answer = exchange(&addr, b"CONNECT /elsewhere HTTP/1.0\n\n").await;
-    assert!(answer.starts_with(b"HTTP/1.0 405"), "{}", String::from_utf8_lossy(&answer));
+    assert!(answer.starts_with(b"HTTP/1.0 404 Not Found\r\n"), "{}", String::from_utf8_lossy(&answer));
+    let answer = String::from_utf8(exchange(&addr, b"GET /_goRPC_ HTTP/1.0\r\n\r\n").await).expect("text");
+    assert!(answer.starts_with("HTTP/1.0 405 Method Not Allowed\r\n"), "{answer}");
+    assert!(answer.contains("\r\nAllow: CONNECT\r\n"), "{answer}");
     let answer = exchange(&addr, b"CONNECT /_goRPC_ HTTP/1.0\n\n").await;
     assert_eq!(answer, b"HTTP/1.0 200 Connected to Go RPC\n\n");
     server.shutdown().await;

@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use etcd_client::{LeaseKeepAliveStream, LeaseKeeper, PutOptions};
-use switchboard::client::Backoff;
+use switchboard::backoff::Backoff;
 use switchboard::discovery::{Registrar, Registration};
 use switchboard::BoxFuture;
 use tokio::sync::watch;

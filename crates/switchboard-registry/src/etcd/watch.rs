@@ -39,7 +39,7 @@
 use std::collections::BTreeMap;
 
 use etcd_client::{GetOptions, WatchOptions, WatchStream};
-use switchboard::client::Backoff;
+use switchboard::backoff::Backoff;
 
 use super::{EtcdConnection, EtcdError};
 

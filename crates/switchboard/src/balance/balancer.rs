@@ -32,7 +32,7 @@ use super::Member;
 /// What a balancer knows about the call it places.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PickInfo<'a> {
-    /// The caller's affinity key ([`CallOptions::key`](crate::CallOptions::key)),
+    /// The caller's affinity key ([`CallOptionsExt::key`](super::CallOptionsExt::key)),
     /// for consistent hashing.
     pub key: Option<&'a str>,
     /// 1 for the first attempt of a call, 2 for the first retry, and so on.
@@ -283,7 +283,7 @@ impl Balancer for PeakEwma {
 }
 
 /// Consistent hashing on the call's key ([`PickInfo::key`], set with
-/// [`CallOptions::key`](crate::CallOptions::key)), with bounded loads.
+/// [`CallOptionsExt::key`](super::CallOptionsExt::key)), with bounded loads.
 ///
 /// Use it when calls with the same key should land on the same instance:
 /// per-user caches, session state, request coalescing. Calls without a key

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::breaker::Permit;
 use super::policy::BackupDelay;
 use super::route::{self, Group};
-use super::{FailMode, Inner, Member, PickInfo};
+use super::{Affinity, FailMode, Inner, Member, PickInfo};
 use crate::call::{Request, Response};
 use crate::client::{CallOptions, Channel};
 use crate::error::{Error, Retry};
@@ -38,13 +38,13 @@ impl Inner {
     ) -> Result<Response, Error> {
         self.wait_ready().await?;
         self.budget.deposit();
-        let mode = opts.fail_mode.unwrap_or(self.settings.fail_mode);
+        let mode = opts.extensions.get::<FailMode>().copied().unwrap_or(self.settings.fail_mode);
         let max = mode.attempts();
         let mut progress = Progress {
             tried: Vec::new(),
             sent: 0,
             group: route::route(&self.settings.rules, &opts.metadata),
-            key: opts.key.as_deref(),
+            key: opts.extensions.get::<Affinity>().map(|a| a.0.as_str()),
         };
         let mut backoffs = 0u32;
         let mut next = self.pick(&progress)?;

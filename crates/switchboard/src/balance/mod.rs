@@ -61,6 +61,42 @@ pub use member::Member;
 pub use policy::{BackupDelay, FailMode, RetryPolicy, BACKUP_DELAY_BEFORE_SAMPLES};
 pub use route::{Rule, Selector};
 
+/// The affinity key of a call for consistent-hash balancing
+/// ([`CallOptionsExt::key`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Affinity(pub String);
+
+/// A balanced channel's per-call settings, set on [`CallOptions`] (as
+/// typed [extensions](crate::call::Extensions), which a plain
+/// [`Client`] ignores).
+///
+/// ```
+/// use switchboard::balance::{CallOptionsExt, FailMode};
+/// use switchboard::CallOptions;
+///
+/// let opts = CallOptions::new().idempotent(true).fail_mode(FailMode::FailFast).key("user-42");
+/// # drop(opts);
+/// ```
+pub trait CallOptionsExt {
+    /// What the balanced channel does when this call's attempt fails or is
+    /// slow (default: the channel's own).
+    fn fail_mode(self, mode: FailMode) -> Self;
+    /// The affinity key for consistent-hash balancing: calls with the same
+    /// key go to the same instance while it is available (a user or
+    /// session id, say). Other balancers ignore it.
+    fn key(self, key: impl Into<String>) -> Self;
+}
+
+impl CallOptionsExt for CallOptions {
+    fn fail_mode(self, mode: FailMode) -> CallOptions {
+        self.extension(mode)
+    }
+
+    fn key(self, key: impl Into<String>) -> CallOptions {
+        self.extension(Affinity(key.into()))
+    }
+}
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -71,8 +107,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::call::{BoxFuture, Context, Request, Response};
-use crate::client::{call_typed, CallOptions, Channel, Client, ClientConfig};
-use crate::codec::{Codec, Decode, Encode};
+use crate::client::{CallOptions, Channel, Client, ClientConfig};
+use crate::codec::Codec;
 use crate::discovery::{Change, Changes, Discover, Instance};
 use crate::error::Error;
 use crate::middleware::Middleware;
@@ -449,25 +485,6 @@ impl Balanced {
         let mut ready = self.inner.ready.clone();
         let _ = tokio::time::timeout(timeout, ready.wait_for(|r| *r)).await;
         self.inner.members.load().len()
-    }
-
-    /// Call `method` (`Service.Method`) with `req`, in the default codec and
-    /// timeout.
-    pub async fn call<Req, Resp>(&self, method: &str, req: &Req) -> Result<Resp, Error>
-    where
-        Req: Encode + ?Sized,
-        Resp: Decode,
-    {
-        call_typed(self, method.to_owned(), req, &CallOptions::default()).await
-    }
-
-    /// [`Balanced::call`] with per-call options.
-    pub async fn call_with<Req, Resp>(&self, method: &str, req: &Req, opts: &CallOptions) -> Result<Resp, Error>
-    where
-        Req: Encode + ?Sized,
-        Resp: Decode,
-    {
-        call_typed(self, method.to_owned(), req, opts).await
     }
 }
 

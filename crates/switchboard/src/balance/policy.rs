@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::client::Backoff;
+use crate::backoff::Backoff;
 
 /// What to do when an attempt fails (see the [`balance`](crate::balance) docs).
 #[derive(Debug, Clone, Copy, PartialEq)]

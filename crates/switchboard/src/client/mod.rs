@@ -30,13 +30,15 @@
 mod conn;
 mod read;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use tokio::time::Instant;
 
-use crate::call::{BoxFuture, Context, Request, Response};
+use crate::backoff::Backoff;
+use crate::call::{BoxFuture, Context, Extensions, Request, Response};
 use crate::codec::{Codec, Decode, Encode};
 use crate::error::Error;
 use crate::frame::{ByteStr, DEFAULT_MAX_FRAME};
@@ -44,8 +46,15 @@ use crate::middleware::{Endpoint, Middleware, Next};
 use crate::status::Code;
 use conn::Connection;
 
-/// Something that carries calls: a [`Client`], or a wrapper adding balancing
-/// or retries around one.
+/// Something that carries calls: a [`Client`], a [`Balanced`] channel to a
+/// service by name, a Go net/rpc client, or a wrapper around one of them.
+///
+/// Implementations provide [`call_raw`](Channel::call_raw) (one call with
+/// an encoded payload); every channel then has the same typed
+/// [`call`](Channel::call) and [`call_with`](Channel::call_with), and
+/// works under the stubs the [`service`](crate::service) macro generates.
+///
+/// [`Balanced`]: crate::balance::Balanced
 pub trait Channel: Send + Sync {
     /// Make one call with an already encoded payload.
     fn call_raw<'a>(&'a self, req: Request, opts: &'a CallOptions) -> BoxFuture<'a, Result<Response, Error>>;
@@ -54,7 +63,42 @@ pub trait Channel: Send + Sync {
     fn default_codec(&self) -> Codec {
         Codec::default()
     }
+
+    /// Call `method` (`Service.Method`) with `req`, in the channel's
+    /// default codec and timeout, and decode the answer.
+    fn call<'a, Req, Resp>(
+        &'a self,
+        method: &'a str,
+        req: &'a Req,
+    ) -> impl Future<Output = Result<Resp, Error>> + Send + 'a
+    where
+        Self: Sized,
+        Req: Encode + Sync + ?Sized,
+        Resp: Decode + 'a,
+    {
+        call_typed(self, method.to_owned(), req, &DEFAULT_OPTIONS)
+    }
+
+    /// [`call`](Channel::call) with per-call options (timeout, codec,
+    /// idempotency, metadata, extensions for the layers above).
+    fn call_with<'a, Req, Resp>(
+        &'a self,
+        method: &'a str,
+        req: &'a Req,
+        opts: &'a CallOptions,
+    ) -> impl Future<Output = Result<Resp, Error>> + Send + 'a
+    where
+        Self: Sized,
+        Req: Encode + Sync + ?Sized,
+        Resp: Decode + 'a,
+    {
+        call_typed(self, method.to_owned(), req, opts)
+    }
 }
+
+/// The options of [`Channel::call`]: all defaults.
+static DEFAULT_OPTIONS: CallOptions =
+    CallOptions { timeout: None, codec: None, idempotent: false, metadata: Vec::new(), extensions: Extensions::EMPTY };
 
 impl<C: Channel + ?Sized> Channel for &C {
     fn call_raw<'a>(&'a self, req: Request, opts: &'a CallOptions) -> BoxFuture<'a, Result<Response, Error>> {
@@ -77,7 +121,7 @@ impl<C: Channel + ?Sized> Channel for Arc<C> {
 }
 
 /// Encode `req`, call `method` over `channel`, decode the reply. What typed
-/// stubs and [`Client::call`] are made of.
+/// stubs and [`Channel::call`] are made of.
 ///
 /// `method` is anything that converts into a [`ByteStr`]: a string literal
 /// (as generated stubs pass) costs no allocation per call.
@@ -119,13 +163,10 @@ pub struct CallOptions {
     pub idempotent: bool,
     /// User key/values sent with the request.
     pub metadata: Vec<(String, String)>,
-    /// Affinity key for consistent-hash balancing: calls with the same key go
-    /// to the same instance while it is available (say, a user or session
-    /// id). Ignored by other balancers and by a plain [`Client`].
-    pub key: Option<String>,
-    /// What a balanced channel does when an attempt fails or is slow
-    /// (`None`: the channel's default). Ignored by a plain [`Client`].
-    pub fail_mode: Option<crate::balance::FailMode>,
+    /// Typed values for the layers above the client (a balanced channel's
+    /// fail mode and affinity key: [`crate::balance::CallOptionsExt`]). A
+    /// plain [`Client`] sends none of them.
+    pub extensions: Extensions,
 }
 
 impl CallOptions {
@@ -158,46 +199,11 @@ impl CallOptions {
         self
     }
 
-    /// Set the fail mode for this call (balanced channels).
-    pub fn fail_mode(mut self, mode: crate::balance::FailMode) -> CallOptions {
-        self.fail_mode = Some(mode);
+    /// Attach a typed value for a layer above the client (see
+    /// [`Extensions`]), replacing any earlier value of its type.
+    pub fn extension<T: Send + Sync + 'static>(mut self, value: T) -> CallOptions {
+        self.extensions.insert(value);
         self
-    }
-
-    /// Set the affinity key for consistent-hash balancing.
-    pub fn key(mut self, key: impl Into<String>) -> CallOptions {
-        self.key = Some(key.into());
-        self
-    }
-}
-
-/// Backoff between failed connection attempts: exponential, capped, jittered.
-#[derive(Debug, Clone, Copy)]
-pub struct Backoff {
-    /// Wait after the first failure.
-    pub initial: Duration,
-    /// Largest wait.
-    pub max: Duration,
-    /// Each wait is this many times the previous.
-    pub multiplier: f64,
-    /// Each wait is randomised by up to this share either way (0.2 = ±20%),
-    /// so clients that failed together do not retry together.
-    pub jitter: f64,
-}
-
-impl Default for Backoff {
-    fn default() -> Backoff {
-        Backoff { initial: Duration::from_millis(50), max: Duration::from_secs(5), multiplier: 2.0, jitter: 0.2 }
-    }
-}
-
-impl Backoff {
-    /// The wait after `failures` consecutive failures (1 or more).
-    pub fn delay(&self, failures: u32) -> Duration {
-        let exp = self.multiplier.powi(failures.saturating_sub(1).min(63) as i32);
-        let base = (self.initial.as_secs_f64() * exp).min(self.max.as_secs_f64());
-        let spread = 1.0 + self.jitter * (fastrand::f64() * 2.0 - 1.0);
-        Duration::from_secs_f64((base * spread).max(0.0))
     }
 }
 
@@ -353,25 +359,6 @@ impl Client {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
-    /// Call `method` (`Service.Method`) with `req`, in the client's default
-    /// codec and timeout.
-    pub async fn call<Req, Resp>(&self, method: &str, req: &Req) -> Result<Resp, Error>
-    where
-        Req: Encode + ?Sized,
-        Resp: Decode,
-    {
-        call_typed(self, method.to_owned(), req, &CallOptions::default()).await
-    }
-
-    /// [`Client::call`] with per-call options.
-    pub async fn call_with<Req, Resp>(&self, method: &str, req: &Req, opts: &CallOptions) -> Result<Resp, Error>
-    where
-        Req: Encode + ?Sized,
-        Resp: Decode,
-    {
-        call_typed(self, method.to_owned(), req, opts).await
-    }
-
     /// Whether a usable connection is open right now (a call would not
     /// have to dial first).
     pub fn is_connected(&self) -> bool {
@@ -484,22 +471,5 @@ impl Endpoint<Error> for Transport {
             let deadline = req.deadline;
             conn.call(req, deadline).await
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_is_capped_and_jittered() {
-        let b = Backoff::default();
-        let first = b.delay(1);
-        assert!(first >= Duration::from_millis(40) && first <= Duration::from_millis(60), "{first:?}");
-        let fourth = b.delay(4);
-        assert!(fourth >= Duration::from_millis(320) && fourth <= Duration::from_millis(480), "{fourth:?}");
-        for n in [20, 100, u32::MAX] {
-            assert!(b.delay(n) <= Duration::from_secs(6), "{n}");
-        }
     }
 }

@@ -18,6 +18,7 @@ use tokio::task::AbortHandle;
 use tokio_util::task::TaskTracker;
 
 use super::limits::{CallCounter, CallGuard, Charge, ConnClock, Expired};
+use super::protocol::{Connection, Detect, Protocol};
 use super::Inner;
 use crate::call::{BoxFuture, Request, Response};
 use crate::codec::Codec;
@@ -65,7 +66,32 @@ enum Saturated {
     Budget,
 }
 
-pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr, mut clock: ConnClock) {
+/// Switchboard's own frames: always served, and asked first.
+pub(super) struct Native;
+
+impl Protocol for Native {
+    fn name(&self) -> &'static str {
+        "switchboard"
+    }
+
+    /// Every connection starts with a frame, and every frame with the magic.
+    fn detect(&self, prefix: &[u8]) -> Detect {
+        let [m0, m1] = frame::MAGIC;
+        match *prefix {
+            [] => Detect::NeedMore,
+            [b] if b == m0 => Detect::NeedMore,
+            [b0, b1, ..] if b0 == m0 && b1 == m1 => Detect::Mine,
+            _ => Detect::NotMine,
+        }
+    }
+
+    fn serve(&self, conn: Connection) -> BoxFuture<'static, ()> {
+        let Connection { stream, peer, clock, dispatcher } = conn;
+        Box::pin(serve(dispatcher.inner, stream, peer, clock))
+    }
+}
+
+async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr, mut clock: ConnClock) {
     let sock = Arc::new(stream);
     let stall_limit = inner.config.frame_timeout;
     let conn = Arc::new(Conn {

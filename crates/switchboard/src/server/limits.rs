@@ -177,20 +177,20 @@ impl Ticket {
 /// Counts the calls running on one connection: a connection is not idle
 /// (nor the first to be closed for room) while one runs.
 #[derive(Clone)]
-pub(crate) struct CallCounter {
+pub struct CallCounter {
     admission: Arc<Admission>,
     slot: Arc<Slot>,
 }
 
 impl CallCounter {
     /// A call started; it counts until the guard is dropped.
-    pub(crate) fn enter(&self) -> CallGuard {
+    pub fn enter(&self) -> CallGuard {
         self.slot.calls.fetch_add(1, Ordering::Relaxed);
         CallGuard(self.clone())
     }
 
     /// Calls running now.
-    pub(crate) fn running(&self) -> usize {
+    pub fn running(&self) -> usize {
         self.slot.calls.load(Ordering::Relaxed)
     }
 
@@ -204,7 +204,7 @@ impl CallCounter {
 }
 
 /// One running call of a [`CallCounter`].
-pub(crate) struct CallGuard(CallCounter);
+pub struct CallGuard(CallCounter);
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
@@ -230,7 +230,8 @@ impl Drop for Ticket {
 
 /// Why a connection's clock ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Expired {
+#[non_exhaustive]
+pub enum Expired {
     /// No complete frame or request header within the handshake timeout.
     Handshake(Duration),
     /// A frame started and not finished within the frame timeout.
@@ -244,7 +245,7 @@ pub(crate) enum Expired {
 impl Expired {
     /// Whether the peer did nothing wrong (an idle connection, or one closed
     /// for room): such a close may be announced politely.
-    pub(crate) fn is_benign(self) -> bool {
+    pub fn is_benign(self) -> bool {
         matches!(self, Expired::Idle(_) | Expired::Evicted)
     }
 }
@@ -269,7 +270,7 @@ impl fmt::Display for Expired {
 /// whether a limit has really passed (activity meanwhile moves the limit
 /// later) and re-arms if not. A busy connection therefore touches the timer
 /// wheel about once per limit period, not once per read.
-pub(crate) struct ConnClock {
+pub struct ConnClock {
     handshake: Duration,
     frame: Duration,
     idle: Option<Duration>,
@@ -300,19 +301,19 @@ impl ConnClock {
     }
 
     /// Counts the connection's calls.
-    pub(crate) fn calls(&self) -> &CallCounter {
+    pub fn calls(&self) -> &CallCounter {
         self.ticket.calls()
     }
 
     /// Bytes arrived.
-    pub(crate) fn read(&mut self) {
+    pub fn read(&mut self) {
         self.ticket.calls.touch();
     }
 
     /// The loop decoded what was buffered: `completed` whether at least one
     /// whole frame came out, `partial` whether bytes of an unfinished one
     /// remain.
-    pub(crate) fn decoded(&mut self, completed: bool, partial: bool) {
+    pub fn decoded(&mut self, completed: bool, partial: bool) {
         if completed && !self.greeted {
             // The handshake limit no longer applies; the idle one may be
             // nearer than the timer is set for.
@@ -335,7 +336,7 @@ impl ConnClock {
     /// Completes when a limit has passed (or admission wants the connection
     /// closed). `output_pending` says whether answers still wait to be
     /// written (the connection is not idle while they do). Cancel-safe.
-    pub(crate) async fn expired(&mut self, output_pending: impl Fn() -> bool) -> Expired {
+    pub async fn expired(&mut self, output_pending: impl Fn() -> bool) -> Expired {
         loop {
             tokio::select! {
                 biased;
@@ -388,7 +389,7 @@ impl ConnClock {
 /// may hold together. Each connection holds a [`Charge`]; growing it past
 /// the budget fails, and the connection then stops reading (or refuses the
 /// frame) until others release theirs.
-pub(crate) struct MemoryBudget {
+pub struct MemoryBudget {
     limit: usize,
     used: AtomicUsize,
     waiting: AtomicUsize,
@@ -401,17 +402,17 @@ impl MemoryBudget {
     }
 
     /// A charge of nothing yet.
-    pub(crate) fn charge(self: &Arc<Self>) -> Charge {
+    pub fn charge(self: &Arc<Self>) -> Charge {
         Charge { budget: Arc::clone(self), held: 0 }
     }
 
     /// The budget.
-    pub(crate) fn limit(&self) -> usize {
+    pub fn limit(&self) -> usize {
         self.limit
     }
 
     /// Bytes held now.
-    pub(crate) fn used(&self) -> usize {
+    pub fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)
     }
 
@@ -435,7 +436,7 @@ impl MemoryBudget {
 }
 
 /// What one connection holds of the [`MemoryBudget`]; released when dropped.
-pub(crate) struct Charge {
+pub struct Charge {
     budget: Arc<MemoryBudget>,
     held: usize,
 }
@@ -443,7 +444,7 @@ pub(crate) struct Charge {
 impl Charge {
     /// Hold `bytes` in all. Shrinking always works; growing fails (and holds
     /// what it held) if the budget cannot cover it.
-    pub(crate) fn try_hold(&mut self, bytes: usize) -> bool {
+    pub fn try_hold(&mut self, bytes: usize) -> bool {
         if bytes == self.held {
             return true;
         }
@@ -462,18 +463,18 @@ impl Charge {
     /// Hold `bytes` more whatever the budget says: for memory that is
     /// already allocated (a request a call is running with), so that what
     /// comes next sees the budget as it is.
-    pub(crate) fn add_anyway(&mut self, bytes: usize) {
+    pub fn add_anyway(&mut self, bytes: usize) {
         self.budget.used.fetch_add(bytes, Ordering::AcqRel);
         self.held += bytes;
     }
 
     /// Bytes held.
-    pub(crate) fn held(&self) -> usize {
+    pub fn held(&self) -> usize {
         self.held
     }
 
     /// Completes the next time any charge of the budget is released.
-    pub(crate) async fn released(&self) {
+    pub async fn released(&self) {
         let budget = &self.budget;
         let notified = budget.freed.notified();
         tokio::pin!(notified);

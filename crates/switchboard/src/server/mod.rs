@@ -34,7 +34,9 @@
 
 mod announce;
 mod conn;
+pub mod http;
 pub(crate) mod limits;
+pub mod protocol;
 mod router;
 mod sniff;
 
@@ -47,7 +49,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub(crate) use router::Resolved;
 pub use router::{handler_fn, raw_handler_fn, Handler, RegisterError, Router, Service, ServiceInfo};
 
 use crate::call::{Context, Request, Response};
@@ -57,7 +58,9 @@ use crate::middleware::Middleware;
 use crate::middleware::Next;
 use crate::status::Status;
 use announce::{AnnounceConfig, Announcer};
+use http::HttpRoute;
 use limits::{Admission, ConnClock, MemoryBudget};
+use protocol::Protocol;
 
 /// Server settings. The defaults suit most services.
 #[derive(Debug, Clone)]
@@ -150,9 +153,39 @@ pub struct ServerBuilder {
     advertise: Option<String>,
     instance_id: Option<String>,
     metadata: Metadata,
+    protocols: Vec<Arc<dyn Protocol>>,
+    http_routes: Vec<HttpRoute>,
+}
+
+/// Something that adds to a server as it is built: protocols, HTTP
+/// routes, middleware, services. Go's net/rpc (`switchboard::go::NetRpc`)
+/// is one; add it with [`ServerBuilder::with`].
+pub trait Extension {
+    /// Adds what this extension brings to `builder`.
+    fn extend(self, builder: ServerBuilder) -> ServerBuilder;
 }
 
 impl ServerBuilder {
+    /// Add `extension`'s protocols, routes, middleware or services.
+    pub fn with(self, extension: impl Extension) -> ServerBuilder {
+        extension.extend(self)
+    }
+
+    /// Serve `protocol` on every listener too, beside Switchboard's own
+    /// frames (always served, and tried first) and the protocols added
+    /// before it (see [`protocol`] for how a connection's is told).
+    pub fn protocol(mut self, protocol: impl Protocol) -> ServerBuilder {
+        self.protocols.push(Arc::new(protocol));
+        self
+    }
+
+    /// Serve `route` over HTTP/1.x on every listener (see [`http`]). The
+    /// first route turns the HTTP row on.
+    pub fn http_route(mut self, route: HttpRoute) -> ServerBuilder {
+        self.http_routes.push(route);
+        self
+    }
+
     /// Serve `service` (more can be added later through [`Server::router`]).
     pub fn service(self, service: impl Service) -> ServerBuilder {
         self.router.add_service(service);
@@ -254,8 +287,14 @@ impl ServerBuilder {
             id: self.instance_id,
             metadata: self.metadata,
         });
+        let mut protocols: Vec<Arc<dyn Protocol>> = vec![Arc::new(conn::Native)];
+        if !self.http_routes.is_empty() {
+            protocols.push(Arc::new(http::Http::new(self.http_routes)));
+        }
+        protocols.extend(self.protocols);
         Server {
             inner: Arc::new(Inner {
+                protocols: protocols.into(),
                 router: Arc::new(self.router),
                 chain: self.middleware.into(),
                 admission: Admission::new(&self.config),
@@ -274,6 +313,8 @@ impl ServerBuilder {
 }
 
 pub(crate) struct Inner {
+    /// What the server speaks, in the order detection asks them.
+    protocols: Arc<[Arc<dyn Protocol>]>,
     pub(crate) router: Arc<Router>,
     pub(crate) chain: Arc<[Arc<dyn Middleware<Status>>]>,
     pub(crate) config: ServerConfig,
@@ -305,7 +346,7 @@ impl Inner {
     /// Runs one call: the server middleware and the router, inside the
     /// call's [`Context`], under its deadline, with a panicking handler
     /// turned into an Internal error. Every protocol the server speaks
-    /// (Switchboard frames, Go's net/rpc) calls through here.
+    /// calls through here ([`protocol::Dispatcher::dispatch`]).
     pub(crate) async fn dispatch(&self, req: Request) -> Result<Response, Status> {
         let deadline = req.deadline;
         let ctx = Context::at(deadline, req.metadata.clone(), req.peer);
@@ -414,6 +455,17 @@ impl Server {
     /// The configuration.
     pub fn config(&self) -> &ServerConfig {
         &self.inner.config
+    }
+
+    /// Which of this server's protocols a connection starting with
+    /// `first` would be served with (see [`protocol`] for the rules).
+    pub fn detect(&self, first: &[u8]) -> protocol::Detected {
+        let protocols = &self.inner.protocols;
+        match sniff::choose(protocols, first, first.len() >= protocol::PREFIX_LEN) {
+            Ok(i) => protocol::Detected::Protocol(protocols[i].name()),
+            Err(true) => protocol::Detected::NeedMore,
+            Err(false) => protocol::Detected::Unknown,
+        }
     }
 
     /// Accept connections on `listener` until [`Server::shutdown`]. May be

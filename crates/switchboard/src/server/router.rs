@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
+use super::protocol::Resolution;
 use crate::call::{split_method, BoxFuture, Request, Response};
 use crate::codec::{Decode, Encode};
 use crate::middleware::Endpoint;
@@ -255,14 +256,14 @@ impl Router {
     /// and if not, what is missing. (The router itself answers an unknown
     /// name with `NotFound`; Go's net/rpc callers expect its own wording,
     /// which needs the distinction.)
-    pub(crate) fn resolve(&self, full: &str) -> Resolved {
+    pub fn resolve(&self, full: &str) -> Resolution {
         let table = self.table.load();
         let (service, method) = split_method(full);
         match table.get(service) {
-            None => Resolved::NoService,
-            Some(Entry::Dynamic(methods)) if methods.contains_key(method) => Resolved::Found,
-            Some(Entry::Object(s)) if s.methods().iter().any(|m| m == method) => Resolved::Found,
-            Some(_) => Resolved::NoMethod,
+            None => Resolution::NoService,
+            Some(Entry::Dynamic(methods)) if methods.contains_key(method) => Resolution::Found,
+            Some(Entry::Object(s)) if s.methods().iter().any(|m| m == method) => Resolution::Found,
+            Some(_) => Resolution::NoMethod,
         }
     }
 
@@ -282,14 +283,6 @@ impl Router {
         };
         call.unwrap_or_else(|status| Box::pin(std::future::ready(Err(status))))
     }
-}
-
-/// What [`Router::resolve`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Resolved {
-    Found,
-    NoService,
-    NoMethod,
 }
 
 fn no_method(service: &str, method: &str, entry: &Entry) -> Status {

@@ -1,31 +1,56 @@
-//! The first step of every connection: tell its protocol from the first
-//! bytes the client sends (rules in [`crate::go::netrpc`]), then hand it to
-//! the loop that speaks it. Switchboard frames, Go's gob, JSON-RPC and
-//! `rpc.DialHTTP` all share one port, with no flag to set.
+//! The first step of every connection: show its first bytes to each
+//! protocol the server serves ([`Protocol::detect`]) and hand it to the
+//! one that claims it (the rules are in [`super::protocol`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use super::limits::ConnClock;
-use super::{conn, Inner};
-use crate::go::netrpc::{self, server as go, Protocol};
+use super::protocol::{Connection, Detect, Dispatcher, Protocol, PREFIX_LEN};
+use super::Inner;
+
+/// The protocol `prefix` belongs to, if the protocols can tell yet: `Ok`
+/// with its index, `Err(true)` if more bytes are needed, `Err(false)` if
+/// none claims it. `full` says the prefix cannot grow (the peek buffer is
+/// full): a protocol still unsure then counts as not claiming it.
+pub(crate) fn choose(protocols: &[Arc<dyn Protocol>], prefix: &[u8], full: bool) -> Result<usize, bool> {
+    let mut mine = None;
+    let mut fallback = None;
+    let mut unsure = false;
+    for (i, protocol) in protocols.iter().enumerate() {
+        match protocol.detect(prefix) {
+            Detect::Mine => {
+                mine.get_or_insert(i);
+            }
+            Detect::NeedMore => unsure = true,
+            Detect::Fallback => {
+                fallback.get_or_insert(i);
+            }
+            Detect::NotMine => {}
+        }
+    }
+    if unsure && !full {
+        return Err(true);
+    }
+    mine.or(fallback).ok_or(false)
+}
 
 /// Tell the connection's protocol and serve it. The handshake timeout of
-/// `clock` covers the sniffing: a client that never sends enough bytes to
+/// `clock` covers the detection: a client that never sends enough bytes to
 /// name its protocol is dropped with the others that never send a frame.
-pub(super) async fn serve(inner: Arc<Inner>, mut stream: TcpStream, peer: SocketAddr, mut clock: ConnClock) {
-    // Peek until the protocol is known: nothing is consumed, so the native
-    // path reads the stream exactly as if nothing had looked at it.
-    let mut first = [0u8; 8];
+pub(super) async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr, mut clock: ConnClock) {
+    // Peek until the protocol is known: nothing is consumed, so the chosen
+    // protocol reads the stream exactly as if nothing had looked at it.
+    let mut first = [0u8; PREFIX_LEN];
     // A prefix too short to tell (`CONN`, a lone `C5`) is polled with a
     // growing pause: the socket stays readable while those bytes wait, so
     // `readable()` cannot be what we wait on.
-    let mut pause = std::time::Duration::from_millis(1);
-    let protocol = loop {
+    let mut pause = Duration::from_millis(1);
+    let protocols = Arc::clone(&inner.protocols);
+    let chosen = loop {
         let seen = tokio::select! {
             seen = stream.peek(&mut first) => seen,
             _ = inner.draining.cancelled() => return,
@@ -34,42 +59,79 @@ pub(super) async fn serve(inner: Arc<Inner>, mut stream: TcpStream, peer: Socket
                 return;
             }
         };
-        match seen {
+        let n = match seen {
             Ok(0) | Err(_) => return, // closed before a byte, or broken
-            Ok(n) => match netrpc::sniff(&first[..n]) {
-                Some(protocol) => break protocol,
-                // Fewer bytes than it takes to tell: wait for more. (peek
-                // returns at once while bytes are buffered, so yield.)
-                None if n < first.len() => {
-                    tokio::select! {
-                        _ = tokio::time::sleep(pause) => {}
-                        _ = inner.draining.cancelled() => return,
-                        expired = clock.expired(|| false) => {
-                            tracing::debug!(%peer, bytes = n, reason = %expired, "closing a connection whose first bytes name no protocol");
-                            return;
-                        }
+            Ok(n) => n,
+        };
+        match choose(&protocols, &first[..n], n == first.len()) {
+            Ok(i) => break i,
+            Err(false) => {
+                tracing::debug!(%peer, first = ?&first[..n], "closing a connection no protocol recognises");
+                return;
+            }
+            // Fewer bytes than it takes to tell: wait for more. (peek
+            // returns at once while bytes are buffered, so pause.)
+            Err(true) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = inner.draining.cancelled() => return,
+                    expired = clock.expired(|| false) => {
+                        tracing::debug!(%peer, bytes = n, reason = %expired, "closing a connection whose first bytes name no protocol");
+                        return;
                     }
-                    pause = (pause * 2).min(std::time::Duration::from_millis(50));
                 }
-                None => break Protocol::Gob,
-            },
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
         }
     };
-    if protocol == Protocol::Switchboard {
-        return conn::serve(inner, stream, peer, clock).await;
+    let protocol = &protocols[chosen];
+    tracing::trace!(%peer, protocol = protocol.name(), "connection protocol");
+    let conn = Connection { stream, peer, clock, dispatcher: Dispatcher { inner: Arc::clone(&inner) } };
+    protocol.serve(conn).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::BoxFuture;
+
+    struct Fixed(&'static str, fn(&[u8]) -> Detect);
+    impl Protocol for Fixed {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn detect(&self, prefix: &[u8]) -> Detect {
+            (self.1)(prefix)
+        }
+        fn serve(&self, _: Connection) -> BoxFuture<'static, ()> {
+            Box::pin(async {})
+        }
     }
-    tracing::debug!(%peer, ?protocol, "Go net/rpc connection");
-    // The Go loops read through their own buffer.
-    let mut buf = BytesMut::with_capacity(8 << 10);
-    if let Err(e) = stream.read_buf(&mut buf).await {
-        tracing::debug!(%peer, error = %e, "read failed");
-        return;
+
+    fn set(list: Vec<Fixed>) -> Vec<Arc<dyn Protocol>> {
+        list.into_iter().map(|p| Arc::new(p) as Arc<dyn Protocol>).collect()
     }
-    clock.read();
-    let (rd, wr) = stream.into_split();
-    match protocol {
-        Protocol::Gob => go::serve_gob(inner, rd, wr, peer, buf, clock).await,
-        Protocol::JsonRpc => go::serve_jsonrpc(inner, rd, wr, peer, buf, clock).await,
-        Protocol::Http | Protocol::Switchboard => go::serve_http(inner, rd, wr, peer, buf, clock).await,
+
+    #[test]
+    fn the_first_claim_wins_once_nobody_is_unsure() {
+        let protocols = set(vec![
+            Fixed("a", |p| if p.starts_with(b"A") { Detect::Mine } else { Detect::NotMine }),
+            Fixed("b", |p| match p.len() {
+                1 if p[0] == b'B' => Detect::NeedMore,
+                _ if p.starts_with(b"B") => Detect::Mine,
+                _ => Detect::NotMine,
+            }),
+            Fixed("any", |_| Detect::Fallback),
+            Fixed("also-a", |p| if p.starts_with(b"A") { Detect::Mine } else { Detect::NotMine }),
+        ]);
+        assert_eq!(choose(&protocols, b"A", false), Ok(0));
+        assert_eq!(choose(&protocols, b"B", false), Err(true));
+        assert_eq!(choose(&protocols, b"BB", false), Ok(1));
+        // A fallback waits for the unsure, then takes what nobody claims.
+        assert_eq!(choose(&protocols, b"B", true), Ok(2));
+        assert_eq!(choose(&protocols, b"Z", false), Ok(2));
+        let without_fallback =
+            set(vec![Fixed("a", |p| if p.starts_with(b"A") { Detect::Mine } else { Detect::NotMine })]);
+        assert_eq!(choose(&without_fallback, b"Z", false), Err(false));
     }
 }

@@ -1,0 +1,7 @@
+// The service attribute takes only `name = "..."`.
+#[switchboard::service(name)]
+pub trait Arith {
+    async fn add(&self, pair: (i64, i64)) -> Result<i64, switchboard::Status>;
+}
+
+fn main() {}
