@@ -46,15 +46,22 @@ fn cpu_model(cpuinfo: &str) -> Option<String> {
 }
 
 /// The git commit the measured code is at, and the files of the library,
-/// the examples and the harness that differ from it (`None` outside a git
-/// checkout).
+/// the examples (and the CLI library `echo_server` is built from) and the
+/// harness that differ from it (`None` outside a git checkout).
 pub(crate) fn source_revision() -> Option<String> {
     let git = |args: &[&str]| {
         let out = std::process::Command::new("git").args(args).output().ok()?;
         out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
     };
     let head = git(&["rev-parse", "--short", "HEAD"])?;
-    let paths = ["crates/switchboard/src", "crates/switchboard-examples", "bench", "Cargo.toml", "Cargo.lock"];
+    let paths = [
+        "crates/switchboard/src",
+        "crates/switchboard-cli/src",
+        "crates/switchboard-examples",
+        "bench",
+        "Cargo.toml",
+        "Cargo.lock",
+    ];
     let status = git(&[&["status", "--porcelain", "--"][..], &paths[..]].concat()).unwrap_or_default();
     let changed: Vec<&str> = status.lines().filter_map(|l| l.get(3..)).collect();
     Some(match changed.len() {

@@ -45,6 +45,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
+use switchboard_cli::parse_duration;
 
 use crate::driver::Plan;
 use crate::systems::System;
@@ -178,36 +179,9 @@ fn list() {
     println!("cells of --quick: {}", quick.join(", "));
 }
 
-/// `5s`, `300ms`, `0.3s`, `2m`, or a plain number of seconds.
-fn parse_duration(text: &str) -> anyhow::Result<Duration> {
-    let text = text.trim();
-    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = text.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (text, 1.0)
-    };
-    let value: f64 = number.trim().parse().with_context(|| format!("bad duration {text:?} (try 5s or 300ms)"))?;
-    Duration::try_from_secs_f64(value * scale).with_context(|| format!("bad duration {text:?}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("5s").ok(), Some(Duration::from_secs(5)));
-        assert_eq!(parse_duration("300ms").ok(), Some(Duration::from_millis(300)));
-        assert_eq!(parse_duration("0.3s").ok(), Some(Duration::from_millis(300)));
-        assert_eq!(parse_duration("2").ok(), Some(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1m").ok(), Some(Duration::from_secs(60)));
-        assert!(parse_duration("-1s").is_err());
-        assert!(parse_duration("fast").is_err());
-    }
 
     #[test]
     fn command_line_parses() {

@@ -14,6 +14,9 @@ pub(crate) const RAW_EXTRA: usize = 20;
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
+/// The largest payload a cell may ask for: what the raw floors' frames
+/// carry (`systems::raw_tokio::MAX_FRAME`, less [`RAW_EXTRA`]).
+const MAX_PAYLOAD: usize = crate::systems::raw_tokio::MAX_FRAME - RAW_EXTRA;
 
 /// One cell of the grid: how big each payload is and how many callers call
 /// at once.
@@ -64,7 +67,15 @@ impl Cell {
         if callers == 0 {
             bail!("cell {spec:?}: needs at least one caller");
         }
-        Ok(Cell::new(parse_size(size).with_context(|| format!("cell {spec:?}"))?, callers))
+        let payload =
+            switchboard_cli::parse_size(size).map_err(anyhow::Error::msg).with_context(|| format!("cell {spec:?}"))?;
+        if payload > MAX_PAYLOAD {
+            bail!(
+                "cell {spec:?}: payloads over {} cannot be measured (the raw floors' frame limit)",
+                size_label(MAX_PAYLOAD)
+            );
+        }
+        Ok(Cell::new(payload, callers))
     }
 }
 
@@ -84,20 +95,6 @@ pub(crate) fn size_label(bytes: usize) -> String {
     } else {
         format!("{bytes} B")
     }
-}
-
-fn parse_size(text: &str) -> anyhow::Result<usize> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: usize = number.parse().with_context(|| format!("bad size {text:?}"))?;
-    let unit = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" | "K" | "k" => KIB,
-        "MiB" | "M" => MIB,
-        other => bail!("bad size unit {other:?} (use B, KiB or MiB)"),
-    };
-    number.checked_mul(unit).with_context(|| format!("size {text:?} is too large"))
 }
 
 /// A payload of `len` bytes with a fixed, non-constant pattern.
@@ -131,7 +128,9 @@ mod tests {
         assert_eq!(Cell::parse("16KiB/64").ok(), Some(Cell::new(16 * KIB, 64)));
         assert_eq!(Cell::parse("1000/3").ok(), Some(Cell::new(1000, 3)));
         assert!(Cell::parse("16KiB").is_err());
-        assert!(Cell::parse("16GiB/2").is_err());
+        assert_eq!(Cell::parse("16K/2").ok(), Some(Cell::new(16 * KIB, 2)));
+        assert!(Cell::parse("16GiB/2").is_err_and(|e| e.to_string().contains("cannot be measured")));
+        assert!(Cell::parse("16KB/2").is_err());
         assert!(Cell::parse("128B/0").is_err());
         assert_eq!(Cell::new(MIB, 16).to_string(), "1 MiB payload, 16 callers");
     }

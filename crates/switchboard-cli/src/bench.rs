@@ -18,7 +18,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use switchboard::frame::ByteStr;
 use switchboard::{CallOptions, Channel, Client, Codec, Encode, Request};
-use switchboard_examples::load::micros;
+use switchboard_cli::load::micros;
 
 /// The message `--payload-size` sends: the shape of the `Echo` example.
 #[derive(Serialize, Deserialize)]

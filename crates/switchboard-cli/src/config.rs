@@ -70,14 +70,6 @@ enum ConfigCommand {
     },
 }
 
-/// Log warnings (a watch that lost its registry says so) to stderr;
-/// `RUST_LOG` overrides.
-pub(crate) fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-}
-
 /// Run one `switchboard config` command.
 pub(crate) async fn run(args: ConfigArgs) -> anyhow::Result<()> {
     let store = switchboard_registry::from_url(&args.registry)?.config;

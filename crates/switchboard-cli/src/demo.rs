@@ -32,9 +32,9 @@ use hdrhistogram::Histogram;
 use switchboard::balance::{Balanced, InstanceStats, RoundRobin};
 use switchboard::discovery::Discover;
 use switchboard::Server;
-use switchboard_examples::arith::{multiply_checked, ArithClient, ArithServer, Calculator};
-use switchboard_examples::load::{micros, Counts, OpenLoop, Tally};
-use switchboard_examples::Announce;
+use switchboard_cli::arith::{multiply_checked, ArithClient, ArithServer, Calculator};
+use switchboard_cli::load::{micros, Counts, OpenLoop, Tally};
+use switchboard_cli::Announce;
 use switchboard_registry::{RegistryConfig, RegistryServer};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -108,7 +108,7 @@ pub(crate) async fn instance(listen: String, announce: Announce) -> anyhow::Resu
     }
     let builder = Server::builder().service(ArithServer::new(Calculator));
     let server = announce.apply(builder)?.build();
-    switchboard_examples::serve_until(server, &listen, stdin_closed()).await
+    switchboard_cli::serve_until(server, &listen, stdin_closed()).await
 }
 
 /// Completes when stdin reaches end of file (or fails).

@@ -24,7 +24,7 @@ use switchboard::balance::Balanced;
 use switchboard::go::{GoClient, GoProtocol};
 use switchboard::Channel;
 use switchboard::{CallOptions, Client, Codec};
-use switchboard_examples::parse_duration;
+use switchboard_cli::parse_duration;
 
 #[derive(Parser)]
 #[command(name = "switchboard", version, about = "Switchboard RPC: call services, and more")]
@@ -132,24 +132,8 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
         #[command(flatten)]
-        announce: switchboard_examples::Announce,
+        announce: switchboard_cli::Announce,
     },
-}
-
-/// Log to stderr for long-running commands; `RUST_LOG` overrides the
-/// default `info`.
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-}
-
-/// Log to stderr, errors only unless `RUST_LOG` says otherwise (the demo's
-/// screen is its output).
-fn init_logging_quiet() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 fn parse_codec(s: &str) -> Result<Codec, String> {
@@ -188,16 +172,19 @@ async fn main() -> ExitCode {
             call(target, timeout, metadata, method, json).await
         }
         Command::Registry { listen, heartbeat, ttl } => {
-            init_logging();
+            // A long-running command: what it does, at info.
+            switchboard_cli::init_logging("info");
             report(registry::serve(&listen, heartbeat, ttl).await)
         }
         Command::List { registry } => report(registry::list(&registry).await),
         Command::Config(args) => {
-            config::init_logging();
+            // Its output is the keys; warnings (a watch that lost its registry says so) on stderr.
+            switchboard_cli::init_logging("warn");
             report(config::run(args).await)
         }
         Command::Demo { duration, rate } => {
-            init_logging_quiet();
+            // The demo's screen is its output: errors only.
+            switchboard_cli::init_logging("error");
             match demo::run(demo::Options { duration, rate }).await {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => {
@@ -211,7 +198,7 @@ async fn main() -> ExitCode {
             }
         }
         Command::DemoInstance { listen, announce } => {
-            init_logging_quiet();
+            switchboard_cli::init_logging("error");
             report(demo::instance(listen, announce).await)
         }
         Command::Bench {

@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use switchboard_examples::arith::{multiply_checked, Args, ArithClient};
-use switchboard_examples::load::{micros, OpenLoop, Tally};
-use switchboard_examples::{parse_duration, Balancing, Target};
+use switchboard_cli::arith::{multiply_checked, Args, ArithClient};
+use switchboard_cli::load::{micros, OpenLoop, Tally};
+use switchboard_cli::{parse_duration, Balancing, Target};
 
 #[derive(Parser)]
 #[command(about = "Multiply two numbers on an Arith server")]

@@ -10,8 +10,8 @@ use clap::Parser;
 use switchboard::go::NetRpc;
 use switchboard::middleware::Logging;
 use switchboard::Server;
-use switchboard_examples::arith::{ArithServer, Calculator};
-use switchboard_examples::Announce;
+use switchboard_cli::arith::{ArithServer, Calculator};
+use switchboard_cli::Announce;
 
 #[derive(Parser)]
 #[command(about = "Serve the Arith service")]
@@ -23,12 +23,12 @@ struct Cli {
     #[command(flatten)]
     announce: Announce,
     #[command(flatten)]
-    limits: switchboard_examples::ServerFlags,
+    limits: switchboard_cli::ServerFlags,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    switchboard_examples::init_logging();
+    switchboard_cli::init_logging("info");
     let cli = Cli::parse();
     let builder = cli
         .limits
@@ -37,5 +37,5 @@ async fn main() -> anyhow::Result<()> {
         .layer(Logging)
         .service(ArithServer::new(Calculator));
     let server = cli.announce.apply(builder)?.build();
-    switchboard_examples::serve_until_signal(server, &cli.listen).await
+    switchboard_cli::serve_until_signal(server, &cli.listen).await
 }

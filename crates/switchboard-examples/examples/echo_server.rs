@@ -51,17 +51,17 @@ struct Cli {
     log: bool,
 
     #[command(flatten)]
-    limits: switchboard_examples::ServerFlags,
+    limits: switchboard_cli::ServerFlags,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    switchboard_examples::init_logging();
+    switchboard_cli::init_logging("info");
     let cli = Cli::parse();
     let mut builder = cli.limits.apply(Server::builder()).with(NetRpc::default()).service(EchoServer::new(Echoer));
     if cli.log {
         builder = builder.layer(Logging);
     }
     let server = builder.build();
-    switchboard_examples::serve_until_signal(server, &cli.listen).await
+    switchboard_cli::serve_until_signal(server, &cli.listen).await
 }

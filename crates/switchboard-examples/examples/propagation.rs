@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use switchboard::discovery::{Change, Metadata, Registration};
-use switchboard_examples::load::micros;
+use switchboard_cli::load::micros;
 use switchboard_registry::{from_url, Backend, RegistryConfig, RegistryServer};
 use tokio::sync::watch;
 
@@ -34,7 +34,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    switchboard_examples::init_logging();
+    switchboard_cli::init_logging("info");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let registry = RegistryServer::builder().config(RegistryConfig::default()).build().spawn(listener)?;
     // A registry that has just started holds back removals for one TTL (it

@@ -56,6 +56,7 @@ pub mod server;
 pub mod store;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use switchboard::config::ConfigStore;
 use switchboard::discovery::{Discover, Registrar};
@@ -73,8 +74,8 @@ pub use store::{Store, StoreError, SweepReport};
 /// jitter), so clients that lost the registry together do not return
 /// together.
 pub const RETRY_BACKOFF: switchboard::backoff::Backoff = switchboard::backoff::Backoff {
-    initial: std::time::Duration::from_millis(100),
-    max: std::time::Duration::from_secs(5),
+    initial: Duration::from_millis(100),
+    max: Duration::from_secs(5),
     multiplier: 2.0,
     jitter: 1.0,
 };
@@ -89,6 +90,34 @@ pub struct Backend {
     pub registrar: Arc<dyn Registrar>,
     /// Config keys: get, list, put, delete, watch.
     pub config: Arc<dyn ConfigStore>,
+}
+
+/// A duration as Switchboard's command lines and registry URLs write it:
+/// `500ms`, `3s`, `1m`, `1.5s`, `1m30s`, `2h`, or a bare number of seconds
+/// (`10`, `0.5`).
+///
+/// Every duration flag of the `switchboard` command, the examples and the
+/// benchmark harness, and the etcd URL's `?ttl=` and `?timeout=`, go
+/// through this one function, so a duration means the same everywhere.
+/// The grammar is [`humantime::parse_duration`]'s (units `ns`, `us`, `ms`,
+/// `s`, `m`, `h`, `d` and their long forms; spans may be concatenated)
+/// plus the bare number. The error names the text and says what was
+/// expected.
+///
+/// ```
+/// use std::time::Duration;
+/// use switchboard_registry::parse_duration;
+///
+/// assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+/// assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+/// assert_eq!(parse_duration("2.5"), Ok(Duration::from_millis(2500)));
+/// assert!(parse_duration("-1s").unwrap_err().contains("\"-1s\""));
+/// ```
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let bare = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    let parsed = if bare { humantime::parse_duration(&format!("{text}s")) } else { humantime::parse_duration(text) };
+    parsed.map_err(|e| format!("{text:?} is not a duration like 500ms, 10s, 1m or 1.5s ({e})"))
 }
 
 /// The backend a `--registry` URL names.
@@ -131,5 +160,45 @@ pub fn from_url(url: &str) -> Result<Backend, ClientError> {
             url: url.to_owned(),
             reason: "unsupported registry; use http://HOST:PORT for the built-in registry or etcd://HOST:PORT[,HOST:PORT...] for etcd".to_owned(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_every_form_the_flags_and_urls_took() {
+        let ms = Duration::from_millis;
+        for (text, want) in [
+            ("500ms", ms(500)),
+            ("1500ms", ms(1500)),
+            ("3s", ms(3000)),
+            ("10s", ms(10_000)),
+            ("0.3s", ms(300)),
+            ("1m", ms(60_000)),
+            ("2", ms(2000)),
+            ("1.5", ms(1500)),
+            ("0", Duration::ZERO),
+            (" 6s ", ms(6000)),
+            ("5 s", ms(5000)),
+            // humantime's forms on top
+            ("1m30s", ms(90_000)),
+            ("2h", Duration::from_secs(7200)),
+            ("250us", Duration::from_micros(250)),
+        ] {
+            assert_eq!(parse_duration(text), Ok(want), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn bad_durations_say_what_was_wrong() {
+        for text in ["", "-1s", "fast", "1.", "10x", "ms", "1e3s", "99999999999999999999s"] {
+            let error = parse_duration(text).expect_err(text);
+            assert!(error.contains(&format!("{:?}", text.trim())), "{text:?}: {error}");
+            assert!(error.contains("500ms"), "{text:?}: {error}");
+        }
+        let error = parse_duration("10x").unwrap_err();
+        assert!(error.contains("unknown time unit \"x\""), "{error}");
     }
 }

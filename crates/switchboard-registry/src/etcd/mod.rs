@@ -57,7 +57,7 @@ pub use keys::EtcdConfigStore;
 pub use registrar::EtcdRegistrar;
 
 use crate::model::RegisterRequest;
-use crate::Backend;
+use crate::{parse_duration, Backend};
 
 /// The default root of every key (`?root=` in the URL changes it).
 pub const DEFAULT_ROOT: &str = "/switchboard";
@@ -136,23 +136,6 @@ impl FromStr for EtcdOptions {
         }
         Ok(options)
     }
-}
-
-/// `500ms`, `6s`, `1m`, or plain seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(at) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let number: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 6s or 500ms"))?;
-    let seconds = match unit {
-        "ms" => number / 1000.0,
-        "s" => number,
-        "m" => number * 60.0,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is out of range"))
 }
 
 impl EtcdOptions {

@@ -12,7 +12,7 @@
 //! # async fn run() {
 //! use std::sync::Arc;
 //! use std::time::Duration;
-//! use switchboard_examples::load::{OpenLoop, Tally};
+//! use switchboard_cli::load::{OpenLoop, Tally};
 //!
 //! let tally = Arc::new(Tally::new());
 //! let plan = OpenLoop { rate: 1000, duration: Duration::from_secs(5), max_in_flight: 1000 };

@@ -1,6 +1,7 @@
-//! The classic `Arith` service, shared by the arith examples. Field names `A`
-//! and `B` on the wire (and `Quo`, `Rem`), as Go's net/rpc example has them,
-//! so callers in other languages see the same shape.
+//! The classic `Arith` service: `switchboard demo` serves and calls it, and
+//! so do the arith examples. Field names `A` and `B` on the wire (and `Quo`,
+//! `Rem`), as Go's net/rpc example has them, so callers in other languages
+//! see the same shape.
 
 use serde::{Deserialize, Serialize};
 use switchboard::Status;
@@ -8,8 +9,10 @@ use switchboard::Status;
 /// Two operands.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Args {
+    /// The first operand (`A` on the wire).
     #[serde(rename = "A")]
     pub a: i64,
+    /// The second operand (`B` on the wire).
     #[serde(rename = "B")]
     pub b: i64,
 }
@@ -17,12 +20,15 @@ pub struct Args {
 /// A quotient and remainder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quotient {
+    /// `A / B` (`Quo` on the wire).
     #[serde(rename = "Quo")]
     pub quo: i64,
+    /// `A % B` (`Rem` on the wire).
     #[serde(rename = "Rem")]
     pub rem: i64,
 }
 
+/// Multiplication and division of two `i64`s, as in Go's net/rpc example.
 #[switchboard::service]
 pub trait Arith {
     /// `A * B`.
