@@ -20,7 +20,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde::de::IgnoredAny;
-use switchboard::fuzzing::{next_json, JsonRequest};
+use switchboard::fuzzing::{leading_whitespace, next_json, JsonRequest};
 use switchboard_fuzz::{chunks, split_json_input};
 
 /// The requests read, and whether the stream ended cleanly (no error, and
@@ -31,6 +31,10 @@ fn read_all(pieces: &[&[u8]], max: usize) -> (Vec<JsonRequest>, bool) {
     for piece in pieces {
         buf.extend_from_slice(piece);
         loop {
+            // Whitespace between requests is dropped as it arrives, as the
+            // server's reader does: it never counts against the limit.
+            let blank = leading_whitespace(&buf);
+            buf.drain(..blank);
             match next_json(&buf, max) {
                 Ok(Some(request)) => {
                     check(&buf, &request, max);

@@ -12,7 +12,9 @@
 //!   accepts, with the same result;
 //! - a parsed request re-serializes to JSON that parses to the same
 //!   request;
-//! - the store registers exactly the requests `validate` accepts; what it
+//! - the store registers exactly the requests `validate` accepts whose
+//!   address a caller can dial (`model::unroutable`) and whose metadata is
+//!   within the per-record cap; what it
 //!   stores is what was sent, its listing survives a JSON round trip (the
 //!   client's parse), registering again unchanged does not bump the index,
 //!   and deregistering removes it;
@@ -22,8 +24,8 @@
 use libfuzzer_sys::fuzz_target;
 use switchboard_registry::config::RegistryConfig;
 use switchboard_registry::fuzzing::{parse_register, parse_wait};
-use switchboard_registry::model::{InstanceList, RegisterRequest, MAX_NAME_LEN};
-use switchboard_registry::store::Store;
+use switchboard_registry::model::{unroutable, InstanceList, RegisterRequest, MAX_NAME_LEN};
+use switchboard_registry::store::{Store, StoreError};
 
 fn register(body: &[u8]) {
     let parsed = parse_register(body);
@@ -37,12 +39,18 @@ fn register(body: &[u8]) {
     let json = serde_json::to_vec(&req).expect("a request serializes");
     assert_eq!(parse_register(&json).as_ref(), Ok(&req), "JSON round trip");
 
+    // The store's rules: a valid request, an address a caller can dial
+    // (the default config refuses unspecified, multicast and link-local
+    // ones), metadata within the per-record cap.
     let valid = req.validate();
+    let dialable = unroutable(&req.address);
     let store = Store::new(RegistryConfig::default());
-    let index = match (store.register(req.clone()), &valid) {
-        (Ok(index), Ok(())) => index,
-        (Err(_), Err(_)) => return,
-        (got, _) => panic!("store {got:?} but validate {valid:?}"),
+    let index = match (store.register(req.clone()), &valid, dialable) {
+        (Ok(index), Ok(()), None) => index,
+        (Err(_), Err(_), _) => return,
+        (Err(StoreError::Invalid(e)), Ok(()), Some(_)) if e.to_string().contains("callers cannot dial it") => return,
+        (Err(StoreError::MetadataTooLarge { .. }), Ok(()), None) => return,
+        (got, _, _) => panic!("store {got:?} but validate {valid:?}, unroutable {dialable:?}"),
     };
     for name in [&req.service, &req.id] {
         assert!(!name.is_empty() && name.len() <= MAX_NAME_LEN);

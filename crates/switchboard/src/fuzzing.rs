@@ -43,6 +43,13 @@ pub fn next_json(buf: &[u8], max: usize) -> Result<Option<JsonRequest>, String> 
     }))
 }
 
+/// How many bytes of JSON whitespace `buf` starts with (what the JSON-RPC
+/// reader drops between requests).
+#[cfg(feature = "go")]
+pub fn leading_whitespace(buf: &[u8]) -> usize {
+    scan::leading_whitespace(buf)
+}
+
 /// Where an HTTP request head ends (`head_end` in `server/http.rs`), looking
 /// at `buf` from byte `from` on (an earlier call saw no end before it).
 pub fn head_end(buf: &[u8], from: usize) -> Option<usize> {
