@@ -427,7 +427,14 @@ async fn clients_that_read_no_answers_hold_a_bounded_total() {
     let took = legit_call(&client, 2).await;
     let peak = target.peak_mib();
     println!("40 clients reading no answers: peak RSS {peak:.1} MiB (base {base:.1}, budget {budget_mib} MiB); legit call {took:?}");
-    assert!(peak < base + budget_mib as f64 + 40.0, "peak RSS {peak:.1} MiB");
+    // Beyond the budget: each connection's uncharged 64 KiB of input and
+    // of output, and per connection one 1 MiB request held by its running
+    // call while its answer waits (charged, but past the limit: a call
+    // already running is not refused), plus what the allocator keeps
+    // around them. Measured 85 MiB over the base in release, 92–105 MiB in
+    // debug builds on a loaded machine.
+    let slack = 40.0 * (1.0 + 2.0 * 64.0 / 1024.0) + 24.0;
+    assert!(peak < base + budget_mib as f64 + slack, "peak RSS {peak:.1} MiB (base {base:.1})");
     assert!(took < Duration::from_millis(500), "a legitimate call took {took:?}");
     // Those whose answers did not fit the kernel's socket buffers are
     // dropped after the frame timeout (5 s); the others hold nothing in the

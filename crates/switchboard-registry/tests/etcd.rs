@@ -442,13 +442,25 @@ async fn etcd_restarting_costs_callers_nothing_and_servers_register_again() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let registered = restarted.elapsed();
-    tokio::time::sleep(Duration::from_secs(3)).await; // past the TTL: the leases are renewed
-    let present = blocking({
-        let e = etcd.clone();
-        move || keys(&e, "/switchboard/services/Node/")
-    })
-    .await;
-    assert_eq!(present.len(), 3, "{present:?}");
+    // Past the TTL the records are still (or, after a lease that lapsed
+    // under load, again) there: keepalives renew the leases, and a lost
+    // one is granted anew and the record put back. A snapshot at one
+    // instant would race that recovery on a loaded machine (a keepalive
+    // late by a TTL), so wait for the state instead.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let began = Instant::now();
+    loop {
+        let present = blocking({
+            let e = etcd.clone();
+            move || keys(&e, "/switchboard/services/Node/")
+        })
+        .await;
+        if present.len() == 3 {
+            break;
+        }
+        assert!(began.elapsed() < Duration::from_secs(10), "records a TTL after the restart: {present:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     stop.store(true, Ordering::Relaxed);
     caller.await.expect("caller");

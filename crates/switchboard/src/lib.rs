@@ -99,6 +99,15 @@ pub use server::{Server, Service};
 pub use status::{Code, Status};
 pub use switchboard_macros::service;
 
+/// What most code that calls or serves needs, in one import:
+/// `use switchboard::prelude::*;`. [`Channel`] is here for its
+/// [`call`](Channel::call) and [`call_with`](Channel::call_with), which
+/// every channel (client, balanced channel, Go client) shares.
+pub mod prelude {
+    pub use crate::balance::{Balanced, CallOptionsExt};
+    pub use crate::{CallOptions, Channel, Client, Code, Context, Error, Server, Status};
+}
+
 /// The README's code, compiled and run as a doctest so it cannot rot.
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]

@@ -34,6 +34,7 @@
 //! use std::sync::Arc;
 //! use switchboard::balance::{Balanced, FailMode, PeakEwma};
 //! use switchboard::discovery::Static;
+//! use switchboard::Channel; // call, call_with
 //!
 //! # async fn run() -> Result<(), switchboard::Error> {
 //! let source = Arc::new(Static::new(["127.0.0.1:9000", "127.0.0.1:9001"]));

@@ -18,7 +18,7 @@
 //! `#[switchboard::service]` work over any `Channel`.
 //!
 //! ```no_run
-//! use switchboard::Client;
+//! use switchboard::{Channel, Client}; // Channel: call, call_with
 //!
 //! # async fn run() -> Result<(), switchboard::Error> {
 //! let client = Client::connect("127.0.0.1:9000").await?;

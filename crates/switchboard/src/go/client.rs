@@ -12,6 +12,7 @@
 //!
 //! ```no_run
 //! use switchboard::go::{GoClient, GoProtocol};
+//! use switchboard::Channel; // call, call_with
 //!
 //! #[derive(serde::Serialize)]
 //! struct Args { #[serde(rename = "A")] a: i64, #[serde(rename = "B")] b: i64 }
