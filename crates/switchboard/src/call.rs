@@ -37,8 +37,9 @@ pub struct Request {
     pub metadata: Metadata,
     /// The encoded argument.
     pub payload: Bytes,
-    /// The caller's address (server side) or the server's (client side,
-    /// once chosen).
+    /// Server side: the caller's address, set by the protocol that read the
+    /// call. Client side: unset (nothing fills it in; the server's address
+    /// is the channel's business).
     pub peer: Option<SocketAddr>,
     /// When the caller stops waiting, on this host's clock. On the wire it
     /// travels as the time remaining, never as an absolute time.
