@@ -148,6 +148,23 @@ async fn wait_listed(balanced: &Balanced, n: usize, within: Duration) {
     }
 }
 
+/// Waits (up to 10 s) until `n` keys are under `prefix`.
+async fn wait_records(cluster: &Arc<EtcdCluster>, prefix: &'static str, n: usize, when: &str) {
+    let began = Instant::now();
+    loop {
+        let present = blocking({
+            let e = Arc::clone(cluster);
+            move || keys(&e, prefix)
+        })
+        .await;
+        if present.len() == n {
+            return;
+        }
+        assert!(began.elapsed() < Duration::from_secs(10), "records {when}: {present:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn keys(cluster: &EtcdCluster, prefix: &str) -> BTreeSet<String> {
     cluster
         .etcdctl_ok(&["get", "--prefix", "--keys-only", prefix])
@@ -426,21 +443,7 @@ async fn etcd_restarting_costs_callers_nothing_and_servers_register_again() {
     wait_listed(&balanced, 3, Duration::from_secs(10)).await;
     let watching = restarted.elapsed();
     // Every record is in etcd again, each on a live lease.
-    let began = Instant::now();
-    loop {
-        let present = blocking({
-            let e = etcd.clone();
-            move || keys(&e, "/switchboard/services/Node/")
-        })
-        .await;
-        if present.len() == 3 {
-            break;
-        }
-        if began.elapsed() > Duration::from_secs(10) {
-            panic!("records after the restart: {present:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_records(&etcd, "/switchboard/services/Node/", 3, "after the restart").await;
     let registered = restarted.elapsed();
     // Past the TTL the records are still (or, after a lease that lapsed
     // under load, again) there: keepalives renew the leases, and a lost
@@ -448,19 +451,7 @@ async fn etcd_restarting_costs_callers_nothing_and_servers_register_again() {
     // instant would race that recovery on a loaded machine (a keepalive
     // late by a TTL), so wait for the state instead.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let began = Instant::now();
-    loop {
-        let present = blocking({
-            let e = etcd.clone();
-            move || keys(&e, "/switchboard/services/Node/")
-        })
-        .await;
-        if present.len() == 3 {
-            break;
-        }
-        assert!(began.elapsed() < Duration::from_secs(10), "records a TTL after the restart: {present:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_records(&etcd, "/switchboard/services/Node/", 3, "a TTL after the restart").await;
 
     stop.store(true, Ordering::Relaxed);
     caller.await.expect("caller");
