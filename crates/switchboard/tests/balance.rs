@@ -275,8 +275,20 @@ async fn active_probing_ejects_a_dead_instance_before_any_call_finds_it() {
         .build();
     let addr = a.addr.clone();
     let in_rotation = || balanced.stats().into_iter().find(|s| s.instance.address == addr).expect("a").in_rotation;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(in_rotation(), "a live instance answers its pings");
+    // The static list arrives through discovery, asynchronously.
+    let listing = std::time::Instant::now();
+    while !balanced.stats().iter().any(|s| s.instance.address == addr) {
+        assert!(listing.elapsed() < Duration::from_secs(5), "the instances were never listed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Six probe periods: a live instance answers every ping and never
+    // leaves the rotation (an instance starts in it, so one look at the
+    // end would prove nothing).
+    let watched = std::time::Instant::now();
+    while watched.elapsed() < Duration::from_millis(300) {
+        assert!(in_rotation(), "a live instance was ejected after {:?}", watched.elapsed());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     a.kill();
     let began = std::time::Instant::now();
     while in_rotation() {
