@@ -173,3 +173,26 @@ async fn without_routes_http_is_not_served() {
     assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}, answered {:?}", String::from_utf8_lossy(&answer));
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_body_the_memory_budget_cannot_cover_is_refused_503() {
+    let (server, addr) = serve(ServerConfig { memory_budget: 128 << 10, ..ServerConfig::default() }).await;
+    // Within the budget (the first 64 KiB are free): echoed whole.
+    let body = vec![b'x'; 150 << 10];
+    let mut stream = TcpStream::connect(&addr).await.expect("connect");
+    stream
+        .write_all(format!("POST /echo HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes())
+        .await
+        .expect("write");
+    stream.write_all(&body).await.expect("write");
+    let (head, echoed) = response(&mut stream).await.expect("an answer");
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert_eq!(echoed.len(), body.len());
+    // Past it: refused from the header, before any of the body is held.
+    let mut stream = TcpStream::connect(&addr).await.expect("connect");
+    stream.write_all(b"POST /echo HTTP/1.1\r\nContent-Length: 600000\r\n\r\n").await.expect("write");
+    let (head, _) = response(&mut stream).await.expect("an answer");
+    assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
+    assert!(closes(&mut stream).await);
+    server.shutdown().await;
+}

@@ -16,7 +16,8 @@
 //! A path no route has is answered `404 Not Found`, a method the path's
 //! routes lack `405 Method Not Allowed` (with `Allow`). Limits: a head of
 //! at most [`MAX_HEAD`] bytes and [`MAX_HEADERS`] fields (`431` past them),
-//! a body of at most [`MAX_BODY`] bytes (`413`), no chunked request
+//! a body of at most [`MAX_BODY`] bytes (`413`; past 64 KiB it is charged
+//! to the memory budget, `503` when that is spent), no chunked request
 //! bodies (`501`), and the connection's time limits as for every protocol:
 //! the handshake timeout until the first whole head, the frame timeout for
 //! a head or body once started, the idle timeout between requests.
@@ -30,7 +31,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::protocol::{ConnClock, Connection, Detect, Dispatcher, Expired, Protocol};
+use super::protocol::{Charge, ConnClock, Connection, Detect, Dispatcher, Expired, Protocol};
 use crate::call::BoxFuture;
 
 /// Longest request head (request line and header fields) accepted.
@@ -39,6 +40,9 @@ pub const MAX_HEAD: usize = 8 << 10;
 pub const MAX_HEADERS: usize = 64;
 /// Longest request body accepted by a [`HttpRoute::respond`] route.
 pub const MAX_BODY: usize = 1 << 20;
+/// Of a body, this much is not charged to the server's memory budget (as
+/// each native connection's first 64 KiB of input is not).
+const FREE_BODY: usize = 64 << 10;
 
 /// An HTTP request: its head, and for [`HttpRoute::respond`] routes its
 /// body.
@@ -361,7 +365,11 @@ async fn serve(routes: Arc<[HttpRoute]>, conn: Connection) {
                 return handler(up).await;
             }
             Handler::Respond(handler) => {
-                match read_body(&mut stream, &mut buf, &mut clock, &request).await {
+                // A body past the free allowance is charged to the server's
+                // memory budget, as every protocol's buffered input is, and
+                // stays charged while its handler runs.
+                let mut charge = dispatcher.budget().charge();
+                match read_body(&mut stream, &mut buf, &mut clock, &request, &mut charge).await {
                     Ok(body) => request.body = body,
                     Err(ReadEnd::Quiet) => return,
                     Err(ReadEnd::Answer(status, why)) => {
@@ -378,6 +386,7 @@ async fn serve(routes: Arc<[HttpRoute]>, conn: Connection) {
                     let _running = clock.calls().enter();
                     handler(request).await
                 };
+                drop(charge);
                 let keep_alive = keep_alive && !dispatcher.is_draining();
                 let answer = response.encode(minor, keep_alive);
                 if !keep_alive {
@@ -429,6 +438,7 @@ async fn read_body(
     buf: &mut BytesMut,
     clock: &mut ConnClock,
     request: &HttpRequest,
+    charge: &mut Charge,
 ) -> Result<Bytes, ReadEnd> {
     if request.header("transfer-encoding").is_some() {
         return Err(ReadEnd::Answer(501, "chunked request bodies are not supported; send Content-Length"));
@@ -440,8 +450,10 @@ async fn read_body(
     if len > MAX_BODY {
         return Err(ReadEnd::Answer(413, "the request body is too long"));
     }
-    if len > 0 {
-        buf.reserve(len.saturating_sub(buf.len()));
+    // The buffer grows as the body arrives (read_more), not on the
+    // header's word.
+    if !charge.try_hold(len.saturating_sub(FREE_BODY)) {
+        return Err(ReadEnd::Answer(503, "the server's memory budget is spent; try again later"));
     }
     while buf.len() < len {
         clock.decoded(false, true);
