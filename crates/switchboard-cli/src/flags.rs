@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard::balance::{Balanced, FailMode};
-use switchboard::discovery::Metadata;
+use switchboard::discovery::InstanceMeta;
 use switchboard::Client;
 
 /// `500ms`, `3s`, `1m`, `1.5s`, `1m30s`, or a bare number of seconds: see
@@ -47,11 +47,11 @@ impl Announce {
     ) -> anyhow::Result<switchboard::server::ServerBuilder> {
         let Some(url) = &self.registry else { return Ok(builder) };
         let backend = switchboard_registry::from_url(url)?;
-        let metadata = Metadata {
+        let metadata = InstanceMeta {
             version: self.version.clone(),
             zone: self.zone.clone(),
             weight: self.weight,
-            ..Metadata::default()
+            ..InstanceMeta::default()
         };
         builder = builder.registrar(backend.registrar).metadata(metadata);
         if let Some(address) = &self.advertise {

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use switchboard_registry::model::{Health, Instance};
+use switchboard_registry::model::{Health, InstanceRecord};
 use switchboard_registry::{etcd, RegistryClient, RegistryConfig, RegistryServer};
 
 /// Run a registry on `listen` until Ctrl-C or SIGTERM.
@@ -137,7 +137,7 @@ async fn list_etcd(registry: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn row(i: &Instance, now_ms: u64) -> String {
+fn row(i: &InstanceRecord, now_ms: u64) -> String {
     let health = match i.health {
         Health::Passing => "passing",
         Health::Expired => "expired",

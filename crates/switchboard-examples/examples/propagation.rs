@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use hdrhistogram::Histogram;
-use switchboard::discovery::{Change, Metadata, Registration};
+use switchboard::discovery::{Change, InstanceMeta, Registration};
 use switchboard_cli::load::micros;
 use switchboard_registry::{from_url, Backend, RegistryConfig, RegistryServer};
 use tokio::sync::watch;
@@ -80,7 +80,7 @@ async fn measure(backend: Backend, rounds: u32) -> anyhow::Result<(Histogram<u64
             service: service.clone(),
             id: id.clone(),
             address: id.clone(),
-            metadata: Metadata::default(),
+            metadata: InstanceMeta::default(),
             methods: vec![format!("{service}.Ping")],
         };
         for (list, into) in [(vec![registration], &mut added), (Vec::new(), &mut removed)] {

@@ -13,7 +13,7 @@
 //!
 //! | module | what it holds |
 //! |--------|---------------|
-//! | [`model`] | the JSON shapes: [`RegisterRequest`](model::RegisterRequest) (what servers send) and [`Instance`](model::Instance) (what the registry returns), validation |
+//! | [`model`] | the JSON shapes: [`RegisterRequest`](model::RegisterRequest) (what servers send) and [`InstanceRecord`](model::InstanceRecord) (what the registry returns), validation |
 //! | [`config`] | [`RegistryConfig`]: heartbeat interval, TTL, sweep interval, self-preservation, limits, HTTP timeouts and connection cap |
 //! | [`store`] | [`Store`]: the instances, the modification index, caps, blocking waits, TTL sweep and self-preservation; no HTTP |
 //! | `store/changes.rs` | each service's change log and the bounded pages of changes since an index ([`Store::changes`]) |

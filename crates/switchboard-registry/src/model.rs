@@ -5,12 +5,12 @@
 //! - [`RegisterRequest`] is what a server sends: who it is, where it listens,
 //!   what it serves, and optionally its TTL. It carries nothing the registry
 //!   decides.
-//! - [`Instance`] is what the registry stores and returns: the request's
+//! - [`InstanceRecord`] is what the registry stores and returns: the request's
 //!   fields plus the registry-maintained ones (registration time, last
 //!   heartbeat, health, effective TTL).
 //!
 //! A client can therefore never set its own health or heartbeat time, and the
-//! registry can add fields to [`Instance`] without changing what servers send.
+//! registry can add fields to [`InstanceRecord`] without changing what servers send.
 //!
 //! A service's instances travel as [`ServiceChanges`]: what changed after
 //! the index a watcher passes (everything, for a first listing), in pages
@@ -46,7 +46,7 @@ pub const MAX_NAME_LEN: usize = 256;
 
 /// Version, weight, zone, tags and key/values: the same type discovery hands
 /// to balancers, so nothing is lost between the registry and the caller.
-pub use switchboard::discovery::Metadata;
+pub use switchboard::discovery::InstanceMeta;
 
 /// What a server sends to register (or re-register) one instance of a service.
 ///
@@ -62,7 +62,7 @@ pub struct RegisterRequest {
     pub address: String,
     /// Version, weight, zone, tags, key/values.
     #[serde(default)]
-    pub metadata: Metadata,
+    pub metadata: InstanceMeta,
     /// The methods the instance serves, e.g. `Arith.Multiply`.
     #[serde(default)]
     pub methods: Vec<String>,
@@ -79,7 +79,7 @@ impl RegisterRequest {
             service: service.into(),
             id: id.into(),
             address: address.into(),
-            metadata: Metadata::default(),
+            metadata: InstanceMeta::default(),
             methods: Vec::new(),
             ttl_ms: None,
         }
@@ -241,7 +241,7 @@ pub(crate) fn json_len<T: Serialize + ?Sized>(value: &T) -> usize {
 
 /// The bytes a record's `metadata` and `methods` take in the registry's
 /// JSON: what [`RegistryConfig::max_metadata_bytes`](crate::RegistryConfig::max_metadata_bytes) limits.
-pub fn metadata_len(metadata: &Metadata, methods: &[String]) -> usize {
+pub fn metadata_len(metadata: &InstanceMeta, methods: &[String]) -> usize {
     json_len(metadata).saturating_add(json_len(methods))
 }
 
@@ -258,7 +258,7 @@ pub enum Health {
 
 /// One instance as the registry stores and returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Instance {
+pub struct InstanceRecord {
     /// Service name.
     pub service: String,
     /// Instance id, unique within the service.
@@ -266,7 +266,7 @@ pub struct Instance {
     /// `host:port` callers dial.
     pub address: String,
     /// Version, weight, zone, tags, key/values.
-    pub metadata: Metadata,
+    pub metadata: InstanceMeta,
     /// Methods the instance serves.
     pub methods: Vec<String>,
     /// Effective TTL in milliseconds (the request's, or the registry default).
@@ -279,8 +279,8 @@ pub struct Instance {
     pub health: Health,
 }
 
-impl From<Instance> for switchboard::discovery::Instance {
-    fn from(i: Instance) -> Self {
+impl From<InstanceRecord> for switchboard::discovery::Instance {
+    fn from(i: InstanceRecord) -> Self {
         switchboard::discovery::Instance {
             id: i.id,
             address: i.address,
@@ -342,7 +342,7 @@ pub struct InstanceList {
     /// for the next change.
     pub index: u64,
     /// Instances sorted by id (empty for a service nobody registered).
-    pub instances: Vec<Instance>,
+    pub instances: Vec<InstanceRecord>,
     /// Milliseconds the registry is still warming up after a start (0 when
     /// warm): instances alive but not yet re-registered may be missing, so
     /// treat a missing instance as "not seen yet", not as "gone".
@@ -384,7 +384,7 @@ pub struct ServiceChanges {
     /// The answer stopped at the listing cap; more follows.
     pub more: bool,
     /// Instances added or changed (every live one, on a reset), sorted by id.
-    pub instances: Vec<Instance>,
+    pub instances: Vec<InstanceRecord>,
     /// Ids of instances removed (deregistered or evicted), sorted.
     pub removed: Vec<String>,
     /// Milliseconds the registry is still warming up after a start (0 when
@@ -553,7 +553,7 @@ mod tests {
 
     #[test]
     fn metadata_is_measured_as_its_json() {
-        let mut metadata = Metadata::default();
+        let mut metadata = InstanceMeta::default();
         let empty = metadata_len(&metadata, &[]);
         assert_eq!(empty, serde_json::to_vec(&metadata).unwrap().len() + 2);
         metadata.kv.insert("k".into(), "\"\u{1}".into());

@@ -86,7 +86,7 @@ use tokio::time::Instant;
 
 use crate::config::RegistryConfig;
 use crate::model::{
-    Health, Instance, InstanceList, InvalidField, RegisterRequest, RegistryStatus, ServiceList, ServiceSummary,
+    Health, InstanceList, InstanceRecord, InvalidField, RegisterRequest, RegistryStatus, ServiceList, ServiceSummary,
 };
 
 mod changes;
@@ -184,7 +184,7 @@ pub struct SweepReport {
 #[derive(Debug)]
 struct Entry {
     /// Shared with listings being encoded; a heartbeat copies it only if one is.
-    instance: Arc<Instance>,
+    instance: Arc<InstanceRecord>,
     ttl: Duration,
     last_seen: Instant,
     /// Index of the record's last change: its place in the service's log.
@@ -307,7 +307,7 @@ fn millis(d: Duration) -> u64 {
 /// The most bytes `instance` can take in a listing: its JSON now, plus room
 /// for a heartbeat time of any length (health is `passing` or `expired`,
 /// both 7 letters; nothing else changes without an update).
-fn listed_len(instance: &Instance) -> usize {
+fn listed_len(instance: &InstanceRecord) -> usize {
     let digits = instance.last_heartbeat_ms.checked_ilog10().map_or(1, |d| d as usize + 1);
     crate::model::json_len(instance).saturating_add(20 - digits)
 }
@@ -431,7 +431,7 @@ impl Store {
             if inner.instance_count >= self.config.max_instances {
                 return Err(StoreError::TooManyInstances { limit: self.config.max_instances });
             }
-            let instance = Instance {
+            let instance = InstanceRecord {
                 service: req.service.clone(),
                 id: req.id.clone(),
                 address: req.address,
@@ -547,7 +547,7 @@ impl Store {
         match inner.services.get(service) {
             Some(s) => InstanceList {
                 index: s.index,
-                instances: s.instances.values().map(|e| Instance::clone(&e.instance)).collect(),
+                instances: s.instances.values().map(|e| InstanceRecord::clone(&e.instance)).collect(),
                 warming_up_ms,
             },
             None => InstanceList { index: 0, instances: Vec::new(), warming_up_ms },

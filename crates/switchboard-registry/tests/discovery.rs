@@ -86,7 +86,7 @@ async fn eventually(
     client: &RegistryClient,
     service: &str,
     within: Duration,
-    check: impl Fn(&[switchboard_registry::model::Instance]) -> bool,
+    check: impl Fn(&[switchboard_registry::model::InstanceRecord]) -> bool,
 ) -> Duration {
     let began = Instant::now();
     loop {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use switchboard::discovery::{Change, Discover};
-use switchboard_registry::model::{metadata_len, Metadata};
+use switchboard_registry::model::{metadata_len, InstanceMeta};
 use switchboard_registry::{BuiltinDiscover, RegistryClient, RegistryConfig, RegistryHandle, RegistryServer};
 
 struct Registry {
@@ -122,9 +122,9 @@ async fn instance_caps_refuse_new_instances_with_409_and_never_a_heartbeat_or_up
 async fn metadata_past_its_cap_is_refused_with_413_and_at_the_cap_accepted() {
     let limit = 512;
     let reg = start(RegistryConfig { max_metadata_bytes: limit, ..RegistryConfig::default() }).await;
-    // Metadata and methods taking exactly `limit` bytes as JSON.
+    // InstanceMeta and methods taking exactly `limit` bytes as JSON.
     let methods = vec!["S.Get".to_owned()];
-    let mut metadata = Metadata::default();
+    let mut metadata = InstanceMeta::default();
     metadata.kv.insert("blob".into(), String::new());
     let pad = limit - metadata_len(&metadata, &methods);
     metadata.kv.insert("blob".into(), "x".repeat(pad));

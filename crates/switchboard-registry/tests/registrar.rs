@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde_json::json;
-use switchboard::discovery::{Metadata, Registrar, Registration};
+use switchboard::discovery::{InstanceMeta, Registrar, Registration};
 use switchboard_registry::{BuiltinRegistrar, RegistryClient};
 
 /// Collects what the registrar logs.
@@ -76,7 +76,7 @@ async fn a_refused_registration_is_logged_with_the_reason_and_retried_with_growi
         service: "Arith".into(),
         id: "127.0.0.1:9000".into(),
         address: "127.0.0.1:9000".into(),
-        metadata: Metadata::default(),
+        metadata: InstanceMeta::default(),
         methods: vec!["Arith.Multiply".into()],
     };
     let (tx, rx) = tokio::sync::watch::channel(vec![record]);

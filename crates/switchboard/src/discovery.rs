@@ -44,7 +44,7 @@ use crate::call::BoxFuture;
 /// Descriptive data about an instance, for balancers and people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct Metadata {
+pub struct InstanceMeta {
     /// Version of the software the instance runs (free form, default empty).
     pub version: String,
     /// Relative weight for weighted balancing (default 100; 0 means "send
@@ -58,9 +58,9 @@ pub struct Metadata {
     pub kv: BTreeMap<String, String>,
 }
 
-impl Default for Metadata {
+impl Default for InstanceMeta {
     fn default() -> Self {
-        Metadata { version: String::new(), weight: 100, zone: String::new(), tags: Vec::new(), kv: BTreeMap::new() }
+        InstanceMeta { version: String::new(), weight: 100, zone: String::new(), tags: Vec::new(), kv: BTreeMap::new() }
     }
 }
 
@@ -72,7 +72,7 @@ pub struct Instance {
     /// `host:port` to dial.
     pub address: String,
     /// Version, weight, zone, tags, key/values.
-    pub metadata: Metadata,
+    pub metadata: InstanceMeta,
     /// The methods it serves (`Service.Method`); empty when unknown.
     pub methods: Vec<String>,
     /// Whether the registry considers it alive. An unhealthy instance is
@@ -85,7 +85,7 @@ impl Instance {
     /// A healthy instance with default metadata whose id is its address.
     pub fn new(address: impl Into<String>) -> Instance {
         let address = address.into();
-        Instance { id: address.clone(), address, metadata: Metadata::default(), methods: Vec::new(), healthy: true }
+        Instance { id: address.clone(), address, metadata: InstanceMeta::default(), methods: Vec::new(), healthy: true }
     }
 }
 
@@ -178,7 +178,7 @@ pub struct Registration {
     /// The advertised `host:port`.
     pub address: String,
     /// Version, weight, zone, tags, key/values.
-    pub metadata: Metadata,
+    pub metadata: InstanceMeta,
     /// The methods it serves (`Arith.Multiply`), sorted.
     pub methods: Vec<String>,
 }

@@ -49,7 +49,7 @@ use std::io::Write as _;
 use std::sync::Arc;
 
 use super::{Inner, Store};
-use crate::model::{json_len, Cursor, Instance, ServiceChanges};
+use crate::model::{json_len, Cursor, InstanceRecord, ServiceChanges};
 
 /// The most bytes of an answer besides its records: `{"index":…,"epoch":…,
 /// "reset":false,"more":false,"instances":[],"removed":[]}` with 20-digit
@@ -173,7 +173,7 @@ pub(crate) struct Page {
     pub(crate) reset: bool,
     pub(crate) more: bool,
     /// Sorted by id.
-    pub(crate) instances: Vec<Arc<Instance>>,
+    pub(crate) instances: Vec<Arc<InstanceRecord>>,
     /// Sorted.
     pub(crate) removed: Vec<String>,
     /// The most bytes the page's JSON can take (at most the cap it was read with).
@@ -216,7 +216,7 @@ impl Page {
             epoch,
             reset: self.reset,
             more: self.more,
-            instances: self.instances.iter().map(|i| Instance::clone(i)).collect(),
+            instances: self.instances.iter().map(|i| InstanceRecord::clone(i)).collect(),
             removed: self.removed.clone(),
             warming_up_ms,
         }

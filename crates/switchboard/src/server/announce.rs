@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::Router;
-use crate::discovery::{Metadata, Registrar, Registration};
+use crate::discovery::{InstanceMeta, Registrar, Registration};
 
 /// What `ServerBuilder::registrar` and friends configured.
 #[derive(Debug, Clone)]
@@ -22,7 +22,7 @@ pub(crate) struct AnnounceConfig {
     pub(crate) registrar: Arc<dyn Registrar>,
     pub(crate) advertise: Option<String>,
     pub(crate) id: Option<String>,
-    pub(crate) metadata: Metadata,
+    pub(crate) metadata: InstanceMeta,
 }
 
 /// The running announcement.

@@ -52,7 +52,7 @@ use tokio_util::task::TaskTracker;
 pub use router::{handler_fn, raw_handler_fn, Handler, RegisterError, Router, Service, ServiceInfo};
 
 use crate::call::{Context, Request, Response};
-use crate::discovery::{Metadata, Registrar};
+use crate::discovery::{InstanceMeta, Registrar};
 use crate::frame::DEFAULT_MAX_FRAME;
 use crate::middleware::Middleware;
 use crate::middleware::Next;
@@ -152,7 +152,7 @@ pub struct ServerBuilder {
     registrar: Option<Arc<dyn Registrar>>,
     advertise: Option<String>,
     instance_id: Option<String>,
-    metadata: Metadata,
+    metadata: InstanceMeta,
     protocols: Vec<Arc<dyn Protocol>>,
     http_routes: Vec<HttpRoute>,
 }
@@ -274,7 +274,7 @@ impl ServerBuilder {
     }
 
     /// Version, weight, zone, tags and key/values to register.
-    pub fn metadata(mut self, metadata: Metadata) -> ServerBuilder {
+    pub fn metadata(mut self, metadata: InstanceMeta) -> ServerBuilder {
         self.metadata = metadata;
         self
     }
