@@ -118,7 +118,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(ops) = u.arbitrary_iter::<Op>().and_then(|ops| ops.take(64).collect::<arbitrary::Result<Vec<Op>>>()) else {
         return;
     };
-    let config = RegistryConfig { max_config_keys: MAX_KEYS, max_config_bytes: MAX_BYTES, ..RegistryConfig::default() };
+    let config = RegistryConfig::default().max_config_keys(MAX_KEYS).max_config_bytes(MAX_BYTES);
     let store = Store::new(config);
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().expect("a runtime");

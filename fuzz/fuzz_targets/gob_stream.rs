@@ -72,7 +72,7 @@ fn read_stream(limits: Limits, pieces: &[&[u8]]) -> (Vec<Seen>, Option<String>) 
     // Limits a standalone payload is read back with: the same bounds on the
     // value (depth, zero fill); framing and definition budgets at their
     // defaults, as renumbered type ids may take a byte more.
-    let alone_limits = Limits { max_depth: limits.max_depth, max_zero_fill: limits.max_zero_fill, ..Limits::default() };
+    let alone_limits = Limits::default().max_depth(limits.max_depth).max_zero_fill(limits.max_zero_fill);
     let mut peer = Peer { encoder: Encoder::new(), stream: Vec::new(), decoder: Decoder::new(), read: 0 };
     let mut buf: Vec<u8> = Vec::new();
     let mut seen = Vec::new();

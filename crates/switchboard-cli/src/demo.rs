@@ -78,12 +78,7 @@ pub(crate) async fn run(opts: Options) -> anyhow::Result<bool> {
         bail!("--duration must be at least 2s (the kill comes at 30 %, the restart at 60 %)");
     }
     let exe = std::env::current_exe().context("cannot find the switchboard binary to start the instances")?;
-    let config = RegistryConfig {
-        heartbeat_interval: HEARTBEAT,
-        default_ttl: TTL,
-        sweep_interval: SWEEP,
-        ..RegistryConfig::default()
-    };
+    let config = RegistryConfig::default().heartbeat_interval(HEARTBEAT).default_ttl(TTL).sweep_interval(SWEEP);
     let listener =
         tokio::net::TcpListener::bind("127.0.0.1:0").await.context("the registry cannot listen on 127.0.0.1:0")?;
     let registry = RegistryServer::builder().config(config).build().spawn(listener).context("starting the registry")?;

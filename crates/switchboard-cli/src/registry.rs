@@ -9,7 +9,7 @@ use switchboard_registry::{etcd, RegistryClient, RegistryConfig, RegistryServer}
 
 /// Run a registry on `listen` until Ctrl-C or SIGTERM.
 pub(crate) async fn serve(listen: &str, heartbeat: Duration, ttl: Duration) -> anyhow::Result<()> {
-    let config = RegistryConfig { heartbeat_interval: heartbeat, default_ttl: ttl, ..RegistryConfig::default() };
+    let config = RegistryConfig::default().heartbeat_interval(heartbeat).default_ttl(ttl);
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let handle = RegistryServer::builder().config(config).build().spawn(listener)?;

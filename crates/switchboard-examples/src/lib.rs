@@ -7,3 +7,10 @@
 //! until a signal, the open-loop load generator) is the library of the
 //! `switchboard-cli` package, [`switchboard_cli`], so the examples and the
 //! command take the same flags and behave the same way.
+
+/// The README's code, compiled and run as a doctest so it cannot rot. It
+/// lives here, in the unpublished crate, because the README sits at the
+/// workspace's root, outside every published package.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+mod readme {}

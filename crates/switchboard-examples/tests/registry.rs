@@ -19,12 +19,10 @@ async fn listed(client: &RegistryClient) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_a_server_costs_callers_nothing_and_the_registry_drops_it_within_the_ttl() {
-    let config = RegistryConfig {
-        heartbeat_interval: Duration::from_millis(400),
-        default_ttl: TTL,
-        sweep_interval: Duration::from_millis(100),
-        ..RegistryConfig::default()
-    };
+    let config = RegistryConfig::default()
+        .heartbeat_interval(Duration::from_millis(400))
+        .default_ttl(TTL)
+        .sweep_interval(Duration::from_millis(100));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let registry = RegistryServer::builder().config(config).build().spawn(listener).expect("registry");
     let url = format!("http://{}", registry.local_addr());

@@ -48,15 +48,13 @@ struct Args {
 async fn main() -> Result<()> {
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter("switchboard_registry=warn").init();
     let args = Args::parse();
-    let config = RegistryConfig {
-        max_instances: args.max_instances,
-        max_instances_per_service: args.max_instances_per_service,
-        max_metadata_bytes: args.max_metadata_bytes,
-        max_listing_bytes: args.max_listing_bytes,
-        max_connections: args.max_connections,
-        sweep_interval: Duration::from_millis(args.sweep_ms),
-        ..RegistryConfig::default()
-    };
+    let config = RegistryConfig::default()
+        .max_instances(args.max_instances)
+        .max_instances_per_service(args.max_instances_per_service)
+        .max_metadata_bytes(args.max_metadata_bytes)
+        .max_listing_bytes(args.max_listing_bytes)
+        .max_connections(args.max_connections)
+        .sweep_interval(Duration::from_millis(args.sweep_ms));
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

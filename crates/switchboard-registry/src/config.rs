@@ -3,12 +3,14 @@
 //!
 //! Every limit has a default meant for one registry serving a small fleet
 //! on one machine or a few (docs/REGISTRY.md, "Limits", has the table and
-//! the memory budget they add up to). Raise them with the struct literal:
+//! the memory budget they add up to). Raise them with the setters, one per
+//! field and named after it (the struct is `#[non_exhaustive]`, so a new
+//! setting is not a breaking change):
 //!
 //! ```
 //! use switchboard_registry::RegistryConfig;
 //!
-//! let config = RegistryConfig { max_instances: 50_000, ..RegistryConfig::default() };
+//! let config = RegistryConfig::default().max_instances(50_000);
 //! assert_eq!(config.max_instances_per_service, 1_000);
 //! ```
 
@@ -17,6 +19,7 @@ use std::time::Duration;
 /// Everything the registry lets you tune. `RegistryConfig::default()` gives
 /// the documented defaults (docs/REGISTRY.md has the table).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct RegistryConfig {
     /// How often servers should heartbeat (advertised in `/v1/status`). Default 2 s.
     pub heartbeat_interval: Duration,
@@ -127,6 +130,29 @@ impl Default for RegistryConfig {
         }
     }
 }
+
+switchboard::__setters!(RegistryConfig {
+    heartbeat_interval: Duration,
+    default_ttl: Duration,
+    sweep_interval: Duration,
+    self_preservation_share: f64,
+    self_preservation_window: Duration,
+    self_preservation_min_instances: usize,
+    max_body_bytes: usize,
+    default_wait: Duration,
+    max_wait: Duration,
+    max_config_keys: usize,
+    max_config_bytes: usize,
+    max_instances: usize,
+    max_instances_per_service: usize,
+    max_metadata_bytes: usize,
+    max_listing_bytes: usize,
+    allow_unroutable_addresses: bool,
+    header_timeout: Duration,
+    body_timeout: Duration,
+    idle_timeout: Duration,
+    max_connections: usize
+});
 
 /// What one record may take in a listing besides its metadata and methods:
 /// service, id and address (256 bytes each, doubled if every byte needs

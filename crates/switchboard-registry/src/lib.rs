@@ -73,12 +73,8 @@ pub use store::{Store, StoreError, SweepReport};
 /// to 5 s, each wait drawn anywhere between none and twice the step (full
 /// jitter), so clients that lost the registry together do not return
 /// together.
-pub const RETRY_BACKOFF: switchboard::backoff::Backoff = switchboard::backoff::Backoff {
-    initial: Duration::from_millis(100),
-    max: Duration::from_secs(5),
-    multiplier: 2.0,
-    jitter: 1.0,
-};
+pub const RETRY_BACKOFF: switchboard::backoff::Backoff =
+    switchboard::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5), 2.0, 1.0);
 
 /// A registry backend: where callers discover instances, servers
 /// register, and configuration is read and watched.

@@ -155,7 +155,7 @@ async fn bad_keys_values_and_queries_are_refused_and_change_nothing() {
 
 #[tokio::test]
 async fn the_key_and_byte_limits_answer_409() {
-    let reg = start(RegistryConfig { max_config_keys: 2, max_config_bytes: 100, ..RegistryConfig::default() }).await;
+    let reg = start(RegistryConfig::default().max_config_keys(2).max_config_bytes(100)).await;
     assert_eq!(reg.put("k1", "a").await.0, StatusCode::OK);
     assert_eq!(reg.put("k2", "b").await.0, StatusCode::OK);
     let (status, body, _) = reg.put("k3", "c").await;

@@ -42,12 +42,13 @@ fn new_store(keys: &[(&str, &str)]) -> Arc<Store> {
 
 /// A config store that retries an unreachable registry every 20–60 ms.
 fn quick(url: &str) -> BuiltinConfigStore {
-    BuiltinConfigStore::new(RegistryClient::new(url).expect("url")).backoff(Backoff {
-        initial: Duration::from_millis(20),
-        max: Duration::from_millis(40),
-        multiplier: 2.0,
-        jitter: 0.5,
-    })
+    BuiltinConfigStore::new(RegistryClient::new(url).expect("url")).backoff(
+        Backoff::default()
+            .initial(Duration::from_millis(20))
+            .max(Duration::from_millis(40))
+            .multiplier(2.0)
+            .jitter(0.5),
+    )
 }
 
 async fn next(watch: &mut ConfigWatch) -> Vec<ConfigEvent> {
@@ -97,7 +98,7 @@ async fn the_trait_gets_puts_lists_and_deletes_through_from_url() {
     registry.shutdown().await.expect("registry stops");
 
     // A full registry: the store's own message, as a backend error.
-    let store = Arc::new(Store::new(RegistryConfig { max_config_keys: 1, ..RegistryConfig::default() }));
+    let store = Arc::new(Store::new(RegistryConfig::default().max_config_keys(1)));
     let registry = RegistryServer::builder().store(store).build().spawn(bind("127.0.0.1:0").await).expect("starts");
     let config = switchboard_registry::from_url(&format!("http://{}", registry.local_addr())).expect("url").config;
     config.put("k1", "v").await.expect("room for one");

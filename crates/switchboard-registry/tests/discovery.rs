@@ -18,12 +18,10 @@ use switchboard_registry::{BuiltinDiscover, BuiltinRegistrar, RegistryClient, Re
 const HEARTBEAT: Duration = Duration::from_millis(400);
 
 fn config() -> RegistryConfig {
-    RegistryConfig {
-        heartbeat_interval: HEARTBEAT,
-        default_ttl: Duration::from_millis(1200),
-        sweep_interval: Duration::from_millis(100),
-        ..RegistryConfig::default()
-    }
+    RegistryConfig::default()
+        .heartbeat_interval(HEARTBEAT)
+        .default_ttl(Duration::from_millis(1200))
+        .sweep_interval(Duration::from_millis(100))
 }
 
 async fn start_registry(addr: &str) -> switchboard_registry::RegistryHandle {
@@ -47,12 +45,13 @@ async fn start_registry(addr: &str) -> switchboard_registry::RegistryHandle {
 /// every 400 ms), which is the moment a cache that trusted the registry's
 /// first answer would drop every instance.
 fn quick_discover(client: &RegistryClient) -> BuiltinDiscover {
-    BuiltinDiscover::new(client.clone()).backoff(Backoff {
-        initial: Duration::from_millis(20),
-        max: Duration::from_millis(40),
-        multiplier: 2.0,
-        jitter: 0.5,
-    })
+    BuiltinDiscover::new(client.clone()).backoff(
+        Backoff::default()
+            .initial(Duration::from_millis(20))
+            .max(Duration::from_millis(40))
+            .multiplier(2.0)
+            .jitter(0.5),
+    )
 }
 
 /// A server registered with the registry at `url`, serving `Node.Where`

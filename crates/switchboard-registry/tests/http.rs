@@ -229,7 +229,7 @@ async fn a_watcher_passing_its_last_index_never_misses_a_change() {
 
 #[tokio::test]
 async fn ttl_eviction_over_http() {
-    let config = RegistryConfig { sweep_interval: Duration::from_millis(50), ..RegistryConfig::default() };
+    let config = RegistryConfig::default().sweep_interval(Duration::from_millis(50));
     let reg = start(config).await;
     for id in ["silent", "beating"] {
         let mut body = instance("Arith", id, 9000);
@@ -252,7 +252,7 @@ async fn ttl_eviction_over_http() {
 
 #[tokio::test]
 async fn self_preservation_is_visible_in_the_api() {
-    let config = RegistryConfig { sweep_interval: Duration::from_millis(50), ..RegistryConfig::default() };
+    let config = RegistryConfig::default().sweep_interval(Duration::from_millis(50));
     let reg = start(config).await;
     for id in ["a", "b", "c", "d"] {
         let mut body = instance("Arith", id, 9000);
@@ -504,7 +504,7 @@ async fn shutdown_answers_waiting_blocking_queries() {
 #[tokio::test]
 async fn warm_up_is_announced_for_one_ttl() {
     let ttl = Duration::from_millis(1000);
-    let reg = start(RegistryConfig { default_ttl: ttl, ..RegistryConfig::default() }).await;
+    let reg = start(RegistryConfig::default().default_ttl(ttl)).await;
     for path in ["/v1/services", "/v1/services/Arith", "/v1/status"] {
         let left = reg.get_raw(path).await.1["warming_up_ms"].as_u64().unwrap_or(0);
         assert!(left > 0 && left <= 1000, "{path}: warming_up_ms = {left}");

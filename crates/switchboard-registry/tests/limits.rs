@@ -74,7 +74,7 @@ async fn assert_refused(reg: &Registry, body: &Value, status: StatusCode, code: 
 
 #[tokio::test]
 async fn instance_caps_refuse_new_instances_with_409_and_never_a_heartbeat_or_update() {
-    let config = RegistryConfig { max_instances: 5, max_instances_per_service: 3, ..RegistryConfig::default() };
+    let config = RegistryConfig::default().max_instances(5).max_instances_per_service(3);
     let reg = start(config).await;
     for id in ["a", "b", "c"] {
         assert_eq!(reg.register(&instance("S", id)).await.0, StatusCode::OK);
@@ -121,7 +121,7 @@ async fn instance_caps_refuse_new_instances_with_409_and_never_a_heartbeat_or_up
 #[tokio::test]
 async fn metadata_past_its_cap_is_refused_with_413_and_at_the_cap_accepted() {
     let limit = 512;
-    let reg = start(RegistryConfig { max_metadata_bytes: limit, ..RegistryConfig::default() }).await;
+    let reg = start(RegistryConfig::default().max_metadata_bytes(limit)).await;
     // InstanceMeta and methods taking exactly `limit` bytes as JSON.
     let methods = vec!["S.Get".to_owned()];
     let mut metadata = InstanceMeta::default();
@@ -185,7 +185,7 @@ async fn addresses_no_caller_can_dial_are_refused_unless_allowed() {
     }
     reg.handle.shutdown().await.unwrap();
 
-    let reg = start(RegistryConfig { allow_unroutable_addresses: true, ..RegistryConfig::default() }).await;
+    let reg = start(RegistryConfig::default().allow_unroutable_addresses(true)).await;
     for (address, _) in cases {
         let mut body = instance("S", "i");
         body["address"] = json!(address);
@@ -200,7 +200,7 @@ fn ids(list: &Value) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn registrations_that_never_heartbeat_cannot_switch_self_preservation_on() {
-    let config = RegistryConfig { sweep_interval: Duration::from_millis(50), ..RegistryConfig::default() };
+    let config = RegistryConfig::default().sweep_interval(Duration::from_millis(50));
     let reg = start(config).await;
     let short = |service: &str, id: &str| {
         let mut body = instance(service, id);
@@ -256,7 +256,7 @@ async fn registrations_that_never_heartbeat_cannot_switch_self_preservation_on()
 #[tokio::test]
 async fn listings_never_pass_the_cap_and_discovery_follows_the_pages() {
     // A cap of 1024 + 4096 bytes: a few records per page.
-    let config = RegistryConfig { max_listing_bytes: 0, max_metadata_bytes: 1024, ..RegistryConfig::default() };
+    let config = RegistryConfig::default().max_listing_bytes(0).max_metadata_bytes(1024);
     let cap = config.listing_cap();
     assert_eq!(cap, 5120);
     let reg = start(config).await;

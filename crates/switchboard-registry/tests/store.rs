@@ -177,7 +177,7 @@ async fn self_preservation_needs_the_minimum_instance_count_and_respects_the_sha
     assert!(!report.self_preservation);
 
     // A configured share of 0.9 tolerates 3 of 4 expiring.
-    let config = RegistryConfig { self_preservation_share: 0.9, ..RegistryConfig::default() };
+    let config = RegistryConfig::default().self_preservation_share(0.9);
     let store = Store::new(config);
     for (i, id) in ["a", "b", "c", "d"].iter().enumerate() {
         store.register(req("S", id, 1 + i as u16)).unwrap();

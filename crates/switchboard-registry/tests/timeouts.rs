@@ -61,13 +61,13 @@ async fn response(stream: &mut TcpStream) -> (u16, String, Value) {
 }
 
 fn config() -> RegistryConfig {
-    RegistryConfig { header_timeout: SHORT, body_timeout: SHORT, idle_timeout: SHORT, ..RegistryConfig::default() }
+    RegistryConfig::default().header_timeout(SHORT).body_timeout(SHORT).idle_timeout(SHORT)
 }
 
 #[tokio::test]
 async fn a_partial_request_head_is_closed_at_the_header_timeout() {
     // The idle timeout is long here: only the header timeout can close it.
-    let reg = start(RegistryConfig { idle_timeout: Duration::from_secs(60), ..config() }).await;
+    let reg = start(config().idle_timeout(Duration::from_secs(60))).await;
     let mut stream = TcpStream::connect(reg.local_addr()).await.unwrap();
     stream.write_all(b"GET /v1/status HTTP/1.1\r\nHost: registry\r\nX-Slow: ").await.unwrap();
     let began = Instant::now();
@@ -97,7 +97,7 @@ async fn a_partial_request_head_is_closed_at_the_header_timeout() {
 
 #[tokio::test]
 async fn a_partial_body_gets_408_and_is_closed_at_the_body_timeout() {
-    let reg = start(RegistryConfig { idle_timeout: Duration::from_secs(60), ..config() }).await;
+    let reg = start(config().idle_timeout(Duration::from_secs(60))).await;
     let mut stream = TcpStream::connect(reg.local_addr()).await.unwrap();
     let head =
         "PUT /v1/instances HTTP/1.1\r\nHost: registry\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n";
@@ -151,12 +151,10 @@ async fn an_idle_keep_alive_connection_is_closed_at_the_idle_timeout_and_a_block
 #[tokio::test]
 async fn past_the_connection_cap_a_connection_gets_503_at_once_and_the_registry_recovers() {
     const CAP: usize = 4;
-    let config = RegistryConfig {
-        max_connections: CAP,
-        idle_timeout: Duration::from_secs(60),
-        header_timeout: Duration::from_secs(60),
-        ..RegistryConfig::default()
-    };
+    let config = RegistryConfig::default()
+        .max_connections(CAP)
+        .idle_timeout(Duration::from_secs(60))
+        .header_timeout(Duration::from_secs(60));
     let reg = start(config).await;
     let base = format!("http://{}", reg.local_addr());
     // The attacker's connections: each answered once (so each is surely
@@ -204,11 +202,8 @@ async fn past_the_connection_cap_a_connection_gets_503_at_once_and_the_registry_
 /// `http.rs`, `shutdown_answers_waiting_blocking_queries`.)
 #[tokio::test]
 async fn shutdown_does_not_wait_for_connections_between_requests() {
-    let config = RegistryConfig {
-        idle_timeout: Duration::from_secs(60),
-        header_timeout: Duration::from_secs(60),
-        ..RegistryConfig::default()
-    };
+    let config =
+        RegistryConfig::default().idle_timeout(Duration::from_secs(60)).header_timeout(Duration::from_secs(60));
     let reg = start(config).await;
     let mut idle = TcpStream::connect(reg.local_addr()).await.unwrap();
     idle.write_all(b"GET /v1/status HTTP/1.1\r\nHost: registry\r\n\r\n").await.unwrap();

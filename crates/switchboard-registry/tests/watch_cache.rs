@@ -112,7 +112,7 @@ fn assert_well_formed(answer: &Answer) {
 async fn shared_answers_follow_every_change_and_heartbeats_show_in_fresh_answers() {
     // A 1 s default TTL ends the warm-up after 1 s (the instances ask for 1 h).
     let ttl = Duration::from_secs(1);
-    let reg = start(RegistryConfig { default_ttl: ttl, ..RegistryConfig::default() }).await;
+    let reg = start(RegistryConfig::default().default_ttl(ttl)).await;
     let seen = reg.register("a1", 9001).await;
     tokio::time::sleep(ttl).await;
     assert!(reg.list().await.json().get("warming_up_ms").is_none(), "warm");

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 /// Backoff between failed attempts: exponential, capped, jittered.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct Backoff {
     /// Wait after the first failure.
     pub initial: Duration,
@@ -21,11 +22,20 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Backoff {
-        Backoff { initial: Duration::from_millis(50), max: Duration::from_secs(5), multiplier: 2.0, jitter: 0.2 }
+        Backoff::new(Duration::from_millis(50), Duration::from_secs(5), 2.0, 0.2)
     }
 }
 
+__setters!(Backoff { initial: Duration, max: Duration, multiplier: f64, jitter: f64 });
+
 impl Backoff {
+    /// Waits from `initial`, each `multiplier` times the last, capped at
+    /// `max`, each randomised by `jitter` (a share, either way). A `const
+    /// fn`, for policies kept in constants.
+    pub const fn new(initial: Duration, max: Duration, multiplier: f64, jitter: f64) -> Backoff {
+        Backoff { initial, max, multiplier, jitter }
+    }
+
     /// The wait after `failures` consecutive failures (1 or more).
     pub fn delay(&self, failures: u32) -> Duration {
         let exp = self.multiplier.powi(failures.saturating_sub(1).min(63) as i32);

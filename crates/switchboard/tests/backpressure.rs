@@ -12,8 +12,7 @@ use switchboard::{Client, Server, Status};
 async fn calls_over_the_per_connection_limit_wait_instead_of_failing() {
     let running = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
-    let server =
-        Server::builder().config(ServerConfig { max_calls_per_connection: 2, ..ServerConfig::default() }).build();
+    let server = Server::builder().config(ServerConfig::default().max_calls_per_connection(2)).build();
     let (r, p) = (Arc::clone(&running), Arc::clone(&peak));
     server
         .router()

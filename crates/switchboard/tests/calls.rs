@@ -1000,7 +1000,7 @@ async fn large_payloads_round_trip_and_oversized_requests_are_not_sent() {
     let (proxy, traffic) = counting_proxy(addr).await;
     let max = 64 << 10;
     let small = Client::builder(proxy.to_string())
-        .config(ClientConfig { max_frame: max, ..ClientConfig::default() })
+        .config(ClientConfig::default().max_frame(max))
         .connect()
         .await
         .expect("connect through proxy");
@@ -1042,7 +1042,7 @@ async fn compressed_requests_and_responses_round_trip_and_shrink_on_the_wire() {
 
     // Compression on: intact, and far fewer than 1 MiB on the wire each way.
     let (proxy, traffic) = counting_proxy(addr).await;
-    let config = ClientConfig { compress_threshold: Some(1024), ..ClientConfig::default() };
+    let config = ClientConfig::default().compress_threshold(Some(1024));
     let client = Client::builder(proxy.to_string()).config(config).connect().await.expect("connect");
     let back: Blob = within(WAIT, "compressed echo", client.call("Blob.Echo", &blob)).await.expect("echo");
     assert!(back == blob, "compressed payload came back altered");

@@ -29,12 +29,10 @@ const MIB: usize = 1 << 20;
 
 /// Limits long enough never to fire in a test unless it waits for them.
 fn config() -> ServerConfig {
-    ServerConfig {
-        handshake_timeout: Duration::from_secs(30),
-        frame_timeout: Duration::from_secs(30),
-        idle_timeout: None,
-        ..ServerConfig::default()
-    }
+    ServerConfig::default()
+        .handshake_timeout(Duration::from_secs(30))
+        .frame_timeout(Duration::from_secs(30))
+        .idle_timeout(None)
 }
 
 #[derive(Serialize)]
@@ -396,7 +394,7 @@ async fn stall_with(addr: &str, bytes: &[u8], limit: Duration) -> Option<Duratio
 async fn connections_that_stall_before_a_whole_request_are_closed_at_the_handshake_timeout() {
     let _serial = SERIAL.lock().await;
     let handshake = Duration::from_millis(300);
-    let (server, addr) = serve(ServerConfig { handshake_timeout: handshake, ..config() }).await;
+    let (server, addr) = serve(config().handshake_timeout(handshake)).await;
     let mut enc = Encoder::new();
     let call = gob_call(&mut enc, 1, "Arith.Multiply", &Args { a: 6, b: 7 });
     let cases: [(&str, &[u8]); 6] = [
@@ -436,7 +434,7 @@ async fn connections_that_stall_before_a_whole_request_are_closed_at_the_handsha
 async fn a_request_started_after_the_first_must_finish_within_the_frame_timeout() {
     let _serial = SERIAL.lock().await;
     let frame = Duration::from_millis(300);
-    let (server, addr) = serve(ServerConfig { frame_timeout: frame, ..config() }).await;
+    let (server, addr) = serve(config().frame_timeout(frame)).await;
 
     // gob: one call answered, then half of the next.
     let mut stream = TcpStream::connect(&addr).await.expect("connect");
@@ -481,7 +479,7 @@ async fn an_idle_go_connection_is_closed_but_not_while_a_call_runs() {
     let idle = Duration::from_millis(400);
     // (The handshake timeout is shorter: the clock arms its first timer for
     // the handshake limit and looks at the idle limit from then on.)
-    let config = ServerConfig { idle_timeout: Some(idle), handshake_timeout: idle / 2, ..config() };
+    let config = config().idle_timeout(Some(idle)).handshake_timeout(idle / 2);
     let (server, addr) = serve(config).await;
     for protocol in ["gob", "jsonrpc"] {
         let mut stream = TcpStream::connect(&addr).await.expect("connect");
@@ -518,13 +516,8 @@ async fn an_idle_go_connection_is_closed_but_not_while_a_call_runs() {
 async fn clients_that_read_none_of_their_answers_hold_a_bounded_total() {
     let _serial = SERIAL.lock().await;
     let budget = 16 * MIB;
-    let (server, addr) = serve(ServerConfig {
-        memory_budget: budget,
-        max_queued_bytes: 2 * MIB,
-        frame_timeout: Duration::from_secs(1),
-        ..config()
-    })
-    .await;
+    let (server, addr) =
+        serve(config().memory_budget(budget).max_queued_bytes(2 * MIB).frame_timeout(Duration::from_secs(1))).await;
     // 40 clients, each sending 8 calls echoing 1 MiB and reading nothing:
     // 320 MiB of answers if the server took them all.
     let mut enc = Encoder::new();

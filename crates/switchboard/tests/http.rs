@@ -135,11 +135,9 @@ async fn bad_and_oversized_requests_get_their_status_and_a_close() {
 
 #[tokio::test]
 async fn a_head_or_body_that_stalls_is_answered_408_at_the_frame_timeout() {
-    let config = ServerConfig {
-        frame_timeout: Duration::from_millis(300),
-        idle_timeout: Some(Duration::from_millis(300)),
-        ..ServerConfig::default()
-    };
+    let config = ServerConfig::default()
+        .frame_timeout(Duration::from_millis(300))
+        .idle_timeout(Some(Duration::from_millis(300)));
     let (server, addr) = serve(config).await;
     // After one whole request, a second that stops halfway.
     let mut stream = TcpStream::connect(&addr).await.expect("connect");
@@ -176,7 +174,7 @@ async fn without_routes_http_is_not_served() {
 
 #[tokio::test]
 async fn a_body_the_memory_budget_cannot_cover_is_refused_503() {
-    let (server, addr) = serve(ServerConfig { memory_budget: 128 << 10, ..ServerConfig::default() }).await;
+    let (server, addr) = serve(ServerConfig::default().memory_budget(128 << 10)).await;
     // Within the budget (the first 64 KiB are free): echoed whole.
     let body = vec![b'x'; 150 << 10];
     let mut stream = TcpStream::connect(&addr).await.expect("connect");

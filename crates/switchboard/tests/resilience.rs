@@ -149,16 +149,16 @@ async fn backup_requests_cut_the_tail_when_one_instance_is_slow() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_retry_budget_caps_the_extra_load() {
     let (a, b) = (Node::start(), Node::start());
-    let quick = RetryPolicy {
-        backoff: Backoff {
-            initial: Duration::from_millis(1),
-            max: Duration::from_millis(2),
-            multiplier: 2.0,
-            jitter: 0.0,
-        },
-        budget_ratio: 0.2,
-        budget_min_per_sec: 1,
-    };
+    let quick = RetryPolicy::default()
+        .backoff(
+            Backoff::default()
+                .initial(Duration::from_millis(1))
+                .max(Duration::from_millis(2))
+                .multiplier(2.0)
+                .jitter(0.0),
+        )
+        .budget_ratio(0.2)
+        .budget_min_per_sec(1);
     let run = |policy: RetryPolicy| {
         // Every instance fails every call: with breakers they would open and
         // take the load off; off here, so only the budget limits retries.
@@ -186,7 +186,7 @@ async fn the_retry_budget_caps_the_extra_load() {
     };
     let hits = || a.hits() + b.hits();
     // Without a real budget every call tries both instances: 2 × 300.
-    let unlimited = run(RetryPolicy { budget_ratio: 100.0, ..quick }).await;
+    let unlimited = run(quick.budget_ratio(100.0)).await;
     assert_eq!(hits(), 600, "{unlimited:?}");
     let before = hits();
     let stats = run(quick).await;
@@ -236,8 +236,7 @@ async fn fail_try_repeats_on_the_same_instance_and_fail_fast_does_not_repeat() {
 async fn a_sick_instance_trips_its_breaker_then_recovers() {
     let (sick, well) = (Node::start(), Node::start());
     sick.behaviour.sick.store(true, Ordering::Relaxed);
-    let breaker =
-        BreakerConfig { consecutive_failures: 3, open_for: Duration::from_millis(300), ..BreakerConfig::default() };
+    let breaker = BreakerConfig::default().consecutive_failures(3).open_for(Duration::from_millis(300));
     let balanced =
         Balanced::builder("Node", source(&[&sick, &well])).balancer(RoundRobin::new()).breaker(breaker).build();
     let mut errors = 0;

@@ -64,6 +64,7 @@ pub const DEFAULT_ROOT: &str = "/switchboard";
 
 /// Where and how to reach etcd, parsed from an `etcd://` URL.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct EtcdOptions {
     /// `host:port` of each member.
     pub endpoints: Vec<String>,
@@ -87,6 +88,13 @@ impl Default for EtcdOptions {
         }
     }
 }
+
+switchboard::__setters!(EtcdOptions {
+    endpoints: Vec<String>,
+    root: String,
+    ttl: Duration,
+    request_timeout: Duration
+});
 
 impl FromStr for EtcdOptions {
     type Err = EtcdError;

@@ -11,6 +11,7 @@ use super::budget::TimeWindow;
 
 /// When a [`CircuitBreaker`] opens and for how long.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct BreakerConfig {
     /// Open after this many failures in a row (default 5; 0: never on
     /// consecutive failures alone).
@@ -47,6 +48,16 @@ impl Default for BreakerConfig {
         }
     }
 }
+
+__setters!(BreakerConfig {
+    consecutive_failures: u32,
+    failure_rate: f64,
+    window: Duration,
+    min_calls: u32,
+    open_for: Duration,
+    max_open_for: Duration,
+    half_open_probes: u32
+});
 
 impl BreakerConfig {
     /// A breaker that never opens (for callers that want every attempt to

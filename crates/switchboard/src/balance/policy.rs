@@ -140,6 +140,7 @@ pub const BACKUP_DELAY_BEFORE_SAMPLES: Duration = Duration::from_millis(50);
 
 /// Retry timing and limits shared by every call of a channel.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Wait before the n-th retry of a call that may have run:
     /// `initial × multiplier^(n-1)`, capped at `max`, randomised by
@@ -167,6 +168,8 @@ impl Default for RetryPolicy {
         }
     }
 }
+
+__setters!(RetryPolicy { backoff: Backoff, budget_ratio: f64, budget_min_per_sec: u32 });
 
 /// Recent answer latencies of a channel, for percentile backup delays.
 pub(super) struct LatencyWindow {

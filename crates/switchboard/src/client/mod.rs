@@ -156,6 +156,7 @@ pub(crate) fn budget(own: Option<Duration>, ctx: Option<&Context>) -> Option<Dur
 
 /// Per-call settings. Unset fields fall back to the client's defaults.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct CallOptions {
     /// How long to wait for the answer (sent to the server as the deadline).
     pub timeout: Option<Duration>,
@@ -211,6 +212,7 @@ impl CallOptions {
 
 /// Client settings.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ClientConfig {
     /// Default timeout for calls that set none. Default 30 s; `None` waits
     /// forever.
@@ -240,6 +242,15 @@ impl Default for ClientConfig {
         }
     }
 }
+
+__setters!(ClientConfig {
+    timeout: Option<Duration>,
+    connect_timeout: Duration,
+    codec: Codec,
+    max_frame: usize,
+    compress_threshold: Option<usize>,
+    backoff: Backoff
+});
 
 /// Builds a [`Client`].
 pub struct ClientBuilder {

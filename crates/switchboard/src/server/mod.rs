@@ -64,6 +64,7 @@ use protocol::Protocol;
 
 /// Server settings. The defaults suit most services.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ServerConfig {
     /// Largest frame accepted or sent (header + metadata + payload).
     /// Default 16 MiB.
@@ -142,6 +143,24 @@ impl Default for ServerConfig {
         }
     }
 }
+
+__setters!(ServerConfig {
+    max_frame: usize,
+    max_connections: usize,
+    shutdown_timeout: Duration,
+    default_timeout: Option<Duration>,
+    compress_threshold: usize,
+    max_calls_per_connection: usize,
+    max_queued_bytes: usize,
+    max_connections_per_peer: usize,
+    handshake_timeout: Duration,
+    frame_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    memory_budget: usize,
+    max_metadata_bytes: usize,
+    max_metadata_entries: usize,
+    raise_fd_limit: bool
+});
 
 /// Builds a [`Server`].
 #[derive(Default)]

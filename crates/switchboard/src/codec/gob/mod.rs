@@ -238,6 +238,7 @@ pub use wire::message_len;
 /// Bounds on what one stream may make the codec do. Both sides refuse a
 /// message over `max_message`; the decoder enforces the rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// The largest message body, in bytes. Default 64 MiB (Go: 1 GiB).
     pub max_message: usize,
@@ -266,3 +267,11 @@ impl Default for Limits {
         }
     }
 }
+
+__setters!(Limits {
+    max_message: usize,
+    max_depth: usize,
+    max_types: usize,
+    max_type_bytes: usize,
+    max_zero_fill: usize
+});
