@@ -32,7 +32,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use tokio::sync::mpsc;
+use crate::batches::{BatchSender, Batches};
 
 use crate::call::BoxFuture;
 
@@ -132,42 +132,11 @@ pub struct ConfigSnapshot {
 /// The first batch is the current content of the prefix (every entry as
 /// [`ConfigEvent::Put`], possibly none); later batches are changes, applied
 /// as a whole. The watch stops when this is dropped.
-#[derive(Debug)]
-pub struct ConfigWatch {
-    rx: mpsc::Receiver<Vec<ConfigEvent>>,
-}
-
-impl ConfigWatch {
-    /// A channel pair: the backend sends on the [`ConfigEventSender`], the
-    /// consumer reads here.
-    pub fn channel(capacity: usize) -> (ConfigEventSender, ConfigWatch) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        (ConfigEventSender { tx }, ConfigWatch { rx })
-    }
-
-    /// The next batch; `None` once the backend stopped for good.
-    pub async fn next(&mut self) -> Option<Vec<ConfigEvent>> {
-        self.rx.recv().await
-    }
-}
+/// [`ConfigWatch::channel`] makes a pair.
+pub type ConfigWatch = Batches<ConfigEvent>;
 
 /// The sending half of a [`ConfigWatch`], held by a backend.
-#[derive(Debug, Clone)]
-pub struct ConfigEventSender {
-    tx: mpsc::Sender<Vec<ConfigEvent>>,
-}
-
-impl ConfigEventSender {
-    /// Send a batch. `Err` means the consumer is gone: stop watching.
-    pub async fn send(&self, batch: Vec<ConfigEvent>) -> Result<(), crate::discovery::ConsumerGone> {
-        self.tx.send(batch).await.map_err(|_| crate::discovery::ConsumerGone)
-    }
-
-    /// Resolves when the consumer is gone.
-    pub async fn closed(&self) {
-        self.tx.closed().await
-    }
-}
+pub type ConfigEventSender = BatchSender<ConfigEvent>;
 
 /// Plain keys in a registry: get, list, put, delete and watch.
 ///

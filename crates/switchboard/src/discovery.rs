@@ -37,8 +37,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
+pub use crate::batches::ConsumerGone;
+use crate::batches::{BatchSender, Batches};
 use crate::call::BoxFuture;
 
 /// Descriptive data about an instance, for balancers and people.
@@ -106,53 +108,11 @@ pub enum Change {
 /// The first batch is the initial list (every instance as
 /// [`Change::Added`]; empty if there is none yet); later batches are the
 /// differences. A batch is applied as a whole. The source stops when this is
-/// dropped.
-#[derive(Debug)]
-pub struct Changes {
-    rx: mpsc::Receiver<Vec<Change>>,
-}
-
-impl Changes {
-    /// A channel pair: the source sends batches on the [`ChangeSender`], the
-    /// consumer reads them here. `capacity` batches may wait unread before
-    /// the source waits in turn.
-    pub fn channel(capacity: usize) -> (ChangeSender, Changes) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        (ChangeSender { tx }, Changes { rx })
-    }
-
-    /// The next batch; `None` once the source has stopped for good.
-    pub async fn next(&mut self) -> Option<Vec<Change>> {
-        self.rx.recv().await
-    }
-}
+/// dropped. [`Changes::channel`] makes a pair.
+pub type Changes = Batches<Change>;
 
 /// The sending half of [`Changes`], held by a discovery source.
-#[derive(Debug, Clone)]
-pub struct ChangeSender {
-    tx: mpsc::Sender<Vec<Change>>,
-}
-
-impl ChangeSender {
-    /// Send a batch. `Err` means the consumer is gone: stop watching.
-    pub async fn send(&self, batch: Vec<Change>) -> Result<(), ConsumerGone> {
-        self.tx.send(batch).await.map_err(|_| ConsumerGone)
-    }
-
-    /// Resolves when the consumer is gone.
-    pub async fn closed(&self) {
-        self.tx.closed().await
-    }
-
-    /// Whether the consumer is gone.
-    pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
-    }
-}
-
-/// The [`Changes`] receiver was dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConsumerGone;
+pub type ChangeSender = BatchSender<Change>;
 
 /// A source of instances for services: a registry client.
 pub trait Discover: Send + Sync + fmt::Debug + 'static {
@@ -253,7 +213,7 @@ impl Discover for Static {
         let (tx, rx) = Changes::channel(1);
         let batch = self.instances.iter().cloned().map(Change::Added).collect();
         // Capacity 1 and a fresh channel: the initial batch always fits.
-        let _ = tx.tx.try_send(batch);
+        let _ = tx.try_send(batch);
         rx
     }
 }

@@ -95,6 +95,7 @@ macro_rules! __setters {
 
 pub mod backoff;
 pub mod balance;
+pub mod batches;
 pub mod call;
 pub mod client;
 pub mod codec;

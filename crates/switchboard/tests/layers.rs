@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// Top-level modules by layer, lowest first.
 const LAYERS: &[&[&str]] = &[
     // The wire and neutral leaves: they use nothing above them.
-    &["status", "frame", "codec", "io", "backoff"],
+    &["status", "frame", "codec", "io", "backoff", "batches"],
     // The call model.
     &["call", "error"],
     // What both sides and the registries build on.
