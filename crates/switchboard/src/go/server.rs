@@ -260,7 +260,14 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let (mut calls, queue) = Calls::new(&inner, peer, &input.clock, outbox);
-    let writer = tokio::spawn(gob_writer(wr, queue, peer, Arc::clone(&calls.outbox), inner.config().frame_timeout));
+    let writer = tokio::spawn(write_replies(
+        wr,
+        queue,
+        GobReplies { encoder: gob::Encoder::new(), body: Vec::new() },
+        peer,
+        Arc::clone(&calls.outbox),
+        inner.config().frame_timeout,
+    ));
     let limits = gob::Limits { max_message: inner.config().max_frame, ..gob::Limits::default() };
     let mut decoder = gob::Decoder::with_limits(limits);
     let end = loop {
@@ -379,17 +386,68 @@ fn reply_body(encoder: &mut gob::Encoder, response: &Response, out: &mut Vec<u8>
     }
 }
 
-async fn gob_writer<W: AsyncWrite + Unpin>(
+/// How a protocol turns its answers into bytes: the one part of the
+/// answer writer ([`write_replies`]) that differs between gob and JSON-RPC.
+trait EncodeReply<Id>: Send + 'static {
+    /// Appends `reply` to `out`. An error closes the connection (the
+    /// stream cannot be continued after a half-written answer).
+    fn encode(&mut self, reply: Reply<Id>, out: &mut Vec<u8>) -> Result<(), GobError>;
+}
+
+/// gob: the stream's type state (each type is defined once per stream)
+/// and scratch space for a body, kept between answers.
+struct GobReplies {
+    encoder: gob::Encoder,
+    body: Vec<u8>,
+}
+
+impl EncodeReply<u64> for GobReplies {
+    fn encode(&mut self, reply: Reply<u64>, out: &mut Vec<u8>) -> Result<(), GobError> {
+        let encoded = encode_gob_reply(&mut self.encoder, reply, out, &mut self.body);
+        if self.body.capacity() > WRITE_BATCH {
+            self.body = Vec::new(); // not kept after a large answer
+        }
+        encoded
+    }
+}
+
+/// JSON-RPC: one line per answer, no state.
+struct JsonReplies;
+
+impl EncodeReply<Box<serde_json::value::RawValue>> for JsonReplies {
+    fn encode(&mut self, reply: Reply<Box<serde_json::value::RawValue>>, out: &mut Vec<u8>) -> Result<(), GobError> {
+        encode_json_reply(reply, out);
+        Ok(())
+    }
+}
+
+/// Writes a connection's answers as they come off `queue`: as many as are
+/// ready (up to [`WRITE_BATCH`] bytes) in one write, counted in the
+/// [`Outbox`] until written, the write bounded by `limit`; the stream is
+/// shut down when the queue ends.
+///
+/// This is not [`io::WriteQueue`](crate::io), the native connection's
+/// writer, by design: that one writes to a `TcpStream` inline from the
+/// task that answers (`try_write`) and falls back to a writer task, the
+/// native fast path. The Go protocols write to any `AsyncWrite` (a
+/// stream after an HTTP `CONNECT`, and TLS next), answer through a
+/// bounded queue (the [`Outbox`] counts what waits, for the connection's
+/// share of the memory budget) and pay for one task per connection,
+/// which their callers (one request at a time per Go client goroutine,
+/// mostly) do not notice.
+async fn write_replies<W, Id, E>(
     mut wr: W,
-    mut queue: mpsc::Receiver<Reply<u64>>,
+    mut queue: mpsc::Receiver<Reply<Id>>,
+    mut replies: E,
     peer: SocketAddr,
     outbox: Arc<Outbox>,
     limit: std::time::Duration,
-) {
+) where
+    W: AsyncWrite + Unpin,
+    E: EncodeReply<Id>,
+{
     let _stop = StopOnDrop(&outbox);
-    let mut encoder = gob::Encoder::new();
     let mut out = Vec::with_capacity(4096);
-    let mut body = Vec::new();
     // The answers in `out`: counted as queued until it is written.
     let mut batch = Batch::default();
     while let Some(first) = queue.recv().await {
@@ -397,12 +455,9 @@ async fn gob_writer<W: AsyncWrite + Unpin>(
         let mut next = Some(first);
         while let Some(reply) = next.take() {
             batch.add(reply.size());
-            if let Err(e) = encode_gob_reply(&mut encoder, reply, &mut out, &mut body) {
+            if let Err(e) = replies.encode(reply, &mut out) {
                 tracing::error!(%peer, error = %e, "cannot encode a net/rpc answer; closing the connection");
                 return;
-            }
-            if body.capacity() > WRITE_BATCH {
-                body = Vec::new(); // not kept after a large answer
             }
             if out.len() < WRITE_BATCH {
                 next = queue.try_recv().ok();
@@ -452,7 +507,14 @@ pub(crate) async fn serve_jsonrpc<R, W>(
 {
     let mut input = Input::new(&inner, rd, buf, clock);
     let (mut calls, queue) = Calls::new(&inner, peer, &input.clock, Arc::new(Outbox::new(&inner)));
-    let writer = tokio::spawn(json_writer(wr, queue, peer, Arc::clone(&calls.outbox), inner.config().frame_timeout));
+    let writer = tokio::spawn(write_replies(
+        wr,
+        queue,
+        JsonReplies,
+        peer,
+        Arc::clone(&calls.outbox),
+        inner.config().frame_timeout,
+    ));
     let mut scan = JsonScan::default();
     let end = loop {
         if let Err(end) = calls.ready(&mut input).await {
@@ -561,40 +623,6 @@ pub(crate) fn json_request(
         None if buf.len() > max => Err(format!("a request longer than the limit of {max} bytes")),
         None => Ok(None),
     }
-}
-
-async fn json_writer<W: AsyncWrite + Unpin>(
-    mut wr: W,
-    mut queue: mpsc::Receiver<Reply<Box<serde_json::value::RawValue>>>,
-    peer: SocketAddr,
-    outbox: Arc<Outbox>,
-    limit: std::time::Duration,
-) {
-    let _stop = StopOnDrop(&outbox);
-    let mut out = Vec::with_capacity(4096);
-    // The answers in `out`: counted as queued until it is written.
-    let mut batch = Batch::default();
-    while let Some(first) = queue.recv().await {
-        out.clear();
-        let mut next = Some(first);
-        while let Some(reply) = next.take() {
-            batch.add(reply.size());
-            encode_json_reply(reply, &mut out);
-            if out.len() < WRITE_BATCH {
-                next = queue.try_recv().ok();
-            }
-        }
-        let written = conn::write_all(&mut wr, &out, limit).await;
-        outbox.wrote(&mut batch);
-        if let Err(e) = written {
-            log_write_failure(peer, &e);
-            return;
-        }
-        if out.capacity() > WRITE_BATCH {
-            out = Vec::with_capacity(4096); // not kept after a large batch
-        }
-    }
-    conn::shutdown(&mut wr, limit).await;
 }
 
 /// `{"id":…,"result":…,"error":…}` and a newline, as Go's `jsonrpc` writes it.
