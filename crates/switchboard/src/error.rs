@@ -133,6 +133,10 @@ impl Error {
         match self {
             Error::Refused { .. } | Error::Connect { .. } | Error::NoInstances { .. } => Retry::Always,
             Error::ConnectionLost { .. } => Retry::IfIdempotent,
+            // Passed on from the server's own downstream call: that hop
+            // had its chance to retry, and retrying at every hop
+            // multiplies the load.
+            Error::Status(s) if s.is_forwarded() => Retry::Never,
             Error::Status(s) => match s.code() {
                 Code::Unavailable => Retry::IfIdempotent,
                 _ => Retry::Never,
@@ -156,8 +160,11 @@ impl Error {
         }
     }
 
-    /// This error as a [`Status`] (for a server that forwards a failed
-    /// downstream call to its own caller).
+    /// This error as a [`Status`] with the same code and message, not
+    /// marked forwarded. A handler passing on a failed downstream call
+    /// should use `?` or `Status::from` instead, which mark it
+    /// ([`Status::is_forwarded`]) so that its caller does not count the
+    /// failure against the healthy instance that answered.
     pub fn to_status(&self) -> Status {
         match self {
             Error::Status(s) => s.clone(),
@@ -167,6 +174,21 @@ impl Error {
 
     pub(crate) fn protocol(addr: &str, err: FrameError) -> Error {
         Error::Protocol { addr: addr.to_owned(), reason: err.to_string() }
+    }
+}
+
+/// A failed downstream call, passed on by a handler (`call(...).await?`):
+/// the downstream's code and message, [marked
+/// forwarded](Status::is_forwarded) so that the caller's balancer treats
+/// the answer as coming from a healthy instance.
+impl From<Error> for Status {
+    fn from(error: Error) -> Status {
+        match error {
+            Error::Status(status) => status,
+            Error::Refused { status, .. } => status,
+            other => Status::new(other.code(), other.to_string()),
+        }
+        .forwarded()
     }
 }
 

@@ -66,6 +66,10 @@ pub const FLAG_COMPRESSED: u8 = 0b0000_0001;
 /// Header flag on a response: the server refused the request before any
 /// handler ran (shutting down, overloaded), so it is always safe to retry.
 pub const FLAG_REFUSED: u8 = 0b0000_0010;
+/// Header flag on an error response: the server passes on the failure of
+/// a call it made itself ([`Status::is_forwarded`](crate::Status::is_forwarded));
+/// the caller must not count it against the server's health.
+pub const FLAG_FORWARDED: u8 = 0b0000_0100;
 
 /// What a frame is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -126,11 +126,37 @@ impl fmt::Display for Code {
 ///
 /// This is what a handler returns for an application error and what the
 /// caller receives, unchanged, across the wire.
+///
+/// ## Whose failure it is: forwarded statuses
+///
+/// A status also says whether the answering server *produced* it or is
+/// passing on the failure of a call it made itself (say, `Orders` answering
+/// `Unavailable` because `Inventory` died under it). A forwarded status
+/// keeps the downstream's code and message for the caller, but travels
+/// with a flag (`FLAG_FORWARDED`, docs/PROTOCOL.md) so that the caller's
+/// balancer does not hold it against the healthy instance that answered:
+/// no breaker failure, no ejection, no latency sample, and no retry (the
+/// hop that saw the failure had its own chance to retry; retrying at every
+/// hop multiplies the load). `?` on a downstream call in a handler does
+/// this: `From<Error> for Status` marks the status forwarded.
+///
+/// ```
+/// use switchboard::{Code, Error, Status};
+///
+/// // In a handler: `let n = inventory.call(...).await?;`
+/// let downstream: Error = Error::Status(Status::unavailable("no stock service"));
+/// let answered: Status = downstream.into();
+/// assert!(answered.is_forwarded());
+/// assert_eq!(answered.code(), Code::Unavailable);
+/// assert_eq!(answered.message(), "no stock service");
+/// assert!(!Status::unavailable("overloaded").is_forwarded());
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Status {
     code: Code,
     message: String,
     details: Bytes,
+    forwarded: bool,
 }
 
 macro_rules! constructors {
@@ -147,7 +173,23 @@ macro_rules! constructors {
 impl Status {
     /// A status with this code and message.
     pub fn new(code: Code, message: impl Into<String>) -> Status {
-        Status { code, message: message.into(), details: Bytes::new() }
+        Status { code, message: message.into(), details: Bytes::new(), forwarded: false }
+    }
+
+    /// This status, marked as passed on from a downstream call rather than
+    /// produced by the server that answers with it (see [the type's
+    /// docs](Status#whose-failure-it-is-forwarded-statuses)).
+    /// `From<Error> for Status` sets it; a handler that builds its own
+    /// status from a downstream failure can too.
+    pub fn forwarded(mut self) -> Status {
+        self.forwarded = true;
+        self
+    }
+
+    /// Whether the answering server passed this status on from a call of
+    /// its own instead of producing it.
+    pub fn is_forwarded(&self) -> bool {
+        self.forwarded
     }
 
     /// Attach opaque, application-defined details (e.g. an encoded error
@@ -212,6 +254,9 @@ impl fmt::Debug for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = f.debug_struct("Status");
         s.field("code", &self.code).field("message", &self.message);
+        if self.forwarded {
+            s.field("forwarded", &true);
+        }
         if !self.details.is_empty() {
             s.field("details", &self.details.len());
         }

@@ -222,16 +222,17 @@ impl Balancer for LeastOutstanding {
 /// two choices": nearly as good as always taking the best, without every
 /// client herding onto the one instance that looks best right now, and O(1).
 ///
-/// An instance with no estimate yet (new, or never answered) is costed at
-/// a *default RTT*, 30 ms unless set with [`PeakEwma::with_default_rtt`] —
-/// linkerd's choice. It is deliberately optimistic: a new instance must win
-/// some comparisons to be measured at all, and a pessimistic default (say
-/// 1 s) would starve it whenever the others answer faster. The outstanding
-/// factor still applies, so the calls a newcomer wins stop once a few are in
-/// flight, before its first answers come back. (Finagle instead costs an
-/// unmeasured instance at zero while it has nothing in flight and at a huge
-/// penalty once it has: the same "try it, but only a little" in another
-/// form.) Set the default near the service's typical latency.
+/// An instance with no estimate yet (new, or never answered) costs
+/// nothing while it has no call in flight, so it wins the next comparison
+/// it is in and gets measured, on an idle system as under load (Finagle's
+/// rule). Once it has a call in flight and still no answer, it is costed
+/// at a *default RTT* (30 ms unless set with
+/// [`PeakEwma::with_default_rtt`], linkerd's default) times its
+/// outstanding calls + 1, so a newcomer is tried, but only a little, until
+/// its first answers say what it costs. (Costing it at the default alone,
+/// as before, starved it whenever the others answered faster than 30 ms
+/// and nothing was in flight: all of an idle client's calls went to the
+/// instances measured first.)
 #[derive(Debug, Clone, Copy)]
 pub struct PeakEwma {
     default_rtt: Duration,
@@ -252,7 +253,8 @@ impl PeakEwma {
         PeakEwma::default()
     }
 
-    /// The latency assumed for an instance with no estimate yet.
+    /// The latency assumed for an instance with no estimate yet while it
+    /// has calls in flight.
     #[must_use]
     pub fn with_default_rtt(mut self, rtt: Duration) -> PeakEwma {
         self.default_rtt = rtt;
@@ -260,8 +262,13 @@ impl PeakEwma {
     }
 
     fn cost(&self, member: &Member) -> f64 {
-        let latency = member.latency().unwrap_or(self.default_rtt);
-        latency.as_nanos() as f64 * (member.outstanding() as f64 + 1.0)
+        let outstanding = member.outstanding();
+        let latency = match member.latency() {
+            Some(latency) => latency,
+            None if outstanding == 0 => return 0.0,
+            None => self.default_rtt,
+        };
+        latency.as_nanos() as f64 * (outstanding as f64 + 1.0)
     }
 }
 
@@ -595,15 +602,23 @@ mod tests {
     #[test]
     fn peak_ewma_tries_a_new_member() {
         let ms = members(&["a", "b", "c"]);
-        ms[0].set_latency(Duration::from_millis(100));
-        ms[1].set_latency(Duration::from_millis(100));
-        // c has no estimate: costed at the 30 ms default, it wins each time
-        // it is one of the two (2/3 of picks).
+        ms[0].set_latency(Duration::from_micros(100));
+        ms[1].set_latency(Duration::from_micros(100));
+        // c has no estimate and nothing in flight: it costs nothing and
+        // wins each time it is one of the two (2/3 of picks), however fast
+        // the others are measured, and whatever the default RTT.
         let c = counts(&PeakEwma::new(), &refs(&ms), 10_000);
         assert_share(c[2], 10_000, 2.0 / 3.0);
-        // A pessimistic default starves it.
         let pessimist = PeakEwma::new().with_default_rtt(Duration::from_secs(1));
-        assert_eq!(counts(&pessimist, &refs(&ms), 1000)[2], 0);
+        assert_share(counts(&pessimist, &refs(&ms), 10_000)[2], 10_000, 2.0 / 3.0);
+        // Once it has a call in flight and no answer yet, it costs the
+        // default RTT: against 100 µs it loses until it is measured.
+        ms[2].set_outstanding(1);
+        assert_eq!(counts(&PeakEwma::new(), &refs(&ms), 1000)[2], 0);
+        // ... but against instances slower than the default it still wins.
+        ms[0].set_latency(Duration::from_millis(100));
+        ms[1].set_latency(Duration::from_millis(100));
+        assert_share(counts(&PeakEwma::new(), &refs(&ms), 10_000)[2], 10_000, 2.0 / 3.0);
         // One candidate: that one.
         assert_eq!(PeakEwma::new().pick(&refs(&ms)[..1], &PickInfo::default()), 0);
     }

@@ -219,6 +219,14 @@ impl Inner {
                     tracing::info!(service = %self.service, instance = %member.instance().address, "back in rotation");
                 }
             }
+            Err(Error::Status(status)) if status.is_forwarded() => {
+                // It answered, healthy, with the failure of a call it made
+                // itself: nothing against this instance (breaker,
+                // ejection), and no latency sample either, since the time
+                // was the downstream's.
+                state.answered.fetch_add(1, Ordering::Relaxed);
+                permit.success();
+            }
             Err(Error::Status(status)) => {
                 // It answered: an application error is not the instance's
                 // sickness, but these codes say the instance itself is in

@@ -24,7 +24,7 @@ use super::read::Reader;
 use crate::call::{Request, Response};
 use crate::codec::Codec;
 use crate::error::Error;
-use crate::frame::{self, Frame, Head, Kind, Metadata, FLAG_COMPRESSED, FLAG_REFUSED};
+use crate::frame::{self, Frame, Head, Kind, Metadata, FLAG_COMPRESSED, FLAG_FORWARDED, FLAG_REFUSED};
 use crate::io::WriteQueue;
 use crate::status::{Code, Status};
 
@@ -238,6 +238,9 @@ impl Shared {
             let mut status = Status::new(Code::from_u16(head.status), frame.meta.message().unwrap_or(""));
             if let Some(details) = frame.meta.details() {
                 status = status.with_details(details.clone());
+            }
+            if head.flags & FLAG_FORWARDED != 0 {
+                status = status.forwarded();
             }
             return Err(if head.flags & FLAG_REFUSED != 0 {
                 Error::Refused { addr: self.addr.to_string(), status }

@@ -22,7 +22,9 @@ use super::protocol::{Connection, Detect, Protocol};
 use super::Inner;
 use crate::call::{BoxFuture, Request, Response};
 use crate::codec::Codec;
-use crate::frame::{self, Decoded, Frame, FrameDecoder, Head, Kind, Metadata, FLAG_COMPRESSED, FLAG_REFUSED};
+use crate::frame::{
+    self, Decoded, Frame, FrameDecoder, Head, Kind, Metadata, FLAG_COMPRESSED, FLAG_FORWARDED, FLAG_REFUSED,
+};
 use crate::io::{self, WriteQueue};
 use crate::status::{Code, Status};
 
@@ -436,6 +438,7 @@ impl Conn {
         if !status.details().is_empty() {
             meta.set_details(status.details().clone());
         }
+        let flags = if status.is_forwarded() { flags | FLAG_FORWARDED } else { flags };
         let head = Head { kind: Kind::Response, codec: req.codec, flags, status: status.code().as_u16(), id: req.id };
         let _ = self.queue.push_deferred(|b| encode_or_log(b, head, &meta, &[]));
     }
