@@ -3,7 +3,8 @@
 //! Its caller's balancer must not open that instance's breaker, eject it,
 //! or retry the call, and the caller still sees the downstream's code and
 //! message. The same failure passed on unmarked (`to_status`) is held
-//! against the instance, which is what the mark prevents.
+//! against the instance, which is what the mark prevents; even then the
+//! open circuit lets early probes through instead of failing shut.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -114,6 +115,16 @@ async fn a_forwarded_failure_is_the_downstreams_not_the_healthy_instances() {
     let refused = unmarked.call::<_, u32>("Orders.PlaceUnmarked", &1u32).await.expect_err("circuit open");
     assert!(matches!(refused, Error::NoInstances { .. }), "{refused}");
     assert_eq!(hits.load(Ordering::Relaxed), 3);
+
+    // Not shut for good, though: with every circuit open, a call goes as
+    // an early probe once the early-probe interval (100 ms) has passed
+    // since the opening, long before `open_for` (60 s). The wait is the
+    // interval under test, not synchronisation.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let probed = unmarked.call::<_, u32>("Orders.PlaceUnmarked", &1u32).await.expect_err("still failing");
+    assert!(matches!(&probed, Error::Status(_)), "the probe reached the instance: {probed}");
+    assert_eq!(hits.load(Ordering::Relaxed), 4);
+    assert_eq!(breaker_state(&unmarked), BreakerState::Open, "the failed probe opened it again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

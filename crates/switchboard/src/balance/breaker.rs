@@ -33,6 +33,16 @@ pub struct BreakerConfig {
     /// Probe calls let through at once while half-open (default 1; at
     /// least 1).
     pub half_open_probes: u32,
+    /// When every instance a call may use has its circuit open, the call
+    /// is not refused outright: it goes as an early probe to one of them
+    /// ([`CircuitBreaker::try_acquire_early`]), if that instance has no
+    /// probe in flight and opened, or was last probed, at least this long
+    /// ago. Bounds
+    /// what a channel with nothing else to send to adds to a sick
+    /// instance (default 100 ms: at most ten probes a second, one at a
+    /// time) and how long it takes to see it recover. `Duration::MAX`:
+    /// never, fail shut until `open_for` has passed.
+    pub early_probe_interval: Duration,
 }
 
 impl Default for BreakerConfig {
@@ -45,6 +55,7 @@ impl Default for BreakerConfig {
             open_for: Duration::from_secs(5),
             max_open_for: Duration::from_secs(60),
             half_open_probes: 1,
+            early_probe_interval: Duration::from_millis(100),
         }
     }
 }
@@ -56,7 +67,8 @@ __setters!(BreakerConfig {
     min_calls: u32,
     open_for: Duration,
     max_open_for: Duration,
-    half_open_probes: u32
+    half_open_probes: u32,
+    early_probe_interval: Duration
 });
 
 impl BreakerConfig {
@@ -143,6 +155,9 @@ struct Inner {
     window: TimeWindow<Counts>,
     /// How long the next opening lasts.
     backoff: Duration,
+    /// When the breaker last learned something about the instance: it
+    /// opened, or let a probe (on time or early) through.
+    last_probe: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -183,6 +198,7 @@ impl CircuitBreaker {
             consecutive: 0,
             window: TimeWindow::new(config.window),
             backoff: config.open_for,
+            last_probe: None,
         };
         CircuitBreaker { shared: Arc::new(Shared { config, name: name.into(), inner: Mutex::new(inner) }) }
     }
@@ -221,9 +237,37 @@ impl CircuitBreaker {
                     return None;
                 }
                 *probes += 1;
+                inner.last_probe = Some(Instant::now());
             }
         }
         Some(Permit { shared: Arc::clone(&self.shared), generation: inner.generation, done: false })
+    }
+
+    /// [`try_acquire`](Self::try_acquire), but an open breaker lets a probe
+    /// through before its `open_for` is over, if its opening and its last
+    /// probe are at least
+    /// [`early_probe_interval`](BreakerConfig::early_probe_interval) old:
+    /// it turns half-open now, and the probe's outcome closes it or opens
+    /// it again as an on-time probe's would. For a caller with no other
+    /// instance to send to, so that breakers alone never refuse every call
+    /// (Envoy's panic threshold serves the same end).
+    #[must_use = "a permit is how the call's outcome reaches the breaker"]
+    pub fn try_acquire_early(&self) -> Option<Permit> {
+        let now = Instant::now();
+        let mut inner = self.shared.lock(now);
+        if let Phase::Open { .. } = inner.phase {
+            let due = match inner.last_probe {
+                None => true,
+                Some(at) => now.saturating_duration_since(at) >= self.shared.config.early_probe_interval,
+            };
+            if !due {
+                return None;
+            }
+            self.shared.enter(&mut inner, Phase::HalfOpen { probes: 0 });
+            tracing::debug!(target: "switchboard::breaker", breaker = %self.shared.name, "half-open early: every circuit is open");
+        }
+        drop(inner);
+        self.try_acquire()
     }
 }
 
@@ -252,6 +296,7 @@ impl Shared {
     fn open(&self, inner: &mut Inner, now: Instant) {
         let wait = inner.backoff;
         self.enter(inner, Phase::Open { until: now + wait });
+        inner.last_probe = Some(now);
         inner.backoff = (wait * 2).min(self.config.max_open_for.max(self.config.open_for));
     }
 
@@ -543,5 +588,35 @@ mod tests {
         assert_eq!(b.state(), BreakerState::Open);
         p2.success();
         assert_eq!(b.state(), BreakerState::Open, "an answer after the breaker reopened counts for nothing");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_breaker_lets_early_probes_through_at_the_early_probe_interval() {
+        let config = BreakerConfig::default()
+            .consecutive_failures(1)
+            .open_for(Duration::from_secs(60))
+            .early_probe_interval(Duration::from_millis(100));
+        let b = CircuitBreaker::new(config);
+        b.try_acquire().expect("closed").failure();
+        assert_eq!(b.state(), BreakerState::Open);
+        // Not at once after the opening, and never by the on-time path.
+        assert!(b.try_acquire_early().is_none());
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert!(b.try_acquire().is_none(), "open_for is not over");
+        let probe = b.try_acquire_early().expect("an early probe after the interval");
+        // One at a time.
+        assert!(b.try_acquire_early().is_none(), "the probe slot is taken");
+        probe.failure();
+        assert_eq!(b.state(), BreakerState::Open);
+        assert!(b.try_acquire_early().is_none(), "the interval counts from the failed probe");
+        tokio::time::advance(Duration::from_millis(100)).await;
+        b.try_acquire_early().expect("the next early probe").success();
+        assert_eq!(b.state(), BreakerState::Closed, "an early probe's success closes it");
+        // Duration::MAX turns early probes off.
+        let shut =
+            CircuitBreaker::new(BreakerConfig::default().consecutive_failures(1).early_probe_interval(Duration::MAX));
+        shut.try_acquire().expect("closed").failure();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(shut.try_acquire_early().is_none());
     }
 }

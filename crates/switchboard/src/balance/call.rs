@@ -325,7 +325,19 @@ impl Inner {
             }
             break;
         }
-        let untried = members.iter().filter(|m| !progress.tried.iter().any(|t| Arc::ptr_eq(t, m))).count();
+        // Every instance not yet tried has its circuit open (or its probe
+        // slot taken): rather than fail shut, send the call as an early
+        // probe to one of them, least recently ejected first, as far as
+        // their early-probe interval allows.
+        let mut untried: Vec<&Arc<Member>> =
+            members.iter().filter(|m| !progress.tried.iter().any(|t| Arc::ptr_eq(t, m))).collect();
+        untried.sort_by_key(|m| m.state.ejected_at.load(Ordering::Relaxed));
+        for member in &untried {
+            if let Some(permit) = member.state.breaker.try_acquire_early() {
+                return Ok((Arc::clone(member), permit));
+            }
+        }
+        let untried = untried.len();
         Err(self.no_instances(if untried == 0 {
             "every instance was tried".to_owned()
         } else {

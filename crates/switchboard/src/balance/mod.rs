@@ -27,6 +27,14 @@
 //!    ([`CircuitBreaker`]); an instance whose connection was refused or
 //!    lost is out of rotation until a reconnect succeeds (passive
 //!    ejection), and optionally pinged in the background (active probing).
+//!    What counts against an instance is what it did itself: a failure it
+//!    passes on from its own downstream call ([`Status::is_forwarded`](crate::Status::is_forwarded))
+//!    is an answer from a healthy instance. Breakers alone never fail the
+//!    channel shut: when every instance a call may use has its circuit
+//!    open, the call goes to one of them as an early probe, at most one at
+//!    a time per instance and one per
+//!    [`early_probe_interval`](BreakerConfig::early_probe_interval)
+//!    (100 ms); only calls between probes fail fast.
 //! 6. **Connection**: the instance's [`Client`], whose own middleware runs
 //!    per attempt.
 //!
