@@ -123,7 +123,7 @@ impl Inner {
         }
     }
 
-    fn no_instances(&self, reason: String) -> Error {
+    pub(super) fn no_instances(&self, reason: String) -> Error {
         Error::NoInstances { service: self.service.clone(), reason }
     }
 

@@ -281,12 +281,14 @@ impl BalancedBuilder {
     pub fn build(self) -> Balanced {
         let changes = self.discover.discover(&self.service);
         let (ready_tx, ready) = watch::channel(false);
+        let (listed_tx, listed) = watch::channel(Listed::default());
         let retry = &self.settings.retry;
         let inner = Arc::new(Inner {
             service: self.service,
             members: ArcSwap::from_pointee(Vec::new()),
             known: std::sync::Mutex::new(HashMap::new()),
             ready,
+            listed,
             budget: RetryBudget::new(retry.budget_ratio, retry.budget_min_per_sec, Duration::from_secs(10)),
             latencies: policy::LatencyWindow::new(),
             counters: Counters::default(),
@@ -295,7 +297,7 @@ impl BalancedBuilder {
             departed: Default::default(),
             settings: self.settings,
         });
-        let mut tasks = vec![tokio::spawn(follow(Arc::downgrade(&inner), changes, ready_tx))];
+        let mut tasks = vec![tokio::spawn(follow(Arc::downgrade(&inner), changes, ready_tx, listed_tx))];
         if let Some(every) = inner.settings.probe_every {
             tasks.push(tokio::spawn(health::probe_all(Arc::downgrade(&inner), every)));
         }
@@ -332,6 +334,8 @@ struct Inner {
     known: std::sync::Mutex<HashMap<String, Instance>>,
     /// True once discovery delivered its first list.
     ready: watch::Receiver<bool>,
+    /// The instances in use after each batch, for [`Balanced::wait_for`].
+    listed: watch::Receiver<Listed>,
     budget: RetryBudget,
     latencies: policy::LatencyWindow,
     counters: Counters,
@@ -489,11 +493,39 @@ impl Balanced {
     }
 
     /// Wait until discovery has delivered its first list (or `timeout`
-    /// passes); returns the number of instances in use.
+    /// passes); returns the number of instances in use. The first list may
+    /// be empty (servers register asynchronously, so a channel built next
+    /// to them often sees none yet): to wait for instances, use
+    /// [`wait_for`](Self::wait_for).
     pub async fn ready(&self, timeout: Duration) -> usize {
         let mut ready = self.inner.ready.clone();
         let _ = tokio::time::timeout(timeout, ready.wait_for(|r| *r)).await;
         self.inner.members.load().len()
+    }
+
+    /// Wait until discovery lists at least `n` instances in use, for tests
+    /// and for a start-up that must not call before its dependencies are
+    /// up; returns how many there are. Fails with
+    /// [`Error::NoInstances`], saying how many were seen, when `timeout`
+    /// passes first or the discovery source stops for good.
+    ///
+    /// ```no_run
+    /// # async fn run(orders: switchboard::balance::Balanced) -> Result<(), switchboard::Error> {
+    /// orders.wait_for(2, std::time::Duration::from_secs(10)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Result<usize, Error> {
+        let mut listed = self.inner.listed.clone();
+        let waited = tokio::time::timeout(timeout, listed.wait_for(|l| l.instances >= n || l.ended)).await.is_ok();
+        let now = *listed.borrow();
+        if now.instances >= n {
+            return Ok(now.instances);
+        }
+        Err(self.inner.no_instances(if waited {
+            format!("waited for {n} instances; discovery stopped with {} listed", now.instances)
+        } else {
+            format!("waited {timeout:?} for {n} instances, with {} listed", now.instances)
+        }))
     }
 }
 
@@ -620,15 +652,25 @@ impl Inner {
 
 /// Applies discovery's change batches until the channel or the source goes.
 /// Holds only a weak reference, so dropping the last [`Balanced`] ends it.
-async fn follow(inner: Weak<Inner>, mut changes: Changes, ready: watch::Sender<bool>) {
+async fn follow(inner: Weak<Inner>, mut changes: Changes, ready: watch::Sender<bool>, listed: watch::Sender<Listed>) {
     while let Some(batch) = changes.next().await {
         let Some(inner) = inner.upgrade() else { return };
         inner.apply(batch);
+        listed.send_replace(Listed { instances: inner.members.load().len(), ended: false });
         ready.send_replace(true);
     }
     // The source stopped for good: keep the last list, and let callers
     // waiting for a first one fail now rather than at their deadline.
+    listed.send_modify(|l| l.ended = true);
     ready.send_replace(true);
+}
+
+/// What [`follow`] last applied: the instances in use, and whether the
+/// source has stopped.
+#[derive(Debug, Clone, Copy, Default)]
+struct Listed {
+    instances: usize,
+    ended: bool,
 }
 
 #[cfg(test)]
@@ -772,5 +814,41 @@ mod tests {
         }
         drop(other);
         assert!(differs, "every channel chose the same subset");
+    }
+
+    /// A discovery source the test feeds by hand.
+    #[derive(Debug)]
+    struct Fed(std::sync::Mutex<Option<Changes>>);
+
+    impl Discover for Fed {
+        fn discover(&self, _service: &str) -> Changes {
+            self.0.lock().expect("lock").take().expect("one channel")
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_for_waits_past_an_empty_first_list_until_enough_instances_are_listed() {
+        let (tx, changes) = Changes::channel(4);
+        let balanced = Balanced::builder("S", Arc::new(Fed(std::sync::Mutex::new(Some(changes))))).build();
+        tx.send(vec![]).await.expect("consumer");
+        assert_eq!(balanced.ready(Duration::from_secs(1)).await, 0, "the first list is empty");
+        let waiter = {
+            let balanced = balanced.clone();
+            tokio::spawn(async move { balanced.wait_for(2, Duration::from_secs(30)).await })
+        };
+        tx.send(vec![Change::Added(instance("a", true))]).await.expect("consumer");
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "one of two is not enough");
+        tx.send(vec![Change::Added(instance("b", true))]).await.expect("consumer");
+        assert_eq!(waiter.await.expect("task").expect("two listed"), 2);
+        // Too few before the timeout: an error that says how many.
+        let err = balanced.wait_for(3, Duration::from_secs(5)).await.expect_err("only two");
+        assert!(matches!(&err, Error::NoInstances { reason, .. } if reason.contains("with 2 listed")), "{err}");
+        // The source stops for good: fail at once, not at the timeout.
+        drop(tx);
+        let began = tokio::time::Instant::now();
+        let err = balanced.wait_for(3, Duration::from_secs(60)).await.expect_err("source gone");
+        assert!(matches!(&err, Error::NoInstances { reason, .. } if reason.contains("discovery stopped")), "{err}");
+        assert!(began.elapsed() < Duration::from_secs(60));
     }
 }
