@@ -155,6 +155,17 @@ impl BalancedBuilder {
         self
     }
 
+    /// Pass these user metadata keys on from the handler's request to
+    /// calls made inside it ([`ClientConfig::forward_metadata`]).
+    pub fn forward_metadata<I, K>(mut self, keys: I) -> BalancedBuilder
+    where
+        I: IntoIterator<Item = K>,
+        K: Into<String>,
+    {
+        self.settings.config.forward_metadata = keys.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// Set the default call timeout (`None`: no deadline).
     pub fn timeout(mut self, timeout: Option<Duration>) -> BalancedBuilder {
         self.settings.config.timeout = timeout;

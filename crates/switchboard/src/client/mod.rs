@@ -228,6 +228,12 @@ pub struct ClientConfig {
     pub compress_threshold: Option<usize>,
     /// Backoff between failed reconnects.
     pub backoff: Backoff,
+    /// User metadata keys passed on from the handler's own request when a
+    /// call is made inside one (a tenant id, say), unless the call sets
+    /// them itself. Deadline and trace context always travel; other keys
+    /// only when listed here, so a credential meant for this hop does not
+    /// leak to the next. Default none.
+    pub forward_metadata: Vec<String>,
 }
 
 impl Default for ClientConfig {
@@ -239,6 +245,7 @@ impl Default for ClientConfig {
             max_frame: DEFAULT_MAX_FRAME,
             compress_threshold: None,
             backoff: Backoff::default(),
+            forward_metadata: Vec::new(),
         }
     }
 }
@@ -249,7 +256,8 @@ __setters!(ClientConfig {
     codec: Codec,
     max_frame: usize,
     compress_threshold: Option<usize>,
-    backoff: Backoff
+    backoff: Backoff,
+    forward_metadata: Vec<String>
 });
 
 /// Builds a [`Client`].
@@ -269,6 +277,17 @@ impl ClientBuilder {
     /// Set the default codec.
     pub fn codec(mut self, codec: Codec) -> ClientBuilder {
         self.config.codec = codec;
+        self
+    }
+
+    /// Pass these user metadata keys on from the handler's request to
+    /// calls made inside it ([`ClientConfig::forward_metadata`]).
+    pub fn forward_metadata<I, K>(mut self, keys: I) -> ClientBuilder
+    where
+        I: IntoIterator<Item = K>,
+        K: Into<String>,
+    {
+        self.config.forward_metadata = keys.into_iter().map(Into::into).collect();
         self
     }
 
@@ -399,6 +418,13 @@ impl Channel for Client {
         }
         for (k, v) in &opts.metadata {
             req.metadata.insert(k.clone(), v.clone());
+        }
+        if let Some(incoming) = ctx.as_ref().map(Context::metadata) {
+            for key in &config.forward_metadata {
+                if let (Some(value), None) = (incoming.get(key), req.metadata.get(key)) {
+                    req.metadata.insert(key.clone(), value.to_owned());
+                }
+            }
         }
         // A budget too large for the clock (say Duration::MAX) means no deadline.
         let deadline = budget.and_then(|b| Instant::now().checked_add(b));
