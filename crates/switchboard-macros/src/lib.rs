@@ -45,8 +45,10 @@ use syn::{
     Signature, Token, TraitItem, TraitItemFn, Type,
 };
 
-/// Generate a server dispatcher and a typed client for a trait. See the
-/// crate docs.
+/// Generate a server dispatcher and a typed client for a trait. Use it as
+/// `switchboard::service`, whose documentation says what it generates and
+/// shows a nested call; this crate's docs have the rules a trait must
+/// follow.
 #[proc_macro_attribute]
 pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
     let item = match syn::parse::<Item>(item) {

@@ -120,6 +120,98 @@ pub use error::{Error, Retry};
 pub use middleware::Middleware;
 pub use server::{Server, Service};
 pub use status::{Code, Status};
+/// Turns a trait into a served service and a typed client.
+///
+/// For `#[switchboard::service] pub trait Inventory { ... }` it emits:
+///
+/// * the trait itself, each `async fn` returning a `Send` future (write
+///   `async fn` in the `impl`), with `Send + Sync + 'static` supertraits;
+/// * `InventoryServer<T: Inventory>`, a [`Service`]: `InventoryServer::new(value)`,
+///   or `InventoryServer::from_arc(arc)` for a value shared with other code;
+///   hand it to [`ServerBuilder::service`](server::ServerBuilder::service)
+///   or [`Router::add_service`](server::Router::add_service);
+/// * `InventoryClient<C: Channel = Client>`: `InventoryClient::new(channel)`
+///   over any [`Channel`] (a [`Client`], a [`Balanced`](balance::Balanced)
+///   channel), one async method per trait method, `InventoryClient::SERVICE`
+///   (the wire name), `channel()`, and `with_options(CallOptions)`, which
+///   applies those options to every call. A method marked
+///   `#[switchboard(idempotent)]` is always sent idempotent, whatever
+///   `with_options` says; the others are idempotent only if the options
+///   say so.
+///
+/// Wire names follow Go's net/rpc: the trait's name, and each method's in
+/// PascalCase (`reserve_item` → `Inventory.ReserveItem`); change them with
+/// `#[switchboard::service(name = "...")]` and `#[switchboard(name = "...")]`.
+/// A method is a non-generic `async fn(&self)` with at most one argument,
+/// returning `Result<T, E>` with `E: Into<Status>`; arguments and results
+/// are serde types. Anything else is a compile error that says what to
+/// write. A macro-generated service is one object: methods cannot be added
+/// to it one by one at run time (serve them under another service name, or
+/// register the whole service as functions with
+/// [`Router::add_method`](server::Router::add_method)).
+///
+/// ## A nested call
+///
+/// A handler that calls another service passes its failure on with `?`:
+/// the caller gets the downstream's code and message, and the failure is
+/// [marked forwarded](Status::is_forwarded), so the caller's balancer does
+/// not hold it against this healthy instance. The deadline (and trace
+/// context) travel to the nested call on their own.
+///
+/// ```
+/// use std::sync::Arc;
+/// use switchboard::balance::Balanced;
+/// use switchboard::discovery::Static;
+/// use switchboard::{Client, Server, Status};
+///
+/// #[switchboard::service]
+/// pub trait Inventory {
+///     #[switchboard(idempotent)]
+///     async fn stock(&self, item: String) -> Result<u32, Status>;
+/// }
+///
+/// #[switchboard::service]
+/// pub trait Orders {
+///     async fn place(&self, item: String) -> Result<u32, Status>;
+/// }
+///
+/// struct Stockroom;
+/// impl Inventory for Stockroom {
+///     async fn stock(&self, item: String) -> Result<u32, Status> {
+///         if item == "tea" { Ok(7) } else { Err(Status::not_found(format!("no {item}"))) }
+///     }
+/// }
+///
+/// struct Shop { inventory: InventoryClient<Balanced> }
+/// impl Orders for Shop {
+///     async fn place(&self, item: String) -> Result<u32, Status> {
+///         let left = self.inventory.stock(item).await?; // a downstream failure, passed on
+///         Ok(left)
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let stockroom = Server::builder().service(InventoryServer::new(Stockroom)).build();
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let inventory_addr = listener.local_addr()?.to_string();
+/// tokio::spawn(stockroom.serve(listener));
+///
+/// // Through discovery (here a fixed list; a registry in production).
+/// let inventory = Balanced::builder("Inventory", Arc::new(Static::new([inventory_addr]))).build();
+/// let shop = Server::builder().service(OrdersServer::new(Shop { inventory: InventoryClient::new(inventory) })).build();
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let shop_addr = listener.local_addr()?.to_string();
+/// tokio::spawn(shop.serve(listener));
+///
+/// let orders = OrdersClient::new(Client::connect(shop_addr).await?);
+/// assert_eq!(orders.place("tea".into()).await?, 7);
+/// let missing = orders.place("coffee".into()).await.unwrap_err();
+/// let status = missing.status().expect("an answer");
+/// assert_eq!((status.code(), status.message()), (switchboard::Code::NotFound, "no coffee"));
+/// assert!(status.is_forwarded());
+/// # Ok(()) }
+/// ```
 pub use switchboard_macros::service;
 
 /// What most code that calls or serves needs, in one import:
