@@ -3,8 +3,6 @@
 //! SIGTERM or a caller's own signal shut down gracefully (deregistering
 //! first when a registrar is set).
 
-use std::time::Duration;
-
 use switchboard::Server;
 
 /// Serve on `listen` until Ctrl-C or SIGTERM, then shut down gracefully
@@ -26,44 +24,16 @@ pub async fn serve_until(
     let addr = listener.local_addr()?;
     // The one line of stdout: scripts read the bound address from it.
     println!("listening on {addr}");
-    let mut serving = tokio::spawn(server.clone().serve(listener));
-    tokio::select! {
-        _ = stop => {}
-        _ = shutdown_signal() => {}
-        result = &mut serving => {
-            // Serving ended on its own: it could not start (say, nothing to advertise).
-            return match result {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(anyhow::anyhow!("serving on {addr} failed: {e}")),
-                Err(e) => Err(anyhow::anyhow!("serving on {addr} failed: {e}")),
-            };
+    let stop = async {
+        tokio::select! {
+            _ = stop => {}
+            _ = switchboard::server::shutdown_signal() => {}
         }
-    }
-    tracing::info!("shutting down");
-    let report = tokio::time::timeout(Duration::from_secs(35), server.shutdown()).await;
+    };
+    // The shutdown is bounded by the server's shutdown timeout, after
+    // which calls still running are cancelled.
+    let report =
+        server.serve_until(listener, stop).await.map_err(|e| anyhow::anyhow!("serving on {addr} failed: {e}"))?;
     tracing::info!(?report, "stopped");
-    serving.abort();
     Ok(())
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

@@ -162,6 +162,27 @@ __setters!(ServerConfig {
     raise_fd_limit: bool
 });
 
+/// Completes on Ctrl-C (SIGINT) or, on Unix, SIGTERM: what a service
+/// stops on, for [`Server::serve_until`]. If the signal handlers cannot be
+/// installed it waits for Ctrl-C alone (and, if that fails too, never
+/// completes, so a server is never stopped by a broken handler).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Builds a [`Server`].
 #[derive(Default)]
 pub struct ServerBuilder {
@@ -549,6 +570,43 @@ impl Server {
         }
         tracing::info!(%local, "switchboard server stopped accepting");
         Ok(())
+    }
+
+    /// Serve on `listener` until `stop` completes, then [shut
+    /// down](Self::shutdown) gracefully (deregistering first when a
+    /// registrar is set, then draining) and return its report. What a
+    /// service's `main` ends with; pass [`shutdown_signal()`] to stop on
+    /// Ctrl-C or SIGTERM. Fails if serving ends on its own with an error
+    /// (say, no address to advertise to the registry).
+    ///
+    /// ```no_run
+    /// use switchboard::server::{shutdown_signal, Server};
+    ///
+    /// # async fn run(server: Server) -> std::io::Result<()> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:9000").await?;
+    /// let report = server.serve_until(listener, shutdown_signal()).await?;
+    /// eprintln!("stopped: {report:?}");
+    /// # Ok(()) }
+    /// ```
+    pub async fn serve_until(
+        self,
+        listener: TcpListener,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<ShutdownReport> {
+        let mut serving = tokio::spawn(self.clone().serve(listener));
+        tokio::select! {
+            _ = stop => {}
+            served = &mut serving => match served {
+                Ok(Err(e)) => return Err(e),
+                Err(e) => return Err(std::io::Error::other(format!("the accept loop failed: {e}"))),
+                // Stopped accepting: someone else began the shutdown.
+                Ok(Ok(())) => {}
+            },
+        }
+        tracing::info!("shutting down");
+        let report = self.shutdown().await;
+        serving.abort();
+        Ok(report)
     }
 
     /// Shut down gracefully: stop accepting, send go-away, wait for calls in
