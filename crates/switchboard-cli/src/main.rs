@@ -103,6 +103,11 @@ enum Command {
         /// How long an instance lives without a heartbeat (default TTL).
         #[arg(long, default_value = "6s", value_parser = parse_duration)]
         ttl: Duration,
+        /// Evict every instance whose TTL passed, even when most stop
+        /// heartbeating at once (self-preservation assumes a partition then,
+        /// and keeps them listed as expired).
+        #[arg(long)]
+        no_self_preservation: bool,
     },
     /// List the services a registry knows, with their instances.
     List {
@@ -171,10 +176,10 @@ async fn main() -> ExitCode {
             };
             call(target, timeout, metadata, method, json).await
         }
-        Command::Registry { listen, heartbeat, ttl } => {
+        Command::Registry { listen, heartbeat, ttl, no_self_preservation } => {
             // A long-running command: what it does, at info.
             switchboard_cli::init_logging("info");
-            report(registry::serve(&listen, heartbeat, ttl).await)
+            report(registry::serve(&listen, heartbeat, ttl, !no_self_preservation).await)
         }
         Command::List { registry } => report(registry::list(&registry).await),
         Command::Config(args) => {

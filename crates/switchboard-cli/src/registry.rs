@@ -8,32 +8,24 @@ use switchboard_registry::model::{Health, InstanceRecord};
 use switchboard_registry::{etcd, RegistryClient, RegistryConfig, RegistryServer};
 
 /// Run a registry on `listen` until Ctrl-C or SIGTERM.
-pub(crate) async fn serve(listen: &str, heartbeat: Duration, ttl: Duration) -> anyhow::Result<()> {
-    let config = RegistryConfig::default().heartbeat_interval(heartbeat).default_ttl(ttl);
+pub(crate) async fn serve(
+    listen: &str,
+    heartbeat: Duration,
+    ttl: Duration,
+    self_preservation: bool,
+) -> anyhow::Result<()> {
+    let config =
+        RegistryConfig::default().heartbeat_interval(heartbeat).default_ttl(ttl).self_preservation(self_preservation);
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let handle = RegistryServer::builder().config(config).build().spawn(listener)?;
     // The one line of stdout: scripts read the bound address from it.
     println!("registry listening on http://{}", handle.local_addr());
-    shutdown_signal().await;
+    switchboard::server::shutdown_signal().await;
     handle.shutdown().await?;
     Ok(())
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
-}
 
 /// Print every service and its instances.
 pub(crate) async fn list(registry: &str) -> anyhow::Result<()> {

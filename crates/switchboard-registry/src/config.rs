@@ -29,6 +29,11 @@ pub struct RegistryConfig {
     /// (a quarter of the default TTL), so an instance is evicted at most
     /// TTL + sweep interval after its last heartbeat.
     pub sweep_interval: Duration,
+    /// Whether self-preservation may stop evictions at all. Default true.
+    /// Turn it off where a mass loss of heartbeats means the instances
+    /// really died (one machine, tests, a fleet behind one switch): then
+    /// every silent instance is evicted after its TTL, as etcd leases are.
+    pub self_preservation: bool,
     /// Self-preservation threshold: if more than this share of all instances
     /// is expiring (see `self_preservation_window`) at one sweep, nothing is
     /// evicted. Default 0.5. `1.0` disables
@@ -110,6 +115,7 @@ impl Default for RegistryConfig {
             heartbeat_interval: Duration::from_secs(2),
             default_ttl: Duration::from_secs(6),
             sweep_interval: Duration::from_millis(1500),
+            self_preservation: true,
             self_preservation_share: 0.5,
             self_preservation_window: Duration::from_secs(3),
             self_preservation_min_instances: 3,
@@ -135,6 +141,7 @@ switchboard::__setters!(RegistryConfig {
     heartbeat_interval: Duration,
     default_ttl: Duration,
     sweep_interval: Duration,
+    self_preservation: bool,
     self_preservation_share: f64,
     self_preservation_window: Duration,
     self_preservation_min_instances: usize,

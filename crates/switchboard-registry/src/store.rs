@@ -649,7 +649,8 @@ impl Store {
                 }
             }
         }
-        let preserve = counted >= self.config.self_preservation_min_instances
+        let preserve = self.config.self_preservation
+            && counted >= self.config.self_preservation_min_instances
             && counted_expired > 0
             && expiring as f64 > self.config.self_preservation_share * counted as f64;
         if preserve && !inner.self_preservation {

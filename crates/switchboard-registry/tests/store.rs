@@ -143,6 +143,25 @@ async fn self_preservation_starts_when_most_heartbeats_stop_and_ends_when_they_r
 }
 
 #[tokio::test(start_paused = true)]
+async fn with_self_preservation_off_a_mass_loss_of_heartbeats_is_evicted() {
+    let store = Store::new(RegistryConfig::default().self_preservation(false));
+    for (i, id) in ["a", "b", "c", "d"].iter().enumerate() {
+        store.register(req("Arith", id, 10 + i as u16)).unwrap();
+    }
+    advance(Duration::from_secs(2)).await;
+    for id in ["a", "b", "c", "d"] {
+        store.heartbeat("Arith", id).unwrap();
+    }
+    advance(Duration::from_secs(5)).await;
+    store.heartbeat("Arith", "a").unwrap();
+    advance(Duration::from_secs(2)).await; // b, c, d are 7 s silent: what turned it on above
+    let report = store.sweep();
+    assert!(!report.self_preservation && !store.self_preservation());
+    assert_eq!(report.evicted.len(), 3, "{:?}", report.evicted);
+    assert_eq!(ids(&store, "Arith"), ["a"]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn self_preservation_needs_the_minimum_instance_count_and_respects_the_share() {
     // Every instance here heartbeats once after registering, so all count.
     let beat_all = |store: &Store, ids: &[&str]| {
