@@ -26,7 +26,6 @@ pub(crate) async fn serve(
     Ok(())
 }
 
-
 /// Print every service and its instances.
 pub(crate) async fn list(registry: &str) -> anyhow::Result<()> {
     if registry.get(..7).is_some_and(|scheme| scheme.eq_ignore_ascii_case("etcd://")) {

@@ -68,3 +68,58 @@ async fn one_event_per_call_with_method_peer_status_and_latency() {
     assert!(client_side.contains("WARN") && client_side.contains("status=\"NotFound\""), "{client_side}");
     assert_eq!(lines.len(), 4, "one event per call per side: {lines:#?}");
 }
+
+// A handler the server cancels at the deadline still gets its event, with
+// the code that says why; a call the caller abandons early, `Cancelled`.
+#[tokio::test(flavor = "current_thread")]
+async fn calls_cut_off_by_their_deadline_or_abandoned_are_logged_too() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("switchboard::call=info")
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let server = Server::builder().layer(Logging).build();
+    let hold = handler_fn(|(): ()| async move {
+        std::future::pending::<()>().await;
+        Ok::<_, Status>(())
+    });
+    server.router().add_method("Slow.Hold", hold).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(server.clone().serve(listener));
+    let client = Client::builder(addr).connect().await.unwrap();
+
+    let opts = switchboard::CallOptions::new().timeout(std::time::Duration::from_millis(50));
+    client.call_with::<(), ()>("Slow.Hold", &(), &opts).await.expect_err("deadline");
+    // The server's event comes when it cancels the handler, at its copy of
+    // the deadline: wait for that event, not for a time.
+    let event = |status: &str| {
+        captured
+            .lines()
+            .into_iter()
+            .find(|l| l.contains("side=\"server\"") && l.contains(&format!("status=\"{status}\"")))
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let expired = loop {
+        if let Some(line) = event("DeadlineExceeded") {
+            break line;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no event for the cancelled call: {:#?}", captured.lines());
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+    assert!(expired.contains("WARN") && expired.contains("method=\"Slow.Hold\""), "{expired}");
+
+    // No deadline, and the caller goes away: the server cancels it when it
+    // reads the cancel (dropping the call future sends one).
+    let call = client.call::<(), ()>("Slow.Hold", &());
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(50), call).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while event("Cancelled").is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "no event for the abandoned call: {:#?}", captured.lines());
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
