@@ -72,6 +72,6 @@ pub async fn multiply_checked<C: switchboard::Channel>(arith: &ArithClient<C>, i
     match arith.multiply(args).await {
         Ok(p) if Some(p) == args.a.checked_mul(args.b) => Ok(()),
         Ok(p) => Err(format!("wrong answer: {} × {} came back as {p}", args.a, args.b)),
-        Err(e) => Err(format!("{}: {e}", e.code())),
+        Err(e) => Err(e.coded().to_string()),
     }
 }

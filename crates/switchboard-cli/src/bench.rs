@@ -219,7 +219,7 @@ async fn worker(client: Client, method: ByteStr, codec: Codec, payload: Bytes, s
                 shared.calls.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
-                *errors.entry(format!("{}: {e}", e.code())).or_insert(0u64) += 1;
+                *errors.entry(e.coded().to_string()).or_insert(0u64) += 1;
                 shared.errors.fetch_add(1, Ordering::Relaxed);
             }
         }

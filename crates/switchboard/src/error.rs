@@ -152,6 +152,24 @@ impl Error {
         self.retry() != Retry::Never
     }
 
+    /// This error led by its code, once: `Unavailable: connection to
+    /// 127.0.0.1:9000 lost: …`. A status already reads `Code: message`, so
+    /// writing `{code}: {error}` by hand would print its code twice.
+    ///
+    /// ```
+    /// use switchboard::{Error, Status};
+    ///
+    /// let app = Error::Status(Status::not_found("no such user"));
+    /// assert_eq!(app.coded().to_string(), "NotFound: no such user");
+    /// let busy = Error::Refused { addr: "10.0.0.7:9000".into(), status: Status::unavailable("draining") };
+    /// assert_eq!(busy.coded().to_string(), "Unavailable: draining (refused by 10.0.0.7:9000)");
+    /// let late = Error::DeadlineExceeded(std::time::Duration::from_secs(2));
+    /// assert_eq!(late.coded().to_string(), "DeadlineExceeded: deadline of 2s exceeded");
+    /// ```
+    pub fn coded(&self) -> Coded<'_> {
+        Coded(self)
+    }
+
     /// The application status, if the server answered with one.
     pub fn status(&self) -> Option<&Status> {
         match self {
@@ -174,6 +192,21 @@ impl Error {
 
     pub(crate) fn protocol(addr: &str, err: FrameError) -> Error {
         Error::Protocol { addr: addr.to_owned(), reason: err.to_string() }
+    }
+}
+
+/// An [`Error`] shown led by its code, once ([`Error::coded`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Coded<'a>(&'a Error);
+
+impl std::fmt::Display for Coded<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            // Already "Code: message".
+            Error::Status(status) => write!(f, "{status}"),
+            Error::Refused { addr, status } => write!(f, "{status} (refused by {addr})"),
+            other => write!(f, "{}: {other}", other.code()),
+        }
     }
 }
 
