@@ -36,7 +36,7 @@ impl Inner {
         opts: &CallOptions,
         deadline: Option<Instant>,
     ) -> Result<Response, Error> {
-        self.wait_ready().await?;
+        self.wait_ready(deadline).await?;
         self.budget.deposit();
         let mode = opts.extensions.get::<FailMode>().copied().unwrap_or(self.settings.fail_mode);
         let max = mode.attempts();
@@ -107,19 +107,28 @@ impl Inner {
         }
     }
 
-    async fn wait_ready(&self) -> Result<(), Error> {
+    /// Waits for discovery's first list, up to the first-list timeout or
+    /// the call's deadline, whichever comes first; either way, running out
+    /// is reported as what it is, no list yet (a registry not reachable,
+    /// most often), not as a deadline that says nothing about why.
+    async fn wait_ready(&self, deadline: Option<Instant>) -> Result<(), Error> {
         if *self.ready.borrow() {
             return Ok(());
         }
         let mut ready = self.ready.clone();
-        let first = self.settings.first_list_timeout;
-        // Also bounded by the caller's deadline (the timeout around us).
-        let listed = tokio::time::timeout(first, ready.wait_for(|r| *r)).await.is_ok();
+        let began = Instant::now();
+        let mut limit = began + self.settings.first_list_timeout;
+        if let Some(at) = deadline {
+            limit = limit.min(at);
+        }
+        let listed = tokio::time::timeout_at(limit, ready.wait_for(|r| *r)).await.is_ok();
         if listed {
             Ok(())
         } else {
-            Err(self
-                .no_instances(format!("discovery has listed nothing yet after {first:?} (is the registry reachable?)")))
+            let waited = limit.saturating_duration_since(began);
+            Err(self.no_instances(format!(
+                "discovery has listed nothing yet after {waited:?} (is the registry reachable?)"
+            )))
         }
     }
 

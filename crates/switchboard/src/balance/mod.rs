@@ -862,4 +862,20 @@ mod tests {
         assert!(matches!(&err, Error::NoInstances { reason, .. } if reason.contains("discovery stopped")), "{err}");
         assert!(began.elapsed() < Duration::from_secs(60));
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_that_runs_out_of_time_before_any_list_says_so() {
+        // A source that never lists (an unreachable registry), and a call
+        // deadline shorter than the first-list timeout.
+        let (_tx, changes) = Changes::channel(1);
+        let balanced = Balanced::builder("S", Arc::new(Fed(std::sync::Mutex::new(Some(changes)))))
+            .first_list_timeout(Duration::from_secs(5))
+            .build();
+        let opts = CallOptions::new().timeout(Duration::from_secs(2));
+        let err = crate::Channel::call_with::<(), ()>(&balanced, "S.M", &(), &opts).await.expect_err("nothing listed");
+        assert!(
+            matches!(&err, Error::NoInstances { reason, .. } if reason.contains("after 2s") && reason.contains("registry reachable")),
+            "{err}"
+        );
+    }
 }
