@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
+use switchboard::balance::Balanced;
 use switchboard::frame::ByteStr;
 use switchboard::{CallOptions, Channel, Client, Codec, Encode, Request};
 use switchboard_cli::load::micros;
@@ -45,8 +46,19 @@ pub(crate) enum Stop {
     Requests(u64),
 }
 
+/// Where the calls go.
+pub(crate) enum Target {
+    /// One server, over one multiplexed connection.
+    Addr(String),
+    /// The method's service, through this registry's discovery (a
+    /// balanced channel: every instance listed gets calls).
+    Registry(String),
+}
+
 pub(crate) struct Plan {
-    pub(crate) addr: String,
+    pub(crate) target: Target,
+    /// User metadata sent with every call (`--meta KEY=VALUE`).
+    pub(crate) metadata: Vec<(String, String)>,
     pub(crate) method: String,
     pub(crate) body: Body,
     pub(crate) codec: Option<Codec>,
@@ -83,22 +95,50 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<bool> {
         anyhow::bail!("--concurrency must be at least 1");
     }
 
-    let client = Client::builder(plan.addr.clone()).codec(codec).timeout(Some(plan.timeout)).connect().await?;
+    match &plan.target {
+        Target::Addr(addr) => {
+            let client = Client::builder(addr.clone()).codec(codec).timeout(Some(plan.timeout)).connect().await?;
+            load(&client, &plan, &payload, codec, None).await
+        }
+        Target::Registry(url) => {
+            let backend = switchboard_registry::from_url(url)?;
+            let Some((service, _)) = plan.method.rsplit_once('.') else {
+                anyhow::bail!("{:?} is not Service.Method", plan.method);
+            };
+            let channel = Balanced::builder(service, backend.discover).codec(codec).timeout(Some(plan.timeout)).build();
+            let listed = channel.wait_for(1, plan.timeout).await?;
+            eprintln!("{service}: {listed} instance(s) listed");
+            load(&channel, &plan, &payload, codec, Some(&channel)).await
+        }
+    }
+}
+
+/// The load itself, over any channel; `balanced` adds the per-instance
+/// spread to the summary.
+async fn load<C: Channel + Clone + Send + Sync + 'static>(
+    channel: &C,
+    plan: &Plan,
+    payload: &Bytes,
+    codec: Codec,
+    balanced: Option<&Balanced>,
+) -> anyhow::Result<bool> {
     // One call up front: a wrong method or argument fails now, with its
     // message, instead of as a wall of errors.
-    let opts = CallOptions::new().codec(codec);
-    client
+    let opts = options(plan, codec);
+    channel
         .call_raw(Request::new(plan.method.clone(), codec, payload.clone()), &opts)
         .await
-        .map_err(|e| anyhow::anyhow!("the first call failed: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("the first call failed: {}", e.coded()))?;
 
     if !plan.warmup.is_zero() {
         eprintln!("warming up for {:?} ...", plan.warmup);
-        drive(&client, &plan, &payload, codec, Stop::After(plan.warmup), false).await;
+        drive(channel, plan, payload, codec, Stop::After(plan.warmup), false).await;
     }
+    // The spread counts the measured run only.
+    let before = balanced.map(answered_by_instance).unwrap_or_default();
 
     let started = Instant::now();
-    let reports = drive(&client, &plan, &payload, codec, plan.stop, true).await;
+    let reports = drive(channel, plan, payload, codec, plan.stop, true).await;
     let elapsed = started.elapsed();
 
     let mut histogram = new_histogram();
@@ -109,8 +149,32 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<bool> {
             *errors.entry(k).or_default() += v;
         }
     }
-    print_summary(&plan, codec, payload.len(), elapsed, &histogram, &errors);
+    print_summary(plan, codec, payload.len(), elapsed, &histogram, &errors);
+    if let Some(balanced) = balanced {
+        println!();
+        println!("Instances:");
+        for (address, (answered, failed)) in answered_by_instance(balanced) {
+            let (a0, f0) = before.get(&address).copied().unwrap_or_default();
+            println!("  {address:<22} answered {:>9}  failed {:>6}", answered - a0, failed - f0);
+        }
+    }
     Ok(errors.is_empty())
+}
+
+/// Calls answered and failed so far, by instance address.
+fn answered_by_instance(balanced: &Balanced) -> BTreeMap<String, (u64, u64)> {
+    let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for s in balanced.stats() {
+        let entry = out.entry(s.instance.address.clone()).or_default();
+        entry.0 += s.answered;
+        entry.1 += s.failed;
+    }
+    out
+}
+
+/// The options every call of the run carries.
+fn options(plan: &Plan, codec: Codec) -> CallOptions {
+    plan.metadata.iter().fold(CallOptions::new().codec(codec), |o, (k, v)| o.metadata(k.clone(), v.clone()))
 }
 
 impl Shared {
@@ -152,8 +216,8 @@ fn encode_body(body: &Body, codec: Codec) -> anyhow::Result<Bytes> {
     Ok(Bytes::from(buf))
 }
 
-async fn drive(
-    client: &Client,
+async fn drive<C: Channel + Clone + Send + Sync + 'static>(
+    client: &C,
     plan: &Plan,
     payload: &Bytes,
     codec: Codec,
@@ -169,7 +233,8 @@ async fn drive(
             let shared = Arc::clone(&shared);
             let method = method.clone();
             let payload = payload.clone();
-            tokio::spawn(async move { worker(client, method, codec, payload, shared).await })
+            let opts = options(plan, codec);
+            tokio::spawn(async move { worker(client, method, codec, payload, opts, shared).await })
         })
         .collect();
 
@@ -205,10 +270,16 @@ async fn drive(
     reports
 }
 
-async fn worker(client: Client, method: ByteStr, codec: Codec, payload: Bytes, shared: Arc<Shared>) -> WorkerReport {
+async fn worker<C: Channel>(
+    client: C,
+    method: ByteStr,
+    codec: Codec,
+    payload: Bytes,
+    opts: CallOptions,
+    shared: Arc<Shared>,
+) -> WorkerReport {
     let mut histogram = new_histogram();
     let mut errors = BTreeMap::new();
-    let opts = CallOptions::new().codec(codec);
     while shared.take_ticket() {
         let start = Instant::now();
         let result = client.call_raw(Request::new(method.clone(), codec, payload.clone()), &opts).await;
@@ -265,7 +336,11 @@ fn print_summary(
     let secs = elapsed.as_secs_f64().max(1e-9);
     let us = |v: u64| micros(v);
     println!("Summary:");
-    println!("  target:       {} {}", plan.addr, plan.method);
+    let target = match &plan.target {
+        Target::Addr(addr) => addr.clone(),
+        Target::Registry(url) => format!("{url} (discovery)"),
+    };
+    println!("  target:       {target} {}", plan.method);
     println!("  codec:        {codec} ({request_bytes} B request)");
     println!("  concurrency:  {}", plan.concurrency);
     println!("  duration:     {:.2} s", secs);

@@ -63,8 +63,17 @@ enum Command {
     /// Load-test a method: closed-loop callers, calls/s and latency percentiles.
     Bench {
         /// Server address, HOST:PORT.
+        #[arg(long, required_unless_present = "registry", conflicts_with = "registry")]
+        addr: Option<String>,
+        /// Load the method's service through this registry's discovery
+        /// (http://HOST:PORT or etcd://HOST:PORT[,...]) instead of one --addr:
+        /// calls are balanced over every instance, and the summary shows the
+        /// spread.
         #[arg(long)]
-        addr: String,
+        registry: Option<String>,
+        /// Metadata sent with every call, KEY=VALUE (repeatable).
+        #[arg(long = "meta", value_parser = parse_key_value)]
+        metadata: Vec<(String, String)>,
         /// Callers running at once (all share one multiplexed connection).
         #[arg(long, short = 'c', default_value_t = 64)]
         concurrency: usize,
@@ -208,6 +217,8 @@ async fn main() -> ExitCode {
         }
         Command::Bench {
             addr,
+            registry,
+            metadata,
             concurrency,
             duration,
             requests,
@@ -233,7 +244,12 @@ async fn main() -> ExitCode {
                 (Some(n), _) => bench::Stop::Requests(n),
                 (None, d) => bench::Stop::After(d.unwrap_or(Duration::from_secs(10))),
             };
-            let plan = bench::Plan { addr, method, body, codec, concurrency, stop, warmup, timeout };
+            let target = match (addr, registry) {
+                (_, Some(url)) => bench::Target::Registry(url),
+                (Some(addr), None) => bench::Target::Addr(addr),
+                (None, None) => unreachable!("clap requires --addr or --registry"),
+            };
+            let plan = bench::Plan { target, metadata, method, body, codec, concurrency, stop, warmup, timeout };
             match bench::run(plan).await {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::from(1),

@@ -428,3 +428,63 @@ async fn config_watch_prints_each_change_and_stops_after_count_batches() {
     assert_eq!(lines.next_line().await.expect("read"), None, "nothing after the third batch");
     handle.shutdown().await.unwrap();
 }
+
+/// `bench --registry --meta`: load through discovery, with metadata the
+/// service checks, and the per-instance spread in the summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_through_discovery_sends_the_metadata_and_reports_the_spread() {
+    use switchboard_registry::model::RegisterRequest;
+    use switchboard_registry::{RegistryClient, RegistryServer};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let handle = RegistryServer::builder().build().spawn(listener).unwrap();
+    let url = format!("http://{}", handle.local_addr());
+    let registry = RegistryClient::new(&url).unwrap();
+    let mut addrs = Vec::new();
+    for id in ["t-1", "t-2"] {
+        let server = Server::builder().build();
+        server
+            .router()
+            .add_method(
+                "Tenant.Check",
+                handler_fn(|(): ()| async {
+                    let ctx = switchboard::Context::current().expect("in a handler");
+                    match ctx.metadata().get("tenant") {
+                        Some("acme") => Ok(()),
+                        _ => Err(Status::permission_denied("no tenant")),
+                    }
+                }),
+            )
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(server.serve(listener));
+        let mut request = RegisterRequest::new("Tenant", id, addr.clone());
+        request.methods = vec!["Check".into()];
+        registry.register(&request).await.unwrap();
+        addrs.push(addr);
+    }
+    let bench = |meta: &'static [&'static str]| {
+        let mut args = vec!["bench", "--registry", &url, "-c", "4", "--requests", "200", "--warmup", "0s"];
+        args.extend_from_slice(meta);
+        args.push("Tenant.Check");
+        args.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let args = bench(&["--meta", "tenant=acme"]);
+    let out = run(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("calls:        200 ok, 0 failed"), "{text}");
+    assert!(text.contains("(discovery)"), "{text}");
+    for addr in &addrs {
+        let line = text.lines().find(|l| l.contains(addr.as_str())).unwrap_or_else(|| panic!("{addr} not in {text}"));
+        let answered: u64 = line.split_whitespace().nth(2).and_then(|n| n.parse().ok()).expect("a count");
+        assert!(answered > 0, "{addr} answered none: {text}");
+    }
+    // Without the metadata the service refuses, and bench says so.
+    let args = bench(&[]);
+    let out = run(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("PermissionDenied: no tenant"), "{}", stderr(&out));
+    handle.shutdown().await.unwrap();
+}
