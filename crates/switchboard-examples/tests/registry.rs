@@ -99,3 +99,41 @@ async fn sigkill_of_a_server_costs_callers_nothing_and_the_registry_drops_it_wit
     }
     registry.shutdown().await.expect("registry stops");
 }
+
+/// The README's `arith_client --registry URL --calls 300` over three idle
+/// servers: sequential calls (nothing ever in flight when the next is
+/// placed) spread over all three, each answering at least 45 of the 300.
+/// Before unmeasured instances were costed at zero, one of them answered
+/// none: P2C never picked an instance it had not measured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_calls_over_three_idle_servers_reach_each_one_fairly() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let registry = RegistryServer::builder().build().spawn(listener).expect("registry");
+    let url = format!("http://{}", registry.local_addr());
+    let client = RegistryClient::new(&url).expect("url");
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(arith_server(&url).await);
+    }
+    let began = Instant::now();
+    while listed(&client).await.len() < 3 {
+        assert!(began.elapsed() < Duration::from_secs(10), "three servers did not register");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        Command::new(example("arith_client")).args(["--registry", &url, "--calls", "300"]).output(),
+    )
+    .await
+    .expect("arith_client finished in time")
+    .expect("arith_client ran");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    for (_, addr) in &servers {
+        let line = stdout.lines().find(|l| l.contains(addr.as_str())).unwrap_or_else(|| panic!("{addr}: {stdout}"));
+        let answered = field(line, "answered");
+        assert!(answered >= 45, "{addr} answered {answered} of 300:\n{stdout}");
+    }
+    drop(servers);
+    registry.shutdown().await.expect("registry shutdown");
+}
