@@ -233,37 +233,20 @@ impl Balancer for LeastOutstanding {
 /// as before, starved it whenever the others answered faster than 30 ms
 /// and nothing was in flight: all of an idle client's calls went to the
 /// instances measured first.)
-///
-/// Latencies below a *resolution* (10 ms unless set with
-/// [`PeakEwma::with_resolution`]) count as equal. On a LAN, answers of 80
-/// µs and 3 ms differ by noise (a scheduler tick, a busy core, a page
-/// fault), and a peak-sensitive estimate believes one slow sample for
-/// seconds: without the resolution an idle client, whose calls never
-/// overlap, keeps choosing the instance that happened to answer fastest
-/// and starves the others (measured: 300 sequential calls over three idle
-/// instances split 173 / 122 / 5 on a busy machine). With it, idle
-/// instances of a fast service tie and share the calls at random; under
-/// load the outstanding factor tells them apart (a slower instance
-/// collects more calls in flight), and an instance slower by more than
-/// the resolution loses outright.
 #[derive(Debug, Clone, Copy)]
 pub struct PeakEwma {
     default_rtt: Duration,
-    resolution: Duration,
 }
 
 impl Default for PeakEwma {
     fn default() -> PeakEwma {
-        PeakEwma { default_rtt: PeakEwma::DEFAULT_RTT, resolution: PeakEwma::DEFAULT_RESOLUTION }
+        PeakEwma { default_rtt: PeakEwma::DEFAULT_RTT }
     }
 }
 
 impl PeakEwma {
     /// Cost of an instance with no latency estimate yet, unless set.
     pub const DEFAULT_RTT: Duration = Duration::from_millis(30);
-
-    /// Latencies below this count as equal, unless set.
-    pub const DEFAULT_RESOLUTION: Duration = Duration::from_millis(10);
 
     /// A P2C peak-EWMA balancer with the default RTT of 30 ms.
     pub fn new() -> PeakEwma {
@@ -278,14 +261,6 @@ impl PeakEwma {
         self
     }
 
-    /// Latencies below `resolution` count as equal (`Duration::ZERO`:
-    /// compare them exactly).
-    #[must_use]
-    pub fn with_resolution(mut self, resolution: Duration) -> PeakEwma {
-        self.resolution = resolution;
-        self
-    }
-
     fn cost(&self, member: &Member) -> f64 {
         let outstanding = member.outstanding();
         let latency = match member.latency() {
@@ -293,7 +268,7 @@ impl PeakEwma {
             None if outstanding == 0 => return 0.0,
             None => self.default_rtt,
         };
-        latency.max(self.resolution).as_nanos() as f64 * (outstanding as f64 + 1.0)
+        latency.as_nanos() as f64 * (outstanding as f64 + 1.0)
     }
 }
 
@@ -622,25 +597,6 @@ mod tests {
         ms[0].set_outstanding(50);
         let c = counts(&PeakEwma::new(), &refs(&ms), 10_000);
         assert_eq!(c[0], 0, "{c:?}");
-    }
-
-    #[test]
-    fn peak_ewma_treats_latencies_below_its_resolution_as_equal() {
-        let ms = members(&["a", "b", "c"]);
-        ms[0].set_latency(Duration::from_micros(80));
-        ms[1].set_latency(Duration::from_micros(300));
-        ms[2].set_latency(Duration::from_micros(120));
-        // Idle and all under 10 ms: a fair random split.
-        let c = counts(&PeakEwma::new(), &refs(&ms), 30_000);
-        for n in c {
-            assert_share(n, 30_000, 1.0 / 3.0);
-        }
-        // Compared exactly, the fastest wins every comparison it is in.
-        let exact = counts(&PeakEwma::new().with_resolution(Duration::ZERO), &refs(&ms), 30_000);
-        assert_eq!(exact[1], 0, "{exact:?}");
-        // Above the resolution, the slower still loses.
-        ms[1].set_latency(Duration::from_millis(50));
-        assert_eq!(counts(&PeakEwma::new(), &refs(&ms), 10_000)[1], 0);
     }
 
     #[test]

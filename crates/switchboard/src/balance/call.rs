@@ -3,6 +3,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -203,13 +204,11 @@ impl Inner {
         if let Some(at) = deadline {
             attempt.timeout = Some(at.saturating_duration_since(Instant::now()));
         }
-        // A call that has to dial first measures the TCP handshake too:
-        // it teaches nothing about the instance's answers, so it leaves no
-        // latency sample (the instance stays unmeasured, and the next call
-        // measures it). Recorded, even capped at the default RTT, one
-        // connection set-up would make P2C avoid the instance for as long
-        // as the peak takes to decay, and an idle client's calls would
-        // pile onto the instances it dialled first.
+        // A call that has to dial first measures the TCP handshake too. Its
+        // sample is capped at what an unmeasured instance is assumed to
+        // cost, or one slow connection set-up (a busy machine, a cold
+        // instance) would make P2C avoid the instance for as long as the
+        // peak takes to decay (tens of seconds).
         let client = member.client();
         let dialled = !client.is_connected();
         let began = Instant::now();
@@ -221,9 +220,7 @@ impl Inner {
         match &result {
             Ok(_) => {
                 let rtt = began.elapsed();
-                if !dialled {
-                    member.observe(rtt);
-                }
+                member.observe(sample(rtt, dialled));
                 self.latencies.record(rtt);
                 state.answered.fetch_add(1, Ordering::Relaxed);
                 permit.success();
@@ -251,9 +248,7 @@ impl Inner {
                         permit.failure()
                     }
                     _ => {
-                        if !dialled {
-                            member.observe(began.elapsed());
-                        }
+                        member.observe(sample(began.elapsed(), dialled));
                         permit.success()
                     }
                 }
@@ -373,5 +368,28 @@ impl Inner {
             permit.ignore();
             member
         })
+    }
+}
+
+/// The latency sample an attempt contributes: what it took, capped at the
+/// unmeasured default if it had to connect first.
+fn sample(rtt: Duration, dialled: bool) -> Duration {
+    if dialled {
+        rtt.min(super::balancer::PeakEwma::DEFAULT_RTT)
+    } else {
+        rtt
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dialling_call_counts_no_worse_than_an_unmeasured_instance() {
+        let slow = Duration::from_millis(400);
+        assert_eq!(sample(slow, true), super::super::balancer::PeakEwma::DEFAULT_RTT);
+        assert_eq!(sample(slow, false), slow);
+        assert_eq!(sample(Duration::from_millis(2), true), Duration::from_millis(2));
     }
 }

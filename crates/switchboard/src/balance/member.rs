@@ -150,31 +150,22 @@ impl Drop for Outstanding<'_> {
 }
 
 /// Peak-sensitive exponentially weighted moving average of round-trip time
-/// (Finagle's and linkerd's "peak EWMA"): a peak above the estimate
-/// replaces it at once, a sample below pulls it down with a weight that
-/// grows with the time since the last sample (time constant `decay`). Slow
-/// answers are believed at once, recoveries only gradually. Between samples
-/// the estimate decays towards zero so an idle instance gets tried again.
-///
-/// A peak must be confirmed: the estimate jumps to the lower of the last two
-/// samples, so one slow answer between fast ones (a scheduler hiccup, a
-/// page fault on a busy machine) is blended in like any other sample
-/// instead of making the instance look slow for the seconds the decay
-/// takes. Two slow answers in a row are believed: the balancer reacts to a
-/// slow instance one answer later than a plain peak EWMA would.
+/// (Finagle's and linkerd's "peak EWMA"): a sample above the estimate
+/// replaces it at once, one below pulls it down with a weight that grows
+/// with the time since the last sample (time constant `decay`). Slow answers
+/// are believed immediately, recoveries only gradually. Between samples the
+/// estimate decays towards zero so an idle instance gets tried again.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct PeakEwma {
     decay: Duration,
     /// Nanoseconds; `None` before the first sample.
     value: Option<f64>,
-    /// The previous sample, nanoseconds, for confirming peaks.
-    last: Option<f64>,
     stamp: Instant,
 }
 
 impl PeakEwma {
     pub(super) fn new(decay: Duration) -> PeakEwma {
-        PeakEwma { decay: decay.max(Duration::from_millis(1)), value: None, last: None, stamp: Instant::now() }
+        PeakEwma { decay: decay.max(Duration::from_millis(1)), value: None, stamp: Instant::now() }
     }
 
     fn weight(&self, now: Instant) -> f64 {
@@ -184,15 +175,13 @@ impl PeakEwma {
 
     pub(super) fn observe(&mut self, rtt: Duration, now: Instant) {
         let sample = rtt.as_nanos() as f64;
-        let peak = self.last.map_or(sample, |last| sample.min(last));
         self.value = Some(match self.value {
-            Some(v) if peak <= v => {
+            Some(v) if sample <= v => {
                 let w = self.weight(now);
                 v * w + sample * (1.0 - w)
             }
-            _ => peak,
+            _ => sample,
         });
-        self.last = Some(sample);
         self.stamp = now;
     }
 
@@ -211,10 +200,7 @@ mod tests {
         let mut e = PeakEwma::new(Duration::from_secs(10));
         e.observe(Duration::from_millis(10), t0);
         assert_eq!(e.estimate(t0), Some(Duration::from_millis(10)));
-        // One slow sample between fast ones is not a peak...
-        e.observe(Duration::from_millis(100), t0);
-        assert_eq!(e.estimate(t0), Some(Duration::from_millis(10)), "blended, with no time passed");
-        // ...two in a row are, believed at once.
+        // A peak is believed at once.
         e.observe(Duration::from_millis(100), t0);
         assert_eq!(e.estimate(t0), Some(Duration::from_millis(100)));
         // A fast sample right after moves it only a little...
