@@ -240,13 +240,22 @@ async fn the_switchboard_client_sends_go_servers_nested_values_and_bytes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_on_one_gob_connection_run_concurrently_and_are_answered_as_they_finish() {
     let (server, addr) = serve().await;
+    // The handler says when a slow call (longer than 1 ms) has arrived, so
+    // the fast one is sent while the slow one is surely running.
+    let slow_arrived = Arc::new(tokio::sync::Notify::new());
+    let arrived = slow_arrived.clone();
     server
         .router()
         .add_method(
             "Sleep.For",
-            handler_fn(|ms: u64| async move {
-                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-                Ok::<_, Status>(ms)
+            handler_fn(move |ms: u64| {
+                if ms > 1 {
+                    arrived.notify_one();
+                }
+                async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                    Ok::<_, Status>(ms)
+                }
             }),
         )
         .expect("valid name");
@@ -257,7 +266,9 @@ async fn calls_on_one_gob_connection_run_concurrently_and_are_answered_as_they_f
             let go = go.clone();
             async move { go.call::<u64, u64>("Sleep.For", &800).await }
         });
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::timeout(std::time::Duration::from_secs(10), slow_arrived.notified())
+            .await
+            .unwrap_or_else(|_| panic!("{protocol:?}: the slow call never reached its handler"));
         let began = std::time::Instant::now();
         assert_eq!(go.call::<u64, u64>("Sleep.For", &1).await.expect("fast"), 1);
         assert!(began.elapsed() < std::time::Duration::from_millis(500), "{protocol:?}: the fast call waited");
