@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::Node;
+use common::{wait_until, Node};
 use switchboard::backoff::Backoff;
 use switchboard::balance::{
     BackupDelay, Balanced, BreakerConfig, BreakerState, CallOptionsExt, FailMode, RetryPolicy, RoundRobin,
@@ -24,6 +24,9 @@ fn source(nodes: &[&Node]) -> Arc<Static> {
 fn idempotent() -> CallOptions {
     CallOptions::new().idempotent(true)
 }
+
+/// The longest a test waits for something it expects to happen.
+const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_killed_mid_load_costs_no_idempotent_call() {
@@ -83,12 +86,8 @@ async fn a_call_in_flight_on_a_dying_instance_is_retried_only_if_idempotent() {
             tokio::spawn(async move { balanced.call_with::<_, String>("Node.Slow", &(), &opts).await })
         };
         // Kill whichever instance took the call, while its handler runs.
-        let took = loop {
-            if let Some(i) = nodes.iter().position(|n| n.hits() == 1) {
-                break i;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        };
+        wait_until("the call to reach an instance", WAIT, || nodes.iter().any(|n| n.hits() == 1)).await;
+        let took = nodes.iter().position(|n| n.hits() == 1).expect("an instance took the call");
         nodes[took].kill();
         let result = call.await.expect("join");
         let other = &nodes[1 - took];
