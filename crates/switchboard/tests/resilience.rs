@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,15 +35,15 @@ async fn an_instance_killed_mid_load_costs_no_idempotent_call() {
         n.behaviour.delay_ms.store(2, Ordering::Relaxed);
     }
     let balanced = Balanced::builder("Node", source(&[&a, &b, &c])).timeout(Some(Duration::from_secs(5))).build();
-    let stop_at = Instant::now() + Duration::from_millis(1500);
+    let stop = Arc::new(AtomicBool::new(false));
     let failed = Arc::new(AtomicU32::new(0));
     let ok = Arc::new(AtomicU32::new(0));
     let workers: Vec<_> = (0..16)
         .map(|_| {
-            let (balanced, failed, ok) = (balanced.clone(), failed.clone(), ok.clone());
+            let (balanced, failed, ok, stop) = (balanced.clone(), failed.clone(), ok.clone(), stop.clone());
             tokio::spawn(async move {
                 let mut n = 0;
-                while Instant::now() < stop_at && n < 5_000 {
+                while !stop.load(Ordering::Relaxed) && n < 5_000 {
                     n += 1;
                     match balanced.call_with::<_, String>("Node.Slow", &(), &idempotent()).await {
                         Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
@@ -56,9 +56,14 @@ async fn an_instance_killed_mid_load_costs_no_idempotent_call() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Mid load: b has served its share when it dies, and the load goes on
+    // until a and c have served a thousand calls more.
+    wait_until("b to serve 100 calls of the load", WAIT, || b.hits() >= 100).await;
     let before = b.hits();
     b.kill();
+    let others = a.hits() + c.hits();
+    wait_until("a and c to serve 1,000 calls after b died", WAIT, || a.hits() + c.hits() >= others + 1_000).await;
+    stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.await.expect("worker");
     }
