@@ -240,16 +240,22 @@ async fn fail_try_repeats_on_the_same_instance_and_fail_fast_does_not_repeat() {
 async fn a_sick_instance_trips_its_breaker_then_recovers() {
     let (sick, well) = (Node::start(), Node::start());
     sick.behaviour.sick.store(true, Ordering::Relaxed);
-    let breaker = BreakerConfig::default().consecutive_failures(3).open_for(Duration::from_millis(300));
+    // Open for long enough that no machine is slow enough to reach the end
+    // of it during the 40 calls below; the test jumps over it instead.
+    let open_for = Duration::from_secs(30);
+    let breaker = BreakerConfig::default().consecutive_failures(3).open_for(open_for);
     let balanced =
         Balanced::builder("Node", source(&[&sick, &well])).balancer(RoundRobin::new()).breaker(breaker).build();
     let mut errors = 0;
+    // Tokio's clock, the breaker's: it opens between these two instants.
+    let began = tokio::time::Instant::now();
     for _ in 0..40 {
         // Not idempotent: the Internal errors reach the caller.
         if balanced.call::<_, String>("Node.Sick", &()).await.is_err() {
             errors += 1;
         }
     }
+    let ended = tokio::time::Instant::now();
     assert_eq!(errors, 3, "after 3 failures in a row the sick instance gets no more calls");
     assert_eq!(sick.hits(), 3);
     let state = |addr: &str| balanced.stats().into_iter().find(|s| s.instance.address == addr).expect("listed").breaker;
@@ -257,7 +263,21 @@ async fn a_sick_instance_trips_its_breaker_then_recovers() {
 
     // It recovers; after the open period one probe goes through and closes it.
     sick.behaviour.sick.store(false, Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    // The open period passes on a paused clock: the breaker reads Tokio's
+    // clock, so advancing it is exactly `open_for` passing, with no guess at
+    // a margin and no wait. Paused only here, where no call is in flight and
+    // nothing waits on a socket: with time paused an idle runtime jumps to
+    // its next timer, and a call waiting for the server's answer would see
+    // its deadline fire (the nodes' own runtimes keep real time). `advance`
+    // only yields once, so nothing idles before `resume`.
+    let advance_to =
+        |at: tokio::time::Instant| tokio::time::advance(at.saturating_duration_since(tokio::time::Instant::now()));
+    tokio::time::pause();
+    advance_to(began + open_for - Duration::from_millis(1)).await;
+    assert_eq!(state(&sick.addr), BreakerState::Open, "open until open_for has passed");
+    advance_to(ended + open_for).await;
+    assert_eq!(state(&sick.addr), BreakerState::HalfOpen, "half-open once open_for has passed");
+    tokio::time::resume();
     for _ in 0..10 {
         balanced.call::<_, String>("Node.Sick", &()).await.expect("both healthy");
     }
