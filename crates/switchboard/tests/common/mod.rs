@@ -2,7 +2,7 @@
 //! `mod common;`; not every file uses every helper, hence the
 //! `allow(dead_code)`):
 //!
-//! - [`serve`] / [`serve_task`]: a `Server` on a fresh loopback port, the
+//! - [`serve`] / [`start`] / [`serve_task`]: a `Server` on a fresh loopback port, the
 //!   listener bound before the server starts (never a port picked, dropped
 //!   and bound again);
 //! - [`wait_until`]: wait for a condition with a deadline, instead of
@@ -28,6 +28,13 @@ use tokio::task::JoinHandle;
 /// takes connections as soon as this returns.
 pub(crate) async fn serve(server: &Server) -> SocketAddr {
     serve_task(server).await.0
+}
+
+/// [`serve`] for a test that wants both back: the server (to change or shut
+/// it down) and its address as text, as `Client::connect` takes it.
+pub(crate) async fn start(server: Server) -> (Server, String) {
+    let addr = serve(&server).await.to_string();
+    (server, addr)
 }
 
 /// [`serve`], and the task running the accept loop (it ends with
