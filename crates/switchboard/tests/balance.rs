@@ -244,7 +244,12 @@ async fn connections_open_lazily_and_close_when_the_instance_leaves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_balancer_steers_away_from_a_slow_instance() {
     let (fast, slow) = (Node::start(), Node::start());
-    slow.behaviour.delay_ms.store(50, Ordering::Relaxed);
+    // Slow by far more than a loaded machine adds to the fast one: with four
+    // calls in flight the fourth costs 4 × the fast one's estimate, and a
+    // busy scheduler makes its round trips 15-45 ms at peaks (which peak
+    // EWMA keeps for its decay), so at 50 ms the slow one won every fourth
+    // call in about one run in five with two cores kept busy.
+    slow.behaviour.delay_ms.store(250, Ordering::Relaxed);
     let balanced = Balanced::builder("Node", Arc::new(Static::new([fast.addr.clone(), slow.addr.clone()]))).build();
     for _ in 0..50 {
         let calls: Vec<_> = (0..4)
