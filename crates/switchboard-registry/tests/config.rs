@@ -1,27 +1,16 @@
 //! Config keys over the HTTP API, on real sockets on 127.0.0.1:0: round
 //! trips, refusals, limits and blocking queries.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use reqwest::{Client, StatusCode};
+use common::{registry, Registry};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 use switchboard::config::MAX_VALUE_LEN;
 use switchboard_registry::server::INDEX_HEADER;
-use switchboard_registry::{RegistryClient, RegistryConfig, RegistryHandle, RegistryServer};
-
-struct Registry {
-    handle: RegistryHandle,
-    base: String,
-    http: Client,
-}
-
-async fn start(config: RegistryConfig) -> Registry {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let handle = RegistryServer::builder().config(config).build().spawn(listener).unwrap();
-    let base = format!("http://{}", handle.local_addr());
-    let http = Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap();
-    Registry { handle, base, http }
-}
+use switchboard_registry::{RegistryClient, RegistryConfig};
 
 /// Status, body as JSON, and the index header (if any).
 type Answer = (StatusCode, Value, Option<u64>);
@@ -33,10 +22,6 @@ async fn answer(resp: reqwest::Response) -> Answer {
 }
 
 impl Registry {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
     async fn get(&self, path: &str) -> Answer {
         answer(self.http.get(self.url(path)).send().await.unwrap()).await
     }
@@ -56,7 +41,7 @@ impl Registry {
 
 #[tokio::test]
 async fn put_get_list_delete_round_trip() {
-    let reg = start(RegistryConfig::default()).await;
+    let reg = registry(RegistryConfig::default()).await;
     let value = "{\"zone\": \"eu-1\"}\nsecond line, ünïcödé";
     assert_eq!(reg.put("routing/Arith", value).await, (StatusCode::OK, json!({"index": 2}), None));
     assert_eq!(reg.put("routing/Echo", "e").await.1, json!({"index": 3}));
@@ -95,7 +80,7 @@ async fn put_get_list_delete_round_trip() {
 
 #[tokio::test]
 async fn the_client_encodes_keys_and_reads_back_what_it_wrote() {
-    let reg = start(RegistryConfig::default()).await;
+    let reg = registry(RegistryConfig::default()).await;
     let client = RegistryClient::new(&reg.base).unwrap();
     // Characters that mean something in a URL travel percent-encoded.
     let key = "plugins/x y?#%.wasm";
@@ -115,7 +100,7 @@ async fn the_client_encodes_keys_and_reads_back_what_it_wrote() {
 
 #[tokio::test]
 async fn bad_keys_values_and_queries_are_refused_and_change_nothing() {
-    let reg = start(RegistryConfig::default()).await;
+    let reg = registry(RegistryConfig::default()).await;
     reg.put("a/b", "1").await;
     let before = reg.index();
 
@@ -155,7 +140,7 @@ async fn bad_keys_values_and_queries_are_refused_and_change_nothing() {
 
 #[tokio::test]
 async fn the_key_and_byte_limits_answer_409() {
-    let reg = start(RegistryConfig::default().max_config_keys(2).max_config_bytes(100)).await;
+    let reg = registry(RegistryConfig::default().max_config_keys(2).max_config_bytes(100)).await;
     assert_eq!(reg.put("k1", "a").await.0, StatusCode::OK);
     assert_eq!(reg.put("k2", "b").await.0, StatusCode::OK);
     let (status, body, _) = reg.put("k3", "c").await;
@@ -170,7 +155,7 @@ async fn the_key_and_byte_limits_answer_409() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocking_query_answers_on_a_change_under_its_prefix_only() {
-    let reg = start(RegistryConfig::default()).await;
+    let reg = registry(RegistryConfig::default()).await;
     reg.put("a/1", "x").await;
     reg.put("a/2", "y").await;
     let (_, list, index) = reg.get("/v1/config?prefix=a/").await;
@@ -207,7 +192,7 @@ async fn a_blocking_query_answers_on_a_change_under_its_prefix_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocking_query_times_out_with_the_same_index_and_a_later_change_is_not_missed() {
-    let reg = start(RegistryConfig::default()).await;
+    let reg = registry(RegistryConfig::default()).await;
     reg.put("a/1", "x").await;
     let seen = reg.get("/v1/config?prefix=a/").await.1["index"].as_u64().unwrap();
 
@@ -236,7 +221,7 @@ async fn a_blocking_query_times_out_with_the_same_index_and_a_later_change_is_no
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_answers_a_waiting_config_query_at_once() {
-    let reg = start(RegistryConfig::default()).await;
+    let reg = registry(RegistryConfig::default()).await;
     reg.put("a/1", "x").await;
     let seen = reg.index();
     let url = reg.url(&format!("/v1/config?prefix=a/&index={seen}&wait=60s"));

@@ -3,29 +3,17 @@
 //! and a watch that follows puts and deletes, rides out a registry restart
 //! and reports exactly what differs afterwards, and stops when dropped.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::bind;
 use switchboard::backoff::Backoff;
 use switchboard::config::{ConfigEntry, ConfigError, ConfigEvent, ConfigStore, ConfigWatch, MAX_VALUE_LEN};
 use switchboard_registry::{BuiltinConfigStore, RegistryClient, RegistryConfig, RegistryHandle, RegistryServer, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-async fn bind(addr: &str) -> TcpListener {
-    // A restarted registry takes the address its predecessor just released.
-    let began = Instant::now();
-    loop {
-        match TcpListener::bind(addr).await {
-            Ok(l) => return l,
-            Err(e) if began.elapsed() < Duration::from_secs(5) => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("cannot bind {addr}: {e}"),
-        }
-    }
-}
 
 /// A registry on `addr` serving `store`.
 async fn serve(addr: &str, store: Arc<Store>) -> RegistryHandle {

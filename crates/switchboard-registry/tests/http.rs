@@ -1,30 +1,15 @@
 //! The HTTP API over real sockets on 127.0.0.1:0.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use reqwest::{Client, StatusCode};
+use common::{registry, Registry};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
-use switchboard_registry::{RegistryConfig, RegistryHandle, RegistryServer};
-
-struct Registry {
-    handle: RegistryHandle,
-    base: String,
-    http: Client,
-}
-
-async fn start(config: RegistryConfig) -> Registry {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let handle = RegistryServer::builder().config(config).build().spawn(listener).unwrap();
-    let base = format!("http://{}", handle.local_addr());
-    let http = Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap();
-    Registry { handle, base, http }
-}
+use switchboard_registry::RegistryConfig;
 
 impl Registry {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
     /// GET `path`, without the warm-up countdown (it moves on its own;
     /// `warm_up_is_announced_for_one_ttl` checks it).
     async fn get(&self, path: &str) -> (StatusCode, Value) {
@@ -69,7 +54,7 @@ fn ids(list: &Value) -> Vec<&str> {
 
 #[tokio::test]
 async fn register_list_heartbeat_deregister() {
-    let reg = start(RegistryConfig::default()).await;
+    let reg = registry(RegistryConfig::default()).await;
     assert_eq!(reg.register(instance("Arith", "a2", 9002)).await, (StatusCode::OK, json!({"index": 2})));
     assert_eq!(reg.register(instance("Arith", "a1", 9001)).await, (StatusCode::OK, json!({"index": 3})));
     assert_eq!(reg.register(instance("Echo", "e1", 9003)).await.0, StatusCode::OK);
@@ -129,7 +114,7 @@ async fn register_list_heartbeat_deregister() {
 
 #[tokio::test]
 async fn blocking_query_wakes_within_100ms_of_a_change() {
-    let reg = start(RegistryConfig::default()).await;
+    let reg = registry(RegistryConfig::default()).await;
     reg.register(instance("Arith", "a1", 9001)).await;
     let (_, list) = reg.get("/v1/services/Arith").await;
     let seen = list["index"].as_u64().unwrap();
@@ -159,7 +144,7 @@ async fn blocking_query_wakes_within_100ms_of_a_change() {
 
 #[tokio::test]
 async fn blocking_query_times_out_with_the_same_index() {
-    let reg = start(RegistryConfig::default()).await;
+    let reg = registry(RegistryConfig::default()).await;
     reg.register(instance("Arith", "a1", 9001)).await;
     let start = Instant::now();
     let (status, list) = reg.get("/v1/services/Arith?index=2&wait=300ms").await;
@@ -172,7 +157,7 @@ async fn blocking_query_times_out_with_the_same_index() {
 
 #[tokio::test]
 async fn a_watcher_passing_its_last_index_never_misses_a_change() {
-    let reg = start(RegistryConfig::default()).await;
+    let reg = registry(RegistryConfig::default()).await;
 
     // Deterministic case: the change lands while the watcher is not polling.
     reg.register(instance("Arith", "a0", 9000)).await;
@@ -230,7 +215,7 @@ async fn a_watcher_passing_its_last_index_never_misses_a_change() {
 #[tokio::test]
 async fn ttl_eviction_over_http() {
     let config = RegistryConfig::default().sweep_interval(Duration::from_millis(50));
-    let reg = start(config).await;
+    let reg = registry(config).await;
     for id in ["silent", "beating"] {
         let mut body = instance("Arith", id, 9000);
         body["ttl_ms"] = json!(1000);
@@ -253,7 +238,7 @@ async fn ttl_eviction_over_http() {
 #[tokio::test]
 async fn self_preservation_is_visible_in_the_api() {
     let config = RegistryConfig::default().sweep_interval(Duration::from_millis(50));
-    let reg = start(config).await;
+    let reg = registry(config).await;
     for id in ["a", "b", "c", "d"] {
         let mut body = instance("Arith", id, 9000);
         body["ttl_ms"] = json!(1000);
@@ -316,7 +301,7 @@ async fn send(reg: &Registry, method: reqwest::Method, path: &str, body: Option<
 #[tokio::test]
 async fn bad_requests_get_a_clear_4xx_and_change_nothing() {
     use reqwest::Method;
-    let reg = start(RegistryConfig::default()).await;
+    let reg = registry(RegistryConfig::default()).await;
     reg.register(instance("Arith", "a1", 9001)).await;
     let index = reg.index().await;
     let before = reg.get("/v1/services/Arith").await.1;
@@ -488,7 +473,7 @@ async fn bad_requests_get_a_clear_4xx_and_change_nothing() {
 
 #[tokio::test]
 async fn shutdown_answers_waiting_blocking_queries() {
-    let reg = start(RegistryConfig::default()).await;
+    let reg = registry(RegistryConfig::default()).await;
     reg.register(instance("Arith", "a1", 9001)).await;
     let url = reg.url("/v1/services/Arith?index=2&wait=5m");
     let http = reg.http.clone();
@@ -504,7 +489,7 @@ async fn shutdown_answers_waiting_blocking_queries() {
 #[tokio::test]
 async fn warm_up_is_announced_for_one_ttl() {
     let ttl = Duration::from_millis(1000);
-    let reg = start(RegistryConfig::default().default_ttl(ttl)).await;
+    let reg = registry(RegistryConfig::default().default_ttl(ttl)).await;
     for path in ["/v1/services", "/v1/services/Arith", "/v1/status"] {
         let left = reg.get_raw(path).await.1["warming_up_ms"].as_u64().unwrap_or(0);
         assert!(left > 0 && left <= 1000, "{path}: warming_up_ms = {left}");

@@ -3,34 +3,19 @@
 //! by the listing cap, and self-preservation that never-heartbeating
 //! registrations cannot switch on.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use reqwest::{Client, StatusCode};
+use common::{registry, Registry};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 use switchboard::discovery::{Change, Discover};
 use switchboard_registry::model::{metadata_len, InstanceMeta};
-use switchboard_registry::{BuiltinDiscover, RegistryClient, RegistryConfig, RegistryHandle, RegistryServer};
-
-struct Registry {
-    handle: RegistryHandle,
-    base: String,
-    http: Client,
-}
-
-async fn start(config: RegistryConfig) -> Registry {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let handle = RegistryServer::builder().config(config).build().spawn(listener).unwrap();
-    let base = format!("http://{}", handle.local_addr());
-    let http = Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap();
-    Registry { handle, base, http }
-}
+use switchboard_registry::{BuiltinDiscover, RegistryClient, RegistryConfig};
 
 impl Registry {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
     async fn register(&self, body: &Value) -> (StatusCode, Value) {
         let resp = self.http.put(self.url("/v1/instances")).json(body).send().await.unwrap();
         (resp.status(), resp.json().await.unwrap())
@@ -75,7 +60,7 @@ async fn assert_refused(reg: &Registry, body: &Value, status: StatusCode, code: 
 #[tokio::test]
 async fn instance_caps_refuse_new_instances_with_409_and_never_a_heartbeat_or_update() {
     let config = RegistryConfig::default().max_instances(5).max_instances_per_service(3);
-    let reg = start(config).await;
+    let reg = registry(config).await;
     for id in ["a", "b", "c"] {
         assert_eq!(reg.register(&instance("S", id)).await.0, StatusCode::OK);
     }
@@ -121,7 +106,7 @@ async fn instance_caps_refuse_new_instances_with_409_and_never_a_heartbeat_or_up
 #[tokio::test]
 async fn metadata_past_its_cap_is_refused_with_413_and_at_the_cap_accepted() {
     let limit = 512;
-    let reg = start(RegistryConfig::default().max_metadata_bytes(limit)).await;
+    let reg = registry(RegistryConfig::default().max_metadata_bytes(limit)).await;
     // InstanceMeta and methods taking exactly `limit` bytes as JSON.
     let methods = vec!["S.Get".to_owned()];
     let mut metadata = InstanceMeta::default();
@@ -156,7 +141,7 @@ async fn metadata_past_its_cap_is_refused_with_413_and_at_the_cap_accepted() {
 
 #[tokio::test]
 async fn addresses_no_caller_can_dial_are_refused_unless_allowed() {
-    let reg = start(RegistryConfig::default()).await;
+    let reg = registry(RegistryConfig::default()).await;
     let cases = [
         ("0.0.0.0:9000", "unspecified"),
         ("[::]:9000", "unspecified"),
@@ -185,7 +170,7 @@ async fn addresses_no_caller_can_dial_are_refused_unless_allowed() {
     }
     reg.handle.shutdown().await.unwrap();
 
-    let reg = start(RegistryConfig::default().allow_unroutable_addresses(true)).await;
+    let reg = registry(RegistryConfig::default().allow_unroutable_addresses(true)).await;
     for (address, _) in cases {
         let mut body = instance("S", "i");
         body["address"] = json!(address);
@@ -201,7 +186,7 @@ fn ids(list: &Value) -> BTreeSet<String> {
 #[tokio::test]
 async fn registrations_that_never_heartbeat_cannot_switch_self_preservation_on() {
     let config = RegistryConfig::default().sweep_interval(Duration::from_millis(50));
-    let reg = start(config).await;
+    let reg = registry(config).await;
     let short = |service: &str, id: &str| {
         let mut body = instance(service, id);
         body["ttl_ms"] = json!(1000);
@@ -259,7 +244,7 @@ async fn listings_never_pass_the_cap_and_discovery_follows_the_pages() {
     let config = RegistryConfig::default().max_listing_bytes(0).max_metadata_bytes(1024);
     let cap = config.listing_cap();
     assert_eq!(cap, 5120);
-    let reg = start(config).await;
+    let reg = registry(config).await;
     const N: usize = 300;
     for i in 0..N {
         let mut body = instance("Big", &format!("i{i:03}"));

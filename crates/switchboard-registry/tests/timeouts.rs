@@ -7,21 +7,19 @@
 //! The timeouts are short here (300 ms); every wait is on the event itself
 //! (the socket closing, an answer arriving) under a deadline of seconds.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::spawn_registry;
 use serde_json::Value;
-use switchboard_registry::{RegistryConfig, RegistryHandle, RegistryServer};
+use switchboard_registry::RegistryConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const SHORT: Duration = Duration::from_millis(300);
 /// Longest any close or answer may take to show up here.
 const DEADLINE: Duration = Duration::from_secs(5);
-
-async fn start(config: RegistryConfig) -> RegistryHandle {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    RegistryServer::builder().config(config).build().spawn(listener).unwrap()
-}
 
 /// Waits until the server closes `stream` (end of stream or a reset),
 /// returning what it sent before; panics after [`DEADLINE`].
@@ -67,7 +65,7 @@ fn config() -> RegistryConfig {
 #[tokio::test]
 async fn a_partial_request_head_is_closed_at_the_header_timeout() {
     // The idle timeout is long here: only the header timeout can close it.
-    let reg = start(config().idle_timeout(Duration::from_secs(60))).await;
+    let reg = spawn_registry(config().idle_timeout(Duration::from_secs(60))).await;
     let mut stream = TcpStream::connect(reg.local_addr()).await.unwrap();
     stream.write_all(b"GET /v1/status HTTP/1.1\r\nHost: registry\r\nX-Slow: ").await.unwrap();
     let began = Instant::now();
@@ -97,7 +95,7 @@ async fn a_partial_request_head_is_closed_at_the_header_timeout() {
 
 #[tokio::test]
 async fn a_partial_body_gets_408_and_is_closed_at_the_body_timeout() {
-    let reg = start(config().idle_timeout(Duration::from_secs(60))).await;
+    let reg = spawn_registry(config().idle_timeout(Duration::from_secs(60))).await;
     let mut stream = TcpStream::connect(reg.local_addr()).await.unwrap();
     let head =
         "PUT /v1/instances HTTP/1.1\r\nHost: registry\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n";
@@ -120,7 +118,7 @@ async fn a_partial_body_gets_408_and_is_closed_at_the_body_timeout() {
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_at_the_idle_timeout_and_a_blocking_query_is_not() {
-    let reg = start(config()).await;
+    let reg = spawn_registry(config()).await;
     let mut stream = TcpStream::connect(reg.local_addr()).await.unwrap();
     stream.write_all(b"GET /v1/status HTTP/1.1\r\nHost: registry\r\n\r\n").await.unwrap();
     let (status, _, _) = response(&mut stream).await;
@@ -155,7 +153,7 @@ async fn past_the_connection_cap_a_connection_gets_503_at_once_and_the_registry_
         .max_connections(CAP)
         .idle_timeout(Duration::from_secs(60))
         .header_timeout(Duration::from_secs(60));
-    let reg = start(config).await;
+    let reg = spawn_registry(config).await;
     let base = format!("http://{}", reg.local_addr());
     // The attacker's connections: each answered once (so each is surely
     // being served), then left idle, holding its slot.
@@ -204,7 +202,7 @@ async fn past_the_connection_cap_a_connection_gets_503_at_once_and_the_registry_
 async fn shutdown_does_not_wait_for_connections_between_requests() {
     let config =
         RegistryConfig::default().idle_timeout(Duration::from_secs(60)).header_timeout(Duration::from_secs(60));
-    let reg = start(config).await;
+    let reg = spawn_registry(config).await;
     let mut idle = TcpStream::connect(reg.local_addr()).await.unwrap();
     idle.write_all(b"GET /v1/status HTTP/1.1\r\nHost: registry\r\n\r\n").await.unwrap();
     assert_eq!(response(&mut idle).await.0, 200);

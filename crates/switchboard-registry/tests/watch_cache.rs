@@ -2,20 +2,17 @@
 //! watchers it wakes; the sharing must never serve stale content: not across
 //! a change, not in plain GETs, not to a query that did not wait.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{registry, Registry};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use switchboard_registry::model::ServiceChanges;
 use switchboard_registry::server::INDEX_HEADER;
-use switchboard_registry::{RegistryConfig, RegistryHandle, RegistryServer};
+use switchboard_registry::RegistryConfig;
 use tokio::task::JoinHandle;
-
-struct Registry {
-    handle: RegistryHandle,
-    base: String,
-    http: Client,
-}
 
 /// What one GET of a service listing returned.
 struct Answer {
@@ -45,14 +42,6 @@ impl Answer {
     }
 }
 
-async fn start(config: RegistryConfig) -> Registry {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let handle = RegistryServer::builder().config(config).build().spawn(listener).unwrap();
-    let base = format!("http://{}", handle.local_addr());
-    let http = Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap();
-    Registry { handle, base, http }
-}
-
 async fn get(http: &Client, url: &str) -> Answer {
     let resp = http.get(url).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
@@ -63,10 +52,6 @@ async fn get(http: &Client, url: &str) -> Answer {
 }
 
 impl Registry {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
     async fn register(&self, id: &str, port: u16) -> u64 {
         let body = json!({
             "service": "Arith",
@@ -112,7 +97,7 @@ fn assert_well_formed(answer: &Answer) {
 async fn shared_answers_follow_every_change_and_heartbeats_show_in_fresh_answers() {
     // A 1 s default TTL ends the warm-up after 1 s (the instances ask for 1 h).
     let ttl = Duration::from_secs(1);
-    let reg = start(RegistryConfig::default().default_ttl(ttl)).await;
+    let reg = registry(RegistryConfig::default().default_ttl(ttl)).await;
     let seen = reg.register("a1", 9001).await;
     tokio::time::sleep(ttl).await;
     assert!(reg.list().await.json().get("warming_up_ms").is_none(), "warm");
@@ -167,7 +152,7 @@ async fn shared_answers_follow_every_change_and_heartbeats_show_in_fresh_answers
 
 #[tokio::test]
 async fn shared_answers_during_warm_up_carry_the_current_countdown() {
-    let reg = start(RegistryConfig::default()).await; // warming up for 6 s
+    let reg = registry(RegistryConfig::default()).await; // warming up for 6 s
     let seen = reg.register("a1", 9001).await;
     let watchers = [reg.watcher(seen).await, reg.watcher(seen).await];
     let changed = reg.register("a2", 9002).await;

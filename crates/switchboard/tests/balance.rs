@@ -92,7 +92,7 @@ async fn application_unavailable_is_retried_elsewhere_only_when_idempotent() {
 
 mod common;
 
-use common::{instance, Manual, Node};
+use common::{instance, wait_until, Manual, Node};
 use switchboard::balance::{RoundRobin, Rule, Selector};
 use switchboard::discovery::Change;
 
@@ -177,11 +177,7 @@ async fn an_ejected_instance_returns_once_a_reconnect_succeeds() {
     // It comes back on the same address: the probe reconnects within the
     // client's backoff and puts it back.
     let _a = Node::start_on(&addr, behaviour).expect("rebind the same port");
-    let began = std::time::Instant::now();
-    while !in_rotation(&balanced) {
-        assert!(began.elapsed() < Duration::from_secs(10), "never came back");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("the instance to come back into rotation", Duration::from_secs(10), || in_rotation(&balanced)).await;
     let served = spread(&balanced, 20, &CallOptions::new().idempotent(true)).await;
     assert_eq!(served.get(&addr), Some(&10), "{served:?}");
 }
@@ -231,23 +227,29 @@ async fn connections_open_lazily_and_close_when_the_instance_leaves() {
     let balanced = Balanced::builder("Node", manual.clone()).connections_per_instance(2).build();
     manual.send(vec![Change::Added(switchboard::discovery::Instance::new(relay.clone()))]).await;
     assert_eq!(balanced.ready(Duration::from_secs(5)).await, 1);
+    // Not a wait for an event: the absence of one. An eager channel would
+    // connect on the `Added` just applied; give it 50 ms to show.
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(open.load(Ordering::Relaxed), 0, "no connection before the first call");
     spread(&balanced, 10, &CallOptions::new()).await;
     assert_eq!(open.load(Ordering::Relaxed), 2, "two connections per instance, as configured");
     manual.send(vec![Change::Removed(relay.clone())]).await;
-    let began = std::time::Instant::now();
-    while open.load(Ordering::Relaxed) > 0 {
-        assert!(began.elapsed() < Duration::from_secs(5), "connections still open after the instance left");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until("the connections to close after the instance left", Duration::from_secs(5), || {
+        open.load(Ordering::Relaxed) == 0
+    })
+    .await;
     assert!(balanced.stats().iter().all(|s| !s.listed));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_balancer_steers_away_from_a_slow_instance() {
     let (fast, slow) = (Node::start(), Node::start());
-    slow.behaviour.delay_ms.store(50, Ordering::Relaxed);
+    // Slow by far more than a loaded machine adds to the fast one: with four
+    // calls in flight the fourth costs 4 × the fast one's estimate, and a
+    // busy scheduler makes its round trips 15-45 ms at peaks (which peak
+    // EWMA keeps for its decay), so at 50 ms the slow one won every fourth
+    // call in about one run in five with two cores kept busy.
+    slow.behaviour.delay_ms.store(250, Ordering::Relaxed);
     let balanced = Balanced::builder("Node", Arc::new(Static::new([fast.addr.clone(), slow.addr.clone()]))).build();
     for _ in 0..50 {
         let calls: Vec<_> = (0..4)
@@ -276,25 +278,18 @@ async fn active_probing_ejects_a_dead_instance_before_any_call_finds_it() {
     let addr = a.addr.clone();
     let in_rotation = || balanced.stats().into_iter().find(|s| s.instance.address == addr).expect("a").in_rotation;
     // The static list arrives through discovery, asynchronously.
-    let listing = std::time::Instant::now();
-    while !balanced.stats().iter().any(|s| s.instance.address == addr) {
-        assert!(listing.elapsed() < Duration::from_secs(5), "the instances were never listed");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    assert_eq!(balanced.ready(Duration::from_secs(5)).await, 2, "the instances were never listed");
     // Six probe periods: a live instance answers every ping and never
     // leaves the rotation (an instance starts in it, so one look at the
-    // end would prove nothing).
+    // end would prove nothing). This span is what is under test, not a wait
+    // for an event: the sleep only spaces the looks.
     let watched = std::time::Instant::now();
     while watched.elapsed() < Duration::from_millis(300) {
         assert!(in_rotation(), "a live instance was ejected after {:?}", watched.elapsed());
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     a.kill();
-    let began = std::time::Instant::now();
-    while in_rotation() {
-        assert!(began.elapsed() < Duration::from_secs(5), "the dead instance was never ejected");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until("a probe to eject the dead instance", Duration::from_secs(5), || !in_rotation()).await;
     let a_stats = balanced.stats().into_iter().find(|s| s.instance.address == addr).expect("a");
     assert_eq!((a_stats.answered, a_stats.failed), (0, 0), "no call was involved");
     assert_eq!(b.hits(), 0);

@@ -3,6 +3,8 @@
 //! cancellation, errors, middleware, propagation, ping, large payloads and
 //! compression.
 
+mod common;
+
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -10,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::serve;
 use serde::{Deserialize, Serialize};
 use switchboard::client::ClientConfig;
 use switchboard::codec::Proto;
@@ -33,14 +36,6 @@ const WAIT: Duration = Duration::from_secs(5);
 // ---------------------------------------------------------------------------
 // helpers
 // ---------------------------------------------------------------------------
-
-/// Serve `server` on a fresh loopback listener; returns its address.
-async fn serve(server: &Server) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local_addr");
-    tokio::spawn(server.clone().serve(listener));
-    addr
-}
 
 /// Await `fut`, failing the test if it takes longer than `limit`.
 async fn within<F: std::future::Future>(limit: Duration, what: &str, fut: F) -> F::Output {

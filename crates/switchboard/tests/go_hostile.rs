@@ -11,9 +11,12 @@
 //! threads of one process (`cargo test`) they do not measure each other;
 //! nextest runs each in a process of its own anyway.
 
+mod common;
+
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
+use common::start;
 use serde::Serialize;
 use switchboard::codec::gob::{self, Decoder, Encoder};
 use switchboard::go::NetRpc;
@@ -43,7 +46,9 @@ struct Args {
     b: i64,
 }
 
-async fn serve(config: ServerConfig) -> (Server, String) {
+/// A server held to `config` that speaks Go's net/rpc, with the methods the
+/// hostile peers call (start it with `common::start`).
+fn server(config: ServerConfig) -> Server {
     let server = Server::builder().config(config).with(NetRpc::default()).build();
     let router = server.router();
     let add = |name: &str, handler| router.add_method(name, handler).expect("valid name");
@@ -64,10 +69,7 @@ async fn serve(config: ServerConfig) -> (Server, String) {
             Ok::<_, Status>(ms)
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
-    tokio::spawn(server.clone().serve(listener));
-    (server, addr)
+    server
 }
 
 // --- gob by hand ---------------------------------------------------------------
@@ -248,7 +250,7 @@ async fn cost_of_sending(addr: &str, bytes: Vec<u8>, how: Pieces, answer: &[u8])
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_large_gob_type_definitions_is_refused_as_it_arrives() {
     let _serial = SERIAL.lock().await;
-    let (server, addr) = serve(config()).await;
+    let (server, addr) = start(server(config())).await;
     let stream = TcpStream::connect(&addr).await.expect("connect");
     let (mut rd, mut wr) = stream.into_split();
     // A definition of type 65 (id -65 is ff 81) announcing almost 16 MiB:
@@ -294,7 +296,7 @@ async fn a_flood_of_large_gob_type_definitions_is_refused_as_it_arrives() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_gob_type_definitions_than_a_stream_may_make_close_it() {
     let _serial = SERIAL.lock().await;
-    let (server, addr) = serve(config()).await;
+    let (server, addr) = start(server(config())).await;
     let mut stream = TcpStream::connect(&addr).await.expect("connect");
     let mut enc = Encoder::new();
     stream.write_all(&gob_call(&mut enc, 1, "Arith.Multiply", &Args { a: 6, b: 7 })).await.expect("write");
@@ -326,7 +328,7 @@ fn json_echo(len: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_rpc_input_in_small_pieces_costs_about_what_it_costs_at_once() {
     let _serial = SERIAL.lock().await;
-    let (server, addr) = serve(config()).await;
+    let (server, addr) = start(server(config())).await;
     let request = json_echo(512 << 10);
     let answer = b"{\"id\":1,\"result\":\"ab";
     // 512 pieces of 1 KiB, over about 2 s: a server that parses all it has
@@ -353,7 +355,7 @@ async fn json_rpc_input_in_small_pieces_costs_about_what_it_costs_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gob_input_in_small_pieces_after_many_definitions_costs_about_what_it_costs_at_once() {
     let _serial = SERIAL.lock().await;
-    let (server, addr) = serve(config()).await;
+    let (server, addr) = start(server(config())).await;
     // 4,000 type definitions (a Go program with many types defines each on
     // first use), then a request header that trickles in (its method name
     // is long): a reader that looks at its whole buffer on every read goes
@@ -394,7 +396,7 @@ async fn stall_with(addr: &str, bytes: &[u8], limit: Duration) -> Option<Duratio
 async fn connections_that_stall_before_a_whole_request_are_closed_at_the_handshake_timeout() {
     let _serial = SERIAL.lock().await;
     let handshake = Duration::from_millis(300);
-    let (server, addr) = serve(config().handshake_timeout(handshake)).await;
+    let (server, addr) = start(server(config().handshake_timeout(handshake))).await;
     let mut enc = Encoder::new();
     let call = gob_call(&mut enc, 1, "Arith.Multiply", &Args { a: 6, b: 7 });
     let cases: [(&str, &[u8]); 6] = [
@@ -434,7 +436,7 @@ async fn connections_that_stall_before_a_whole_request_are_closed_at_the_handsha
 async fn a_request_started_after_the_first_must_finish_within_the_frame_timeout() {
     let _serial = SERIAL.lock().await;
     let frame = Duration::from_millis(300);
-    let (server, addr) = serve(config().frame_timeout(frame)).await;
+    let (server, addr) = start(server(config().frame_timeout(frame))).await;
 
     // gob: one call answered, then half of the next.
     let mut stream = TcpStream::connect(&addr).await.expect("connect");
@@ -480,7 +482,7 @@ async fn an_idle_go_connection_is_closed_but_not_while_a_call_runs() {
     // (The handshake timeout is shorter: the clock arms its first timer for
     // the handshake limit and looks at the idle limit from then on.)
     let config = config().idle_timeout(Some(idle)).handshake_timeout(idle / 2);
-    let (server, addr) = serve(config).await;
+    let (server, addr) = start(server(config)).await;
     for protocol in ["gob", "jsonrpc"] {
         let mut stream = TcpStream::connect(&addr).await.expect("connect");
         // A call that runs three idle periods is answered: a running call
@@ -517,7 +519,8 @@ async fn clients_that_read_none_of_their_answers_hold_a_bounded_total() {
     let _serial = SERIAL.lock().await;
     let budget = 16 * MIB;
     let (server, addr) =
-        serve(config().memory_budget(budget).max_queued_bytes(2 * MIB).frame_timeout(Duration::from_secs(1))).await;
+        start(server(config().memory_budget(budget).max_queued_bytes(2 * MIB).frame_timeout(Duration::from_secs(1))))
+            .await;
     // 40 clients, each sending 8 calls echoing 1 MiB and reading nothing:
     // 320 MiB of answers if the server took them all.
     let mut enc = Encoder::new();

@@ -4,6 +4,7 @@
 //! serves its own protocol on, and the Switchboard client (`GoClient`) calls
 //! Go servers.
 
+mod common;
 #[path = "support/go.rs"]
 mod go;
 
@@ -11,6 +12,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use common::{serve, start};
 use serde::{Deserialize, Serialize};
 use switchboard::go::{GoClient, GoProtocol, NetRpc};
 use switchboard::server::handler_fn;
@@ -79,14 +81,6 @@ fn server() -> Server {
     server
 }
 
-async fn serve() -> (Server, String) {
-    let server = server();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
-    tokio::spawn(server.clone().serve(listener));
-    (server, addr)
-}
-
 /// Runs a Go client case against `addr` and checks it printed what it
 /// prints against Go's own server (`go::NETRPC_CASES`).
 async fn go_case(proto: &str, addr: &str, case: &str) -> String {
@@ -98,7 +92,7 @@ const PROTOCOLS: [&str; 3] = ["gob", "jsonrpc", "http"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_clients_call_a_switchboard_server_on_its_own_port() {
-    let (server, addr) = serve().await;
+    let (server, addr) = start(server()).await;
     for proto in PROTOCOLS {
         for case in ["multiply", "divide", "apperror", "unknown", "unknownservice", "illformed", "text"] {
             go_case(proto, &addr, case).await;
@@ -112,7 +106,7 @@ async fn go_clients_call_a_switchboard_server_on_its_own_port() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nested_structs_maps_non_ascii_text_and_a_mebibyte_of_bytes_round_trip() {
-    let (server, addr) = serve().await;
+    let (server, addr) = start(server()).await;
     for proto in PROTOCOLS {
         go_case(proto, &addr, "nested").await;
         go_case(proto, &addr, "bytes").await;
@@ -122,7 +116,7 @@ async fn nested_structs_maps_non_ascii_text_and_a_mebibyte_of_bytes_round_trip()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_pipelined_calls_on_one_go_connection_are_answered() {
-    let (server, addr) = serve().await;
+    let (server, addr) = start(server()).await;
     for proto in PROTOCOLS {
         go_case(proto, &addr, "concurrent").await;
     }
@@ -152,7 +146,7 @@ async fn garbage_mid_stream_closes_that_connection_logs_why_and_others_carry_on(
         .with_ansi(false)
         .with_max_level(tracing::Level::WARN)
         .try_init();
-    let (server, addr) = serve().await;
+    let (server, addr) = start(server()).await;
     // A Switchboard client keeps its connection across the whole test.
     let native = Client::connect(addr.clone()).await.expect("connect");
     for proto in PROTOCOLS {
@@ -239,14 +233,23 @@ async fn the_switchboard_client_sends_go_servers_nested_values_and_bytes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_on_one_gob_connection_run_concurrently_and_are_answered_as_they_finish() {
-    let (server, addr) = serve().await;
+    let (server, addr) = start(server()).await;
+    // The handler says when a slow call (longer than 1 ms) has arrived, so
+    // the fast one is sent while the slow one is surely running.
+    let slow_arrived = Arc::new(tokio::sync::Notify::new());
+    let arrived = slow_arrived.clone();
     server
         .router()
         .add_method(
             "Sleep.For",
-            handler_fn(|ms: u64| async move {
-                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-                Ok::<_, Status>(ms)
+            handler_fn(move |ms: u64| {
+                if ms > 1 {
+                    arrived.notify_one();
+                }
+                async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                    Ok::<_, Status>(ms)
+                }
             }),
         )
         .expect("valid name");
@@ -257,7 +260,9 @@ async fn calls_on_one_gob_connection_run_concurrently_and_are_answered_as_they_f
             let go = go.clone();
             async move { go.call::<u64, u64>("Sleep.For", &800).await }
         });
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::timeout(std::time::Duration::from_secs(10), slow_arrived.notified())
+            .await
+            .unwrap_or_else(|_| panic!("{protocol:?}: the slow call never reached its handler"));
         let began = std::time::Instant::now();
         assert_eq!(go.call::<u64, u64>("Sleep.For", &1).await.expect("fast"), 1);
         assert!(began.elapsed() < std::time::Duration::from_millis(500), "{protocol:?}: the fast call waited");
@@ -284,9 +289,7 @@ async fn a_go_call_inside_a_handler_gives_up_at_the_handler_s_deadline() {
             }),
         )
         .expect("valid name");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let slow_addr = listener.local_addr().expect("addr").to_string();
-    tokio::spawn(slow.clone().serve(listener));
+    let slow_addr = serve(&slow).await.to_string();
 
     // The front: its handler calls the slow server over gob and reports
     // what the GoClient said, and when.
@@ -315,9 +318,7 @@ async fn a_go_call_inside_a_handler_gives_up_at_the_handler_s_deadline() {
             }),
         )
         .expect("valid name");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let front_addr = listener.local_addr().expect("addr").to_string();
-    tokio::spawn(front.clone().serve(listener));
+    let front_addr = serve(&front).await.to_string();
 
     let client = Client::connect(front_addr).await.expect("connect");
     let opts = switchboard::CallOptions::new().timeout(std::time::Duration::from_millis(300));

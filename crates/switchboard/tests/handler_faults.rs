@@ -4,8 +4,11 @@
 //! after the handler first waited); shutdown stays prompt when clients are
 //! idle or have just stopped calling.
 
+mod common;
+
 use std::time::Duration;
 
+use common::serve;
 use switchboard::server::handler_fn;
 use switchboard::Channel;
 use switchboard::{Client, Code, Error, Server, Status};
@@ -37,7 +40,7 @@ async fn panicking_handlers_answer_internal_and_the_connection_survives() {
             }),
         )
         .unwrap();
-    let addr = serve(&server).await;
+    let addr = serve(&server).await.to_string();
     let client = Client::builder(addr).timeout(Some(Duration::from_secs(5))).connect().await.unwrap();
 
     for method in ["Faulty.Now", "Faulty.Later"] {
@@ -111,14 +114,6 @@ async fn shutdown_is_prompt_right_after_concurrent_traffic() {
 async fn id_server() -> (Server, Client) {
     let server = Server::builder().build();
     server.router().add_method("Svc.Id", handler_fn(|x: u32| async move { Ok::<_, Status>(x) })).unwrap();
-    let addr = serve(&server).await;
+    let addr = serve(&server).await.to_string();
     (server, Client::connect(addr).await.unwrap())
-}
-
-/// Serve `server` on a fresh loopback port; returns the address.
-async fn serve(server: &Server) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(server.clone().serve(listener));
-    addr
 }

@@ -3,8 +3,11 @@
 //! keep-alive follows the request's version, and bad or oversized requests
 //! get their status code and a closed connection.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{serve, start};
 use switchboard::server::http::{HttpResponse, HttpRoute, MAX_BODY, MAX_HEAD};
 use switchboard::server::{handler_fn, ServerConfig};
 use switchboard::Channel;
@@ -12,7 +15,9 @@ use switchboard::{Client, Server, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-async fn serve(config: ServerConfig) -> (Server, String) {
+/// A server held to `config` with two HTTP routes and `Math.Double`
+/// (start it with `common::start`).
+fn server(config: ServerConfig) -> Server {
     let server = Server::builder()
         .config(config)
         .http_route(HttpRoute::respond("GET", "/hello", |req| async move {
@@ -26,10 +31,7 @@ async fn serve(config: ServerConfig) -> (Server, String) {
         .router()
         .add_method("Math.Double", handler_fn(|x: i64| async move { Ok::<_, Status>(x * 2) }))
         .expect("valid name");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
-    tokio::spawn(server.clone().serve(listener));
-    (server, addr)
+    server
 }
 
 /// Reads one response (head and `Content-Length` body) off `stream`.
@@ -61,7 +63,7 @@ async fn closes(stream: &mut TcpStream) -> bool {
 
 #[tokio::test]
 async fn routes_answer_beside_native_calls_on_one_port_with_keep_alive() {
-    let (server, addr) = serve(ServerConfig::default()).await;
+    let (server, addr) = start(server(ServerConfig::default())).await;
     let mut http = TcpStream::connect(&addr).await.expect("connect");
     // Two requests in one write: both answered, in order, on one connection.
     http.write_all(
@@ -93,7 +95,7 @@ async fn routes_answer_beside_native_calls_on_one_port_with_keep_alive() {
 
 #[tokio::test]
 async fn http_1_0_closes_after_one_answer_unless_it_asks_to_keep_alive() {
-    let (server, addr) = serve(ServerConfig::default()).await;
+    let (server, addr) = start(server(ServerConfig::default())).await;
     let mut once = TcpStream::connect(&addr).await.expect("connect");
     once.write_all(b"GET /hello HTTP/1.0\r\n\r\n").await.expect("write");
     let (head, _) = response(&mut once).await.expect("answer");
@@ -111,7 +113,7 @@ async fn http_1_0_closes_after_one_answer_unless_it_asks_to_keep_alive() {
 
 #[tokio::test]
 async fn bad_and_oversized_requests_get_their_status_and_a_close() {
-    let (server, addr) = serve(ServerConfig::default()).await;
+    let (server, addr) = start(server(ServerConfig::default())).await;
     let long_head = format!("GET /hello HTTP/1.1\r\nX-Pad: {}\r\n\r\n", "a".repeat(MAX_HEAD));
     let huge_body = format!("POST /echo HTTP/1.1\r\nContent-Length: {}\r\n\r\n", MAX_BODY + 1);
     let cases: [(&[u8], &str); 7] = [
@@ -138,7 +140,7 @@ async fn a_head_or_body_that_stalls_is_answered_408_at_the_frame_timeout() {
     let config = ServerConfig::default()
         .frame_timeout(Duration::from_millis(300))
         .idle_timeout(Some(Duration::from_millis(300)));
-    let (server, addr) = serve(config).await;
+    let (server, addr) = start(server(config)).await;
     // After one whole request, a second that stops halfway.
     let mut stream = TcpStream::connect(&addr).await.expect("connect");
     stream
@@ -160,9 +162,7 @@ async fn a_head_or_body_that_stalls_is_answered_408_at_the_frame_timeout() {
 #[tokio::test]
 async fn without_routes_http_is_not_served() {
     let server = Server::builder().build();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(server.clone().serve(listener));
+    let addr = serve(&server).await;
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream.write_all(b"GET / HTTP/1.1\r\n\r\n").await.expect("write");
     let mut answer = Vec::new();
@@ -174,7 +174,7 @@ async fn without_routes_http_is_not_served() {
 
 #[tokio::test]
 async fn a_body_the_memory_budget_cannot_cover_is_refused_503() {
-    let (server, addr) = serve(ServerConfig::default().memory_budget(128 << 10)).await;
+    let (server, addr) = start(server(ServerConfig::default().memory_budget(128 << 10))).await;
     // Within the budget (the first 64 KiB are free): echoed whole.
     let body = vec![b'x'; 150 << 10];
     let mut stream = TcpStream::connect(&addr).await.expect("connect");

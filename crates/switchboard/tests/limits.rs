@@ -5,12 +5,14 @@
 //! switchboard-examples runs the same attacks at full size on a server
 //! process with the default limits.)
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 
 use switchboard::frame::{Decoded, Frame, FrameDecoder, Head, Kind, Metadata, DEFAULT_MAX_FRAME, FLAG_REFUSED};
 use switchboard::server::{handler_fn, ServerBuilder};
@@ -20,6 +22,8 @@ use switchboard::{Client, Code, Server, Status};
 /// Upper bound for any single wait.
 const WAIT: Duration = Duration::from_secs(5);
 
+/// `builder`'s server with `Svc.A` (plus one) and `Svc.Big` (that many
+/// bytes), on a loopback port.
 async fn start(builder: ServerBuilder) -> (Server, SocketAddr) {
     let server = builder.build();
     server.router().add_method("Svc.A", handler_fn(|x: u64| async move { Ok::<_, Status>(x + 1) })).expect("register");
@@ -30,9 +34,7 @@ async fn start(builder: ServerBuilder) -> (Server, SocketAddr) {
             handler_fn(|n: u64| async move { Ok::<_, Status>(serde_bytes::ByteBuf::from(vec![7u8; n as usize])) }),
         )
         .expect("register");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(server.clone().serve(listener));
+    let addr = common::serve(&server).await;
     (server, addr)
 }
 

@@ -4,11 +4,11 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::Node;
+use common::{wait_until, Node};
 use switchboard::backoff::Backoff;
 use switchboard::balance::{
     BackupDelay, Balanced, BreakerConfig, BreakerState, CallOptionsExt, FailMode, RetryPolicy, RoundRobin,
@@ -25,6 +25,9 @@ fn idempotent() -> CallOptions {
     CallOptions::new().idempotent(true)
 }
 
+/// The longest a test waits for something it expects to happen.
+const WAIT: Duration = Duration::from_secs(10);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_killed_mid_load_costs_no_idempotent_call() {
     let (a, mut b, c) = (Node::start(), Node::start(), Node::start());
@@ -32,15 +35,15 @@ async fn an_instance_killed_mid_load_costs_no_idempotent_call() {
         n.behaviour.delay_ms.store(2, Ordering::Relaxed);
     }
     let balanced = Balanced::builder("Node", source(&[&a, &b, &c])).timeout(Some(Duration::from_secs(5))).build();
-    let stop_at = Instant::now() + Duration::from_millis(1500);
+    let stop = Arc::new(AtomicBool::new(false));
     let failed = Arc::new(AtomicU32::new(0));
     let ok = Arc::new(AtomicU32::new(0));
     let workers: Vec<_> = (0..16)
         .map(|_| {
-            let (balanced, failed, ok) = (balanced.clone(), failed.clone(), ok.clone());
+            let (balanced, failed, ok, stop) = (balanced.clone(), failed.clone(), ok.clone(), stop.clone());
             tokio::spawn(async move {
                 let mut n = 0;
-                while Instant::now() < stop_at && n < 5_000 {
+                while !stop.load(Ordering::Relaxed) && n < 5_000 {
                     n += 1;
                     match balanced.call_with::<_, String>("Node.Slow", &(), &idempotent()).await {
                         Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
@@ -53,9 +56,14 @@ async fn an_instance_killed_mid_load_costs_no_idempotent_call() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Mid load: b has served its share when it dies, and the load goes on
+    // until a and c have served a thousand calls more.
+    wait_until("b to serve 100 calls of the load", WAIT, || b.hits() >= 100).await;
     let before = b.hits();
     b.kill();
+    let others = a.hits() + c.hits();
+    wait_until("a and c to serve 1,000 calls after b died", WAIT, || a.hits() + c.hits() >= others + 1_000).await;
+    stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.await.expect("worker");
     }
@@ -83,12 +91,8 @@ async fn a_call_in_flight_on_a_dying_instance_is_retried_only_if_idempotent() {
             tokio::spawn(async move { balanced.call_with::<_, String>("Node.Slow", &(), &opts).await })
         };
         // Kill whichever instance took the call, while its handler runs.
-        let took = loop {
-            if let Some(i) = nodes.iter().position(|n| n.hits() == 1) {
-                break i;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        };
+        wait_until("the call to reach an instance", WAIT, || nodes.iter().any(|n| n.hits() == 1)).await;
+        let took = nodes.iter().position(|n| n.hits() == 1).expect("an instance took the call");
         nodes[took].kill();
         let result = call.await.expect("join");
         let other = &nodes[1 - took];
@@ -236,16 +240,22 @@ async fn fail_try_repeats_on_the_same_instance_and_fail_fast_does_not_repeat() {
 async fn a_sick_instance_trips_its_breaker_then_recovers() {
     let (sick, well) = (Node::start(), Node::start());
     sick.behaviour.sick.store(true, Ordering::Relaxed);
-    let breaker = BreakerConfig::default().consecutive_failures(3).open_for(Duration::from_millis(300));
+    // Open for long enough that no machine is slow enough to reach the end
+    // of it during the 40 calls below; the test jumps over it instead.
+    let open_for = Duration::from_secs(30);
+    let breaker = BreakerConfig::default().consecutive_failures(3).open_for(open_for);
     let balanced =
         Balanced::builder("Node", source(&[&sick, &well])).balancer(RoundRobin::new()).breaker(breaker).build();
     let mut errors = 0;
+    // Tokio's clock, the breaker's: it opens between these two instants.
+    let began = tokio::time::Instant::now();
     for _ in 0..40 {
         // Not idempotent: the Internal errors reach the caller.
         if balanced.call::<_, String>("Node.Sick", &()).await.is_err() {
             errors += 1;
         }
     }
+    let ended = tokio::time::Instant::now();
     assert_eq!(errors, 3, "after 3 failures in a row the sick instance gets no more calls");
     assert_eq!(sick.hits(), 3);
     let state = |addr: &str| balanced.stats().into_iter().find(|s| s.instance.address == addr).expect("listed").breaker;
@@ -253,7 +263,21 @@ async fn a_sick_instance_trips_its_breaker_then_recovers() {
 
     // It recovers; after the open period one probe goes through and closes it.
     sick.behaviour.sick.store(false, Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    // The open period passes on a paused clock: the breaker reads Tokio's
+    // clock, so advancing it is exactly `open_for` passing, with no guess at
+    // a margin and no wait. Paused only here, where no call is in flight and
+    // nothing waits on a socket: with time paused an idle runtime jumps to
+    // its next timer, and a call waiting for the server's answer would see
+    // its deadline fire (the nodes' own runtimes keep real time). `advance`
+    // only yields once, so nothing idles before `resume`.
+    let advance_to =
+        |at: tokio::time::Instant| tokio::time::advance(at.saturating_duration_since(tokio::time::Instant::now()));
+    tokio::time::pause();
+    advance_to(began + open_for - Duration::from_millis(1)).await;
+    assert_eq!(state(&sick.addr), BreakerState::Open, "open until open_for has passed");
+    advance_to(ended + open_for).await;
+    assert_eq!(state(&sick.addr), BreakerState::HalfOpen, "half-open once open_for has passed");
+    tokio::time::resume();
     for _ in 0..10 {
         balanced.call::<_, String>("Node.Sick", &()).await.expect("both healthy");
     }

@@ -2,6 +2,8 @@
 //! reconnects, hostile or broken input on raw sockets, graceful shutdown, the
 //! connection limit, and the small control frames.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -12,6 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
+
+use common::serve_task;
 
 use switchboard::codec::{Codec, Decode, Encode};
 use switchboard::frame::{Decoded, Frame, FrameDecoder, Head, Kind, Metadata, DEFAULT_MAX_FRAME, FLAG_REFUSED};
@@ -26,19 +30,11 @@ const WAIT: Duration = Duration::from_secs(2);
 // helpers
 // ---------------------------------------------------------------------------
 
-/// Serve `server` on a fresh loopback port.
-async fn start(server: &Server) -> (SocketAddr, JoinHandle<std::io::Result<()>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local_addr");
-    let serving = tokio::spawn(server.clone().serve(listener));
-    (addr, serving)
-}
-
 /// A server answering `Svc.A`, started on a loopback port.
 async fn start_svc_a() -> (Server, SocketAddr, JoinHandle<std::io::Result<()>>) {
     let server = Server::builder().build();
     add_svc_a(&server);
-    let (addr, serving) = start(&server).await;
+    let (addr, serving) = serve_task(&server).await;
     (server, addr, serving)
 }
 
@@ -339,7 +335,7 @@ async fn hard_drop_fails_in_flight_call_as_connection_lost_then_reconnects() {
             }),
         )
         .expect("register");
-    let (server_addr, _serving) = start(&server).await;
+    let (server_addr, _serving) = serve_task(&server).await;
     let proxy = Proxy::start(server_addr).await;
     let client = client(proxy.addr).await;
     assert_eq!(client.call::<_, u64>("Svc.A", &1u64).await.expect("call through the proxy"), 2);
@@ -380,7 +376,7 @@ async fn client_reconnects_to_a_server_restarted_on_the_same_address() {
     let version = |v: u32| handler_fn(move |_: ()| async move { Ok::<_, Status>(v) });
     let first = Server::builder().build();
     first.router().add_method("Ver.Get", version(1)).expect("register");
-    let (addr, serving) = start(&first).await;
+    let (addr, serving) = serve_task(&first).await;
     let client = client(addr).await;
     assert_eq!(client.call::<_, u32>("Ver.Get", &()).await.expect("first server"), 1);
 
@@ -458,7 +454,7 @@ async fn oversized_length_header_is_refused_with_resource_exhausted() {
 async fn oversized_frame_is_skipped_and_the_connection_keeps_serving() {
     let server = Server::builder().max_frame(64 * 1024).build();
     add_svc_a(&server);
-    let (addr, _serving) = start(&server).await;
+    let (addr, _serving) = serve_task(&server).await;
 
     let mut raw = Raw::connect(addr).await;
     // A 100 KiB frame sent whole, followed in the same write by a valid request.
@@ -576,7 +572,7 @@ async fn graceful_shutdown_drains_calls_in_flight() {
             }),
         )
         .expect("register");
-    let (addr, serving) = start(&server).await;
+    let (addr, serving) = serve_task(&server).await;
     let client = client(addr).await;
 
     let calls: Vec<_> = (0..20u32)
@@ -692,7 +688,7 @@ async fn a_request_read_after_shutdown_began_is_refused() {
         )
         .expect("register");
     *slot.lock().unwrap() = Some(server.clone());
-    let (addr, serving) = start(&server).await;
+    let (addr, serving) = serve_task(&server).await;
 
     let mut raw = Raw::connect(addr).await;
     let mut frames = request_frame(1, "Admin.Shutdown", Codec::Binary.id(), &encode(&()));
@@ -738,7 +734,7 @@ async fn shutdown_timeout_cancels_calls_that_never_finish() {
             }),
         )
         .expect("register");
-    let (addr, _serving) = start(&server).await;
+    let (addr, _serving) = serve_task(&server).await;
     let client =
         Client::builder(addr.to_string()).timeout(Some(Duration::from_secs(30))).connect().await.expect("connect");
     let stuck = {
@@ -772,7 +768,7 @@ async fn try_new_client(addr: SocketAddr) -> Result<(Client, u64), Error> {
 async fn connection_limit_closes_extra_connections_until_a_slot_frees() {
     let server = Server::builder().max_connections(2).build();
     add_svc_a(&server);
-    let (addr, _serving) = start(&server).await;
+    let (addr, _serving) = serve_task(&server).await;
 
     let first = client(addr).await;
     let second = client(addr).await;

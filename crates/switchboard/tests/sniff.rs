@@ -1,8 +1,11 @@
 //! One port, four protocols: what the first bytes of a connection select,
 //! and that bad input in any of them ends only its own connection.
 
+mod common;
+
 use std::time::Duration;
 
+use common::start;
 use switchboard::go::NetRpc;
 use switchboard::server::handler_fn;
 use switchboard::Channel;
@@ -10,16 +13,15 @@ use switchboard::{Client, Server, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-async fn serve() -> (Server, String) {
+/// A server speaking Switchboard, Go's gob and JSON-RPC and HTTP CONNECT
+/// on one port, with `Arith.Multiply` (start it with `common::start`).
+fn server() -> Server {
     let server = Server::builder().with(NetRpc::default()).build();
     server
         .router()
         .add_method("Arith.Multiply", handler_fn(|(a, b): (i64, i64)| async move { Ok::<_, Status>(a * b) }))
         .expect("valid name");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
-    tokio::spawn(server.clone().serve(listener));
-    (server, addr)
+    server
 }
 
 /// Sends `bytes`, then reads until the server closes the connection (or 5 s
@@ -36,7 +38,7 @@ async fn exchange(addr: &str, bytes: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn http_other_than_go_rpc_connect_is_answered_404_or_405() {
-    let (server, addr) = serve().await;
+    let (server, addr) = start(server()).await;
     let answer = exchange(&addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(answer.starts_with(b"HTTP/1.1 404 Not Found\r\n"), "{}", String::from_utf8_lossy(&answer));
     let answer = exchange(&addr, b"CONNECT /elsewhere HTTP/1.0\n\n").await;
@@ -51,7 +53,7 @@ async fn http_other_than_go_rpc_connect_is_answered_404_or_405() {
 
 #[tokio::test]
 async fn json_rpc_answers_in_go_s_shape_and_bad_json_closes_the_connection() {
-    let (server, addr) = serve().await;
+    let (server, addr) = start(server()).await;
     let answer = exchange(&addr, b"{\"method\":\"Arith.Multiply\",\"params\":[[7,8]],\"id\":3}\n").await;
     assert_eq!(answer, b"{\"id\":3,\"result\":56,\"error\":null}\n");
     // Two requests in one write, the second an unknown method; answered in turn.
@@ -73,7 +75,7 @@ async fn json_rpc_answers_in_go_s_shape_and_bad_json_closes_the_connection() {
 
 #[tokio::test]
 async fn random_bytes_after_any_prefix_never_take_the_server_down() {
-    let (server, addr) = serve().await;
+    let (server, addr) = start(server()).await;
     let native = Client::connect(addr.clone()).await.expect("connect");
     let prefixes: [&[u8]; 6] = [b"", b"{", b"CONNECT /_goRPC_ HTTP/1.0\n\n", b"\x2f\xff\x81", b"\xc5\xb0", b"\xc5\x00"];
     let mut rng = fastrand::Rng::with_seed(7);
@@ -92,7 +94,7 @@ async fn random_bytes_after_any_prefix_never_take_the_server_down() {
 
 #[tokio::test]
 async fn a_protocol_prefix_split_across_writes_is_still_recognised() {
-    let (server, addr) = serve().await;
+    let (server, addr) = start(server()).await;
     let mut stream = TcpStream::connect(&addr).await.expect("connect");
     // "CONN" cannot be told from an HTTP method yet; the rest comes later.
     stream.write_all(b"CONN").await.expect("write");

@@ -1,9 +1,20 @@
-//! Test servers for the balancing tests: each runs on its own Tokio runtime,
-//! so a test can kill one abruptly (its runtime dropped: tasks gone, sockets
-//! closed, no go-away), the in-process stand-in for SIGKILL.
+//! What the integration tests share (each test file that uses it says
+//! `mod common;`; not every file uses every helper, hence the
+//! `allow(dead_code)`):
+//!
+//! - [`serve`] / [`start`] / [`serve_task`]: a `Server` on a fresh loopback port, the
+//!   listener bound before the server starts (never a port picked, dropped
+//!   and bound again);
+//! - [`wait_until`]: wait for a condition with a deadline, instead of
+//!   sleeping and hoping;
+//! - for the balancing tests, [`Node`]s: test servers each on its own Tokio
+//!   runtime, so a test can kill one abruptly (its runtime dropped: tasks
+//!   gone, sockets closed, no go-away), the in-process stand-in for SIGKILL;
+//!   [`Manual`], a discovery source the test drives; [`instance`].
 
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +22,39 @@ use std::time::Duration;
 use switchboard::discovery::{Change, ChangeSender, Changes, Discover, Instance};
 use switchboard::server::handler_fn;
 use switchboard::{Server, Status};
+use tokio::task::JoinHandle;
+
+/// Serves `server` on a fresh loopback port; returns the address, which
+/// takes connections as soon as this returns.
+pub(crate) async fn serve(server: &Server) -> SocketAddr {
+    serve_task(server).await.0
+}
+
+/// [`serve`] for a test that wants both back: the server (to change or shut
+/// it down) and its address as text, as `Client::connect` takes it.
+pub(crate) async fn start(server: Server) -> (Server, String) {
+    let addr = serve(&server).await.to_string();
+    (server, addr)
+}
+
+/// [`serve`], and the task running the accept loop (it ends with
+/// `Server::serve`'s result once the server has shut down).
+pub(crate) async fn serve_task(server: &Server) -> (SocketAddr, JoinHandle<std::io::Result<()>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+    let addr = listener.local_addr().expect("the listener's address");
+    (addr, tokio::spawn(server.clone().serve(listener)))
+}
+
+/// Polls `condition` (every 5 ms) until it holds; panics naming `what` was
+/// awaited if it still does not after `within` (wall-clock time, so the
+/// bound holds whatever the test does with Tokio's clock).
+pub(crate) async fn wait_until(what: &str, within: Duration, mut condition: impl FnMut() -> bool) {
+    let began = std::time::Instant::now();
+    while !condition() {
+        assert!(began.elapsed() < within, "waited {within:?} for {what}, in vain");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
 
 /// How a node behaves; shared with the test so it can change at run time.
 #[derive(Default)]
