@@ -113,7 +113,11 @@ async fn register_list_heartbeat_deregister() {
 }
 
 #[tokio::test]
-async fn blocking_query_wakes_within_100ms_of_a_change() {
+/// Woken by the change itself, not by its 20 s wait running out or by a
+/// poll: the bound is loose (1 s after the change was acknowledged) so a
+/// loaded machine cannot fail it; how fast the wake is belongs to the
+/// propagation measurement (examples/propagation.rs), not to a timed test.
+async fn blocking_query_wakes_on_a_change_not_at_the_end_of_its_wait() {
     let reg = registry(RegistryConfig::default()).await;
     reg.register(instance("Arith", "a1", 9001)).await;
     let (_, list) = reg.get("/v1/services/Arith").await;
@@ -132,10 +136,15 @@ async fn blocking_query_wakes_within_100ms_of_a_change() {
 
     let changed = Instant::now();
     reg.register(instance("Arith", "a2", 9002)).await;
+    let acknowledged = Instant::now();
     let (list, woke) = tokio::time::timeout(Duration::from_secs(5), watcher).await.unwrap().unwrap();
-    let latency = woke.duration_since(changed);
-    println!("blocking query woke {latency:?} after the change (blocked {:?})", changed - started);
-    assert!(latency < Duration::from_millis(100), "woke after {latency:?}");
+    println!(
+        "blocking query woke {:?} after the change (blocked {:?})",
+        woke.duration_since(changed),
+        changed - started
+    );
+    let after_ack = woke.saturating_duration_since(acknowledged);
+    assert!(after_ack < Duration::from_secs(1), "woke {after_ack:?} after the change was acknowledged");
     assert!(list["index"].as_u64().unwrap() > seen);
     assert_eq!(ids(&list), ["a2"], "only what changed after the index passed");
     assert_eq!((&list["reset"], &list["more"]), (&json!(false), &json!(false)));
